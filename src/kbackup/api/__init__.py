@@ -1,0 +1,1 @@
+"""HTTP/JSON API on the daemon's Unix socket (v1)."""

@@ -1,0 +1,82 @@
+"""The OpenAPI 3.1 description of API v1, served at /v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kbackup import __version__
+
+
+def _op(
+    summary: str, role: str, params: list[dict[str, Any]] | None = None, ok: str = "200"
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Requires the {role} role (socket group for read, admin group to change).",
+        "responses": {
+            ok: {"description": "OK", "content": {"application/json": {}}},
+            "403": {"$ref": "#/components/responses/Forbidden"},
+        },
+    }
+    if params:
+        op["parameters"] = params
+        op["responses"]["404"] = {"$ref": "#/components/responses/NotFound"}
+    return op
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "kbackupd API",
+        "version": __version__,
+        "description": "HTTP/JSON over the Unix socket /run/kbackup/kbackupd.sock.",
+    },
+    "paths": {
+        "/v1/status": {
+            "get": _op("Daemon and per-job state: last run, last backup, next run", "read")
+        },
+        "/v1/health": {"get": _op("Liveness", "read")},
+        "/v1/jobs": {"get": _op("Configured jobs", "read")},
+        "/v1/jobs/{job}/run": {
+            "post": _op("Start a backup of a job now", "admin", [_path_param("job")], ok="202")
+        },
+        "/v1/backups": {"get": _op("Backups, newest first", "read", [_query_param("job")])},
+        "/v1/backups/{id}": {
+            "get": _op("One backup with its manifest", "read", [_path_param("id")])
+        },
+        "/v1/runs": {"get": _op("Runs, newest first", "read", [_query_param("job")])},
+        "/v1/runs/{id}": {"get": _op("One run with live progress", "read", [_path_param("id")])},
+        "/v1/reload": {"post": _op("Reload the configuration (like SIGHUP)", "admin")},
+        "/v1/catalog/rescan": {
+            "post": _op("Rebuild the catalog from manifests in storage", "admin")
+        },
+        "/v1/openapi.json": {"get": _op("This document", "read")},
+    },
+    "components": {
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error", "status"],
+                "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+            },
+        },
+        "responses": {
+            "Forbidden": {
+                "description": "Caller lacks the required group",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+            "NotFound": {
+                "description": "No such object",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+        },
+    },
+}

@@ -1,0 +1,232 @@
+"""The aiohttp application on the Unix socket: routes, authorization, JSON errors.
+
+Reads (GET) need the socket group, everything that changes state needs the admin group; the
+caller is identified per request with SO_PEERCRED, never by anything the client says.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from kbackup.api.auth import ADMIN, Caller, identify, peer_credentials
+from kbackup.api.openapi import OPENAPI
+from kbackup.views import backup_view
+
+if TYPE_CHECKING:
+    from kbackup.daemon import Daemon
+
+log = logging.getLogger("kbackup.api")
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status)
+
+
+def caller_of(request: web.Request) -> Caller:
+    daemon = request.app[DAEMON]
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None:
+        raise web.HTTPForbidden(text="cannot identify caller")
+    pid, uid, gid = peer_credentials(sock)
+    return identify(
+        pid, uid, gid, daemon.config.daemon.socket_group, daemon.config.daemon.admin_group
+    )
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    daemon = request.app[DAEMON]
+    caller = caller_of(request)
+    request["caller"] = caller
+    needs_admin = request.method not in ("GET", "HEAD")
+    if caller.role is None:
+        group = daemon.config.daemon.socket_group or "the daemon's"
+        return error(
+            403,
+            f"user {caller.user} (uid {caller.uid}) is not in group {group}: read access denied",
+        )
+    if needs_admin and caller.role != ADMIN:
+        group = daemon.config.daemon.admin_group or "admin"
+        return error(
+            403,
+            f"user {caller.user} may only read: {request.method} {request.path}"
+            f" needs membership in group {group} (or root)",
+        )
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error(exc.status, exc.text or exc.reason)
+        raise
+    except Exception as exc:
+        log.exception("event=api.error path=%s", request.path)
+        return error(500, f"internal error: {exc}")
+    if needs_admin:
+        log.info(
+            "event=api.call method=%s path=%s user=%s uid=%d status=%d",
+            request.method,
+            request.path,
+            caller.user,
+            caller.uid,
+            response.status,
+        )
+    return response
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DAEMON].status())
+
+
+async def get_health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    jobs = []
+    for name, job in sorted(daemon.config.jobs.items()):
+        jobs.append(
+            {
+                "name": name,
+                "schedules": [s.model_dump() for s in job.schedules],
+                "timezone": job.timezone or daemon.config.daemon.timezone,
+                "targets": job.targets,
+                "timeout_seconds": job.timeout,
+                "sources": [{"name": s.name, "kind": "postgres"} for s in job.postgres]
+                + [{"name": s.name, "kind": "files", "path": str(s.path)} for s in job.files],
+                "next_run": daemon.job_status(name)["next_run"],
+            }
+        )
+    return web.json_response(jobs)
+
+
+async def get_backups(request: web.Request) -> web.Response:
+    job = request.query.get("job")
+    return web.json_response(request.app[DAEMON].backups(job))
+
+
+async def get_backup(request: web.Request) -> web.Response:
+    row = request.app[DAEMON].catalog.get_backup(request.match_info["id"])
+    if row is None:
+        return error(
+            404, f"no backup with id {request.match_info['id']!r} (see `kbackupctl backups`)"
+        )
+    return web.json_response(backup_view(row, full=True))
+
+
+async def post_run(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    name = request.match_info["job"]
+    if name not in daemon.config.jobs:
+        known = ", ".join(sorted(daemon.config.jobs)) or "none configured"
+        return error(404, f"no job named {name!r} (jobs: {known})")
+    run, coalesced = daemon.runner.submit(name, "manual")
+    return web.json_response(
+        {"run_id": run.id, "backup_id": run.id, "coalesced": coalesced}, status=202
+    )
+
+
+async def get_runs(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    runs = daemon.catalog.runs(request.query.get("job"), int(request.query.get("limit", 50)))
+    for run in runs:
+        active = daemon.runner.find(run["id"])
+        if active:
+            run["progress"] = active.progress.as_dict()
+    return web.json_response(runs)
+
+
+async def get_run(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    run_id = request.match_info["id"]
+    run = daemon.catalog.get_run(run_id)
+    if run is None:
+        return error(404, f"no run with id {run_id!r}")
+    active = daemon.runner.find(run_id)
+    if active:
+        run["progress"] = active.progress.as_dict()
+    return web.json_response(run)
+
+
+async def post_reload(request: web.Request) -> web.Response:
+    problem = await request.app[DAEMON].reload()
+    if problem:
+        return error(422, "config rejected, the previous config keeps running:\n" + problem)
+    return web.json_response({"reloaded": True})
+
+
+async def post_rescan(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[DAEMON].rescan())
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    app = web.Application(middlewares=[guard])
+    app[DAEMON] = daemon
+    app.router.add_get("/v1/status", get_status)
+    app.router.add_get("/v1/health", get_health)
+    app.router.add_get("/v1/jobs", get_jobs)
+    app.router.add_post("/v1/jobs/{job}/run", post_run)
+    app.router.add_get("/v1/backups", get_backups)
+    app.router.add_get("/v1/backups/{id}", get_backup)
+    app.router.add_get("/v1/runs", get_runs)
+    app.router.add_get("/v1/runs/{id}", get_run)
+    app.router.add_post("/v1/reload", post_reload)
+    app.router.add_post("/v1/catalog/rescan", post_rescan)
+    app.router.add_get("/v1/openapi.json", get_openapi)
+    return app
+
+
+def bind_socket(path: Path, group: str | None) -> socket.socket:
+    """A listening socket at path, mode 0660, group `group`; refuses to steal a live one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale socket of a daemon that died
+        else:
+            raise OSError(f"another kbackupd is already listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o660)
+    if group:
+        try:
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+        except KeyError:
+            log.warning("event=socket.group_missing group=%s socket=%s", group, path)
+        except PermissionError as exc:
+            log.warning("event=socket.chown_failed group=%s error=%r", group, str(exc))
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_api(daemon: Daemon) -> web.AppRunner:
+    app = build_app(daemon)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = bind_socket(daemon.config.daemon.socket, daemon.config.daemon.socket_group)
+    site = web.SockSite(runner, sock)
+    await site.start()
+    return runner

@@ -1,0 +1,221 @@
+"""The daemon's memory: runs, backups and scheduler state in SQLite under state_dir.
+
+The storage is the source of truth for what backups exist (manifests); the catalog is a fast
+index over it plus the history that storage cannot hold (failed runs, schedule bookkeeping).
+`rescan` rebuilds the backup index from the manifests, so a new server sees old backups.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    backup_id TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_job ON runs(job, started_at);
+CREATE TABLE IF NOT EXISTS backups (
+    id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    status TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    size_bytes INTEGER NOT NULL DEFAULT 0,
+    targets TEXT NOT NULL DEFAULT '{}',
+    manifest TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS backups_job ON backups(job, started_at);
+CREATE TABLE IF NOT EXISTS schedule_state (
+    job TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    last_fired_at TEXT NOT NULL,
+    PRIMARY KEY (job, schedule)
+);
+"""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class Catalog:
+    def __init__(self, state_dir: Path):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / "catalog.sqlite3"
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ runs
+
+    def add_run(self, run_id: str, job: str, kind: str, trigger: str, started_at: datetime) -> None:
+        self.db.execute(
+            "INSERT INTO runs (id, job, kind, trigger, status, started_at) VALUES (?,?,?,?,?,?)",
+            (run_id, job, kind, trigger, "running", iso(started_at)),
+        )
+
+    def finish_run(
+        self, run_id: str, status: str, error: str | None = None, backup_id: str | None = None
+    ) -> None:
+        self.db.execute(
+            "UPDATE runs SET status=?, error=?, finished_at=?, backup_id=COALESCE(?, backup_id)"
+            " WHERE id=?",
+            (status, error, iso(utcnow()), backup_id, run_id),
+        )
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        query = "SELECT * FROM runs"
+        args: tuple[Any, ...] = ()
+        if job:
+            query += " WHERE job=?"
+            args = (job,)
+        query += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        return [dict(r) for r in self.db.execute(query, (*args, limit))]
+
+    def last_run(self, job: str, kind: str = "backup") -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT * FROM runs WHERE job=? AND kind=? AND status != 'running'"
+            " ORDER BY started_at DESC, rowid DESC LIMIT 1",
+            (job, kind),
+        ).fetchone()
+        return dict(row) if row else None
+
+    def interrupted_runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM runs WHERE status='running'")]
+
+    # ------------------------------------------------------------------ backups
+
+    def upsert_backup(
+        self,
+        backup_id: str,
+        job: str,
+        status: str,
+        trigger: str,
+        started_at: str,
+        finished_at: str | None,
+        size_bytes: int,
+        targets: dict[str, Any],
+        manifest: dict[str, Any] | None,
+        error: str | None = None,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO backups (id, job, status, trigger, started_at, finished_at, size_bytes,"
+            " targets, manifest, error) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET job=excluded.job, status=excluded.status,"
+            " trigger=excluded.trigger, started_at=excluded.started_at,"
+            " finished_at=excluded.finished_at, size_bytes=excluded.size_bytes,"
+            " targets=excluded.targets, manifest=COALESCE(excluded.manifest, backups.manifest),"
+            " error=excluded.error",
+            (
+                backup_id,
+                job,
+                status,
+                trigger,
+                started_at,
+                finished_at,
+                size_bytes,
+                json.dumps(targets),
+                json.dumps(manifest) if manifest is not None else None,
+                error,
+            ),
+        )
+
+    def mark_backup_failed(self, backup_id: str, error: str) -> None:
+        self.db.execute(
+            "UPDATE backups SET status='failed', error=?, finished_at=COALESCE(finished_at, ?)"
+            " WHERE id=?",
+            (error, iso(utcnow()), backup_id),
+        )
+
+    @staticmethod
+    def _backup_row(row: sqlite3.Row) -> dict[str, Any]:
+        item = dict(row)
+        item["targets"] = json.loads(item["targets"] or "{}")
+        item["manifest"] = json.loads(item["manifest"]) if item["manifest"] else None
+        return item
+
+    def get_backup(self, backup_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM backups WHERE id=?", (backup_id,)).fetchone()
+        return self._backup_row(row) if row else None
+
+    def backups(self, job: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        clauses, args = [], []
+        if job:
+            clauses.append("job=?")
+            args.append(job)
+        if status:
+            clauses.append("status=?")
+            args.append(status)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.db.execute(f"SELECT * FROM backups{where} ORDER BY started_at DESC", args)
+        return [self._backup_row(r) for r in rows]
+
+    def last_complete_backup(self, job: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT * FROM backups WHERE job=? AND status='complete'"
+            " ORDER BY started_at DESC LIMIT 1",
+            (job,),
+        ).fetchone()
+        return self._backup_row(row) if row else None
+
+    def delete_backups_not_in(self, keep_ids: Iterable[str]) -> int:
+        """Forget complete backups whose manifests are gone from storage (after a rescan)."""
+        keep = set(keep_ids)
+        gone = [
+            r["id"]
+            for r in self.db.execute("SELECT id FROM backups WHERE status='complete'")
+            if r["id"] not in keep
+        ]
+        self.db.executemany("DELETE FROM backups WHERE id=?", [(i,) for i in gone])
+        return len(gone)
+
+    # ------------------------------------------------------------------ scheduler
+
+    def last_fired(self, job: str, schedule: str) -> datetime | None:
+        row = self.db.execute(
+            "SELECT last_fired_at FROM schedule_state WHERE job=? AND schedule=?", (job, schedule)
+        ).fetchone()
+        return parse_iso(row["last_fired_at"]) if row else None
+
+    def set_last_fired(self, job: str, schedule: str, when: datetime) -> None:
+        self.db.execute(
+            "INSERT INTO schedule_state (job, schedule, last_fired_at) VALUES (?,?,?)"
+            " ON CONFLICT(job, schedule) DO UPDATE SET last_fired_at=excluded.last_fired_at",
+            (job, schedule, iso(when)),
+        )

@@ -1,0 +1,442 @@
+"""kbackupctl: the companion CLI on the daemon's Unix socket.
+
+It must start fast (it is typed by people and called by monitoring), so it imports only the
+standard library on its common paths: http.client over AF_UNIX, json, argparse. pydantic is
+loaded only by `config check`, rich only to draw a progress bar on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kbackup.units import format_duration, format_size
+
+DEFAULT_SOCKET = "/run/kbackup/kbackupd.sock"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 30.0):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+class Client:
+    def __init__(self, socket_path: str):
+        self.socket_path = socket_path
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        conn = UnixHTTPConnection(self.socket_path)
+        try:
+            payload = None if body is None else json.dumps(body)
+            headers = {"Content-Type": "application/json"} if payload else {}
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except FileNotFoundError:
+            raise CliError(
+                f"kbackupd is not running: no socket at {self.socket_path}"
+                " (start it, or pass --socket / set KBACKUP_SOCKET)",
+                3,
+            ) from None
+        except PermissionError:
+            raise CliError(
+                f"permission denied on {self.socket_path}: your user must be in the"
+                " daemon's socket group (kbackup)",
+                3,
+            ) from None
+        except (ConnectionRefusedError, OSError) as exc:
+            raise CliError(f"cannot reach kbackupd at {self.socket_path}: {exc}", 3) from None
+        finally:
+            conn.close()
+        try:
+            decoded = json.loads(data) if data else None
+        except ValueError:
+            raise CliError(f"kbackupd answered {response.status} with non-JSON data") from None
+        if response.status >= 400:
+            message = decoded.get("error") if isinstance(decoded, dict) else None
+            raise CliError(message or f"kbackupd answered HTTP {response.status}")
+        return decoded
+
+
+# ---------------------------------------------------------------------- formatting
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(str(c))) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def short_time(value: str | None) -> str:
+    when = parse_time(value)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M") if when else "-"
+
+
+def ago(value: str | None) -> str:
+    when = parse_time(value)
+    if not when:
+        return "-"
+    return format_duration((datetime.now(UTC) - when).total_seconds()) + " ago"
+
+
+def progress_text(progress: dict[str, Any] | None) -> str:
+    if not progress:
+        return ""
+    pct = progress.get("percent")
+    text = progress.get("phase", "")
+    if pct is not None:
+        text += f" {pct:.0f}%"
+    return text
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    data = client.call("GET", "/v1/status")
+    if args.json:
+        return emit_json(data)
+    daemon = data["daemon"]
+    print(
+        f"kbackupd {daemon['version']} (pid {daemon['pid']}), up since "
+        f"{short_time(daemon['started_at'])}, {daemon['running']} running "
+        f"(limit {daemon['max_concurrent_jobs']})"
+    )
+    if daemon.get("last_reload_error"):
+        print(f"last reload REJECTED: {daemon['last_reload_error'].splitlines()[0]}")
+    rows, problems = [], []
+    for job in data["jobs"]:
+        last_run, last_backup = job["last_run"], job["last_backup"]
+        state = (
+            "running: " + progress_text(job["running"]["progress"])
+            if job["running"]
+            else (last_run["status"] if last_run else "never run")
+        )
+        rows.append(
+            [
+                job["job"],
+                state,
+                short_time(last_run["started_at"]) if last_run else "-",
+                ago(last_backup["finished_at"]) if last_backup else "none",
+                short_time(job["next_run"]),
+            ]
+        )
+        if last_run and last_run["status"] == "failed":
+            problems.append(f"{job['job']}: last run {last_run['id']} failed: {last_run['error']}")
+    print()
+    print(table(["JOB", "STATE", "LAST RUN", "LAST GOOD BACKUP", "NEXT RUN"], rows))
+    for line in problems:
+        print("\n" + line)
+    return 0
+
+
+def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
+    data = client.call("GET", "/v1/jobs")
+    if args.json:
+        return emit_json(data)
+    rows = [
+        [
+            j["name"],
+            ", ".join(f"{s['cron']} ({s['tag']})" for s in j["schedules"]) or "manual",
+            ", ".join(f"{s['kind']}:{s['name']}" for s in j["sources"]),
+            ", ".join(j["targets"]),
+            short_time(j["next_run"]),
+        ]
+        for j in data
+    ]
+    print(table(["JOB", "SCHEDULES", "SOURCES", "TARGETS", "NEXT RUN"], rows))
+    return 0
+
+
+def cmd_backups(client: Client, args: argparse.Namespace) -> int:
+    path = "/v1/backups" + (f"?job={args.job}" if args.job else "")
+    data = client.call("GET", path)
+    if args.json:
+        return emit_json(data)
+    rows = []
+    for b in data:
+        start, end = parse_time(b["started_at"]), parse_time(b["finished_at"])
+        took = format_duration((end - start).total_seconds()) if start and end else "-"
+        rows.append(
+            [
+                b["id"],
+                b["job"],
+                b["status"],
+                b["trigger"],
+                short_time(b["started_at"]),
+                took,
+                format_size(b["size_bytes"]),
+                ",".join(c["name"] for c in b["components"]),
+            ]
+        )
+    print(table(["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "TOOK", "SIZE", "COMPONENTS"], rows))
+    return 0
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    data = client.call("GET", f"/v1/backups/{args.backup_id}")
+    if args.json:
+        return emit_json(data)
+    print(f"backup    {data['id']}\njob       {data['job']}\nstatus    {data['status']}")
+    print(f"trigger   {data['trigger']}\nstarted   {data['started_at']}")
+    print(f"finished  {data['finished_at'] or '-'}\nsize      {format_size(data['size_bytes'])}")
+    print("targets   " + ", ".join(f"{k}: {v}" for k, v in data["targets"].items()))
+    if data.get("error"):
+        print(f"error     {data['error']}")
+    for c in data["components"]:
+        detail = ""
+        if c.get("database"):
+            d = c["database"]
+            detail = (
+                f"PostgreSQL {d['server_version']}, {d['tables']} tables, "
+                f"{d['rows']} rows, database {format_size(d['database_size'])}"
+            )
+        elif c.get("files"):
+            f = c["files"]
+            detail = f"{f['file_count']} files, {format_size(f['total_bytes'])}"
+        print(
+            f"\n  {c['kind']} {c['name']}: {c['file']}  {format_size(c['size_bytes'])}"
+            f" stored, {format_size(c['raw_bytes'])} raw"
+        )
+        print(f"    sha256 {c['sha256']}")
+        if detail:
+            print(f"    {detail}")
+    return 0
+
+
+def wait_for_run(client: Client, run_id: str) -> dict[str, Any]:
+    bar = None
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), transient=True
+        )
+        bar.start()
+        task = bar.add_task("starting", total=None)
+    last_phase = None
+    try:
+        while True:
+            run = client.call("GET", f"/v1/runs/{run_id}")
+            progress = run.get("progress") or {}
+            if bar is not None:
+                bar.update(
+                    task,
+                    description=progress.get("phase", run["status"]),
+                    completed=progress.get("bytes_done", 0),
+                    total=progress.get("bytes_total"),
+                )
+            elif progress.get("phase") and progress.get("phase") != last_phase:
+                last_phase = progress["phase"]
+                print(f"{run_id}: {last_phase}", file=sys.stderr)
+            if run["status"] != "running":
+                return run
+            time.sleep(0.5)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def cmd_run(client: Client, args: argparse.Namespace) -> int:
+    started = client.call("POST", f"/v1/jobs/{args.job}/run")
+    run_id = started["run_id"]
+    if started["coalesced"]:
+        print(
+            f"job {args.job} is already running as {run_id}; waiting for that run"
+            if args.wait
+            else f"job {args.job} is already running as {run_id}",
+            file=sys.stderr,
+        )
+    if not args.wait:
+        if args.json:
+            return emit_json(started)
+        print(run_id)
+        return 0
+    run = wait_for_run(client, run_id)
+    if args.json:
+        emit_json(run)
+    if run["status"] != "complete":
+        print(f"backup {run_id} of job {args.job} FAILED: {run.get('error')}", file=sys.stderr)
+        return 1
+    if not args.json:
+        backup = client.call("GET", f"/v1/backups/{run_id}")
+        print(
+            f"backup complete: {format_size(backup['size_bytes'])} in "
+            f"{len(backup['components'])} components",
+            file=sys.stderr,
+        )
+        print(run_id)
+    return 0
+
+
+def cmd_runs(client: Client, args: argparse.Namespace) -> int:
+    path = "/v1/runs" + (f"?job={args.job}" if args.job else "")
+    data = client.call("GET", path)
+    if args.json:
+        return emit_json(data)
+    rows = [
+        [
+            r["id"],
+            r["job"],
+            r["kind"],
+            r["trigger"],
+            r["status"],
+            short_time(r["started_at"]),
+            progress_text(r.get("progress")) or (r["error"] or ""),
+        ]
+        for r in data
+    ]
+    print(table(["RUN", "JOB", "KIND", "TRIGGER", "STATUS", "STARTED", "DETAIL"], rows))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from kbackup.config import ConfigError, config_dir_from_env, load_config
+
+    try:
+        config = load_config(config_dir_from_env(args.config_dir))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.json:
+        return emit_json(
+            {
+                "ok": True,
+                "config_dir": str(config.directory),
+                "jobs": sorted(config.jobs),
+                "storage": sorted(config.storage),
+            }
+        )
+    print(
+        f"{config.directory}: OK: {len(config.jobs)} job(s) ({', '.join(sorted(config.jobs))}),"
+        f" {len(config.storage)} storage target(s)"
+    )
+    return 0
+
+
+def cmd_rescan(client: Client, args: argparse.Namespace) -> int:
+    data = client.call("POST", "/v1/catalog/rescan")
+    if args.json:
+        return emit_json(data)
+    print(f"found {data['found']} complete backups; forgot {data['forgotten']} missing ones")
+    for problem in data["errors"]:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if data["errors"] else 0
+
+
+def cmd_reload(client: Client, args: argparse.Namespace) -> int:
+    client.call("POST", "/v1/reload")
+    print("configuration reloaded")
+    return 0
+
+
+def emit_json(data: Any) -> int:
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------- wiring
+
+
+def socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return args.socket
+    if os.environ.get("KBACKUP_SOCKET"):
+        return os.environ["KBACKUP_SOCKET"]
+    config_dir = Path(args.config_dir or os.environ.get("KBACKUP_CONFIG_DIR") or "/etc/kbackup")
+    try:
+        import tomllib
+
+        with open(config_dir / "kbackupd.toml", "rb") as fh:
+            return str(tomllib.load(fh).get("daemon", {}).get("socket", DEFAULT_SOCKET))
+    except (OSError, ValueError):
+        return DEFAULT_SOCKET
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kbackupctl", description="Control kbackupd.")
+    parser.add_argument(
+        "--socket",
+        help="daemon socket (default: $KBACKUP_SOCKET, the config's"
+        f" [daemon] socket, or {DEFAULT_SOCKET})",
+    )
+    parser.add_argument("--config-dir", help="default: $KBACKUP_CONFIG_DIR or /etc/kbackup")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("status", help="daemon and job state at a glance")
+    sub.add_parser("jobs", help="configured jobs and their schedules")
+    p = sub.add_parser("backups", help="list backups, newest first")
+    p.add_argument("job", nargs="?")
+    p = sub.add_parser("show", help="one backup in detail")
+    p.add_argument("backup_id")
+    p = sub.add_parser("run", help="start a backup of JOB now")
+    p.add_argument("job")
+    p.add_argument("--wait", action="store_true", help="wait for the end; exit 1 if it failed")
+    p = sub.add_parser("runs", help="recent runs")
+    p.add_argument("job", nargs="?")
+    sub.add_parser("reload", help="reload the configuration (like systemctl reload)")
+    p = sub.add_parser("config", help="configuration commands")
+    p.add_argument("action", choices=["check"])
+    p = sub.add_parser("catalog", help="catalog commands")
+    p.add_argument("action", choices=["rescan"])
+    return parser
+
+
+COMMANDS = {
+    "status": cmd_status,
+    "jobs": cmd_jobs,
+    "backups": cmd_backups,
+    "show": cmd_show,
+    "run": cmd_run,
+    "runs": cmd_runs,
+    "reload": cmd_reload,
+    "catalog": cmd_rescan,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "config":
+            return cmd_config_check(args)
+        return COMMANDS[args.command](Client(socket_path(args)), args)
+    except CliError as exc:
+        print(f"kbackupctl: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

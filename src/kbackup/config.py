@@ -1,0 +1,321 @@
+"""Configuration: kbackupd.toml plus one job per file in jobs.d/.
+
+Everything a user can get wrong is checked here, before any work starts, and reported as one
+line per problem naming the file, the field and what is expected. Secrets never live in these
+files: only paths to files (or systemd credential names) that hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from kbackup.units import parse_duration
+
+DEFAULT_CONFIG_DIR = Path("/etc/kbackup")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_SECRET_IN_DSN = re.compile(r"(^|\s)password\s*=|://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class ConfigError(Exception):
+    """A configuration problem; str() is one line per problem, each naming file and field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def config_dir_from_env(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("KBACKUP_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown timezone {value!r}; expected an IANA name like 'Europe/London'"
+        ) from None
+    return value
+
+
+Timezone = Annotated[str, BeforeValidator(_check_timezone)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------- daemon
+
+
+class DaemonSection(Strict):
+    socket: Path = Path("/run/kbackup/kbackupd.sock")
+    socket_group: str | None = "kbackup"
+    admin_group: str | None = "kbackup-admin"
+    state_dir: Path = Path("/var/lib/kbackup")
+    staging_dir: Path | None = None
+    max_concurrent_jobs: int = Field(default=2, ge=1, le=64)
+    timezone: Timezone = "UTC"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace: Seconds = 20.0
+
+
+class LocalStorageConfig(Strict):
+    type: Literal["local"]
+    path: Path
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"expected an absolute directory path, got {str(value)!r}")
+        return value
+
+
+StorageConfig = Annotated[LocalStorageConfig, Field(discriminator="type")]
+
+
+class DaemonSettings(BaseSettings):
+    """kbackupd.toml. Environment variables KBACKUP_DAEMON__<FIELD> override single fields."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KBACKUP_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    daemon: DaemonSection = DaemonSection()
+    storage: dict[Name, StorageConfig] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+class Schedule(Strict):
+    cron: str
+    tag: Name = "scheduled"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if not croniter.is_valid(value) or len(value.split()) != 5:
+            raise ValueError(
+                f"{value!r} is not a cron expression; expected 5 fields like '0 2 * * *'"
+            )
+        return value
+
+
+class PostgresSource(Strict):
+    name: Name
+    dsn: str
+    password_file: Path | None = None
+    pg_dump: str = "pg_dump"
+    row_counts: Literal["exact", "none"] = "exact"
+    exclude_table_data: list[str] = Field(default_factory=list)
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_inline_secret(cls, value: str) -> str:
+        if _SECRET_IN_DSN.search(value):
+            raise ValueError("the DSN contains a password; put it in a file and set password_file")
+        return value
+
+
+class FilesSource(Strict):
+    name: Name
+    path: Path
+    exclude: list[str] = Field(default_factory=list)
+    one_file_system: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"expected an absolute directory path, got {str(value)!r}")
+        return value
+
+
+class CompressionConfig(Strict):
+    algorithm: Literal["zstd"] = "zstd"
+    level: int = Field(default=3, ge=1, le=19)
+    threads: int = Field(default=0, ge=0, le=64)  # 0 = one per CPU
+
+
+class JobConfig(Strict):
+    name: Name
+    schedules: list[Schedule] = Field(default_factory=list)
+    timezone: Timezone | None = None
+    targets: list[Name] = Field(min_length=1)
+    timeout: Seconds = 6 * 3600.0
+    compression: CompressionConfig = CompressionConfig()
+    postgres: list[PostgresSource] = Field(default_factory=list)
+    files: list[FilesSource] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _components(self) -> JobConfig:
+        names = [s.name for s in self.postgres] + [s.name for s in self.files]
+        if not names:
+            raise ValueError("a job needs at least one [[postgres]] or [[files]] source")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"component names must be unique within a job: {', '.join(dupes)}")
+        return self
+
+
+class Config(BaseModel):
+    """The whole, validated configuration as the daemon uses it."""
+
+    directory: Path
+    settings: DaemonSettings
+    jobs: dict[str, JobConfig]
+
+    @property
+    def daemon(self) -> DaemonSection:
+        return self.settings.daemon
+
+    @property
+    def storage(self) -> dict[str, StorageConfig]:
+        return self.settings.storage
+
+    def job_timezone(self, job: JobConfig) -> ZoneInfo:
+        return ZoneInfo(job.timezone or self.daemon.timezone)
+
+    def redacted_snapshot(self, job: JobConfig) -> dict[str, Any]:
+        """What a backup stores about its configuration: paths to secrets, never their content."""
+        return {
+            "captured_at": datetime.now().astimezone().isoformat(),
+            "job": job.model_dump(mode="json"),
+            "daemon": self.daemon.model_dump(mode="json"),
+            "storage": {
+                name: self.storage[name].model_dump(mode="json")
+                for name in job.targets
+                if name in self.storage
+            },
+        }
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _format_errors(path: Path, error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item["loc"] if p not in ("function-after",)) or "-"
+        message = item["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling)"
+        elif item["type"] == "missing":
+            message = "required field is missing"
+        elif "input" in item and item["type"] not in ("value_error",):
+            message = f"{message} (got {item['input']!r})"
+        problems.append(f"{path}: {location}: {message}")
+    return problems
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+
+
+def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
+    """Read and check the whole configuration; raise ConfigError listing every problem found."""
+    config_dir = config_dir_from_env(directory)
+    problems: list[str] = []
+    main_file = config_dir / "kbackupd.toml"
+    settings: DaemonSettings | None = None
+    if not config_dir.is_dir():
+        raise ConfigError([f"{config_dir}: config directory does not exist"])
+    try:
+        raw = _read_toml(main_file) if main_file.exists() else {}
+        settings = DaemonSettings(**raw)
+    except ConfigError as exc:
+        problems += exc.problems
+    except ValidationError as exc:
+        problems += _format_errors(main_file, exc)
+
+    jobs: dict[str, JobConfig] = {}
+    job_files: dict[str, Path] = {}
+    jobs_dir = config_dir / "jobs.d"
+    for path in sorted(jobs_dir.glob("*.toml")) if jobs_dir.is_dir() else []:
+        try:
+            raw = _read_toml(path)
+            raw.setdefault("name", path.stem)
+            job = JobConfig(**raw)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        except ValidationError as exc:
+            problems += _format_errors(path, exc)
+            continue
+        if job.name in jobs:
+            problems.append(
+                f"{path}: name: job {job.name!r} is already defined in {job_files[job.name]}"
+            )
+            continue
+        jobs[job.name] = job
+        job_files[job.name] = path
+        if settings is not None:
+            for index, target in enumerate(job.targets):
+                if target not in settings.storage:
+                    known = ", ".join(sorted(settings.storage)) or "none defined"
+                    problems.append(
+                        f"{path}: targets.{index}: unknown storage target {target!r}"
+                        f" (kbackupd.toml defines: {known})"
+                    )
+        for source in job.postgres:
+            if source.password_file is not None and not source.password_file.is_file():
+                problems.append(
+                    f"{path}: postgres.{source.name}.password_file: {source.password_file}"
+                    " does not exist or is not a file"
+                )
+    if problems:
+        raise ConfigError(problems)
+    assert settings is not None
+    return Config(directory=config_dir, settings=settings, jobs=jobs)
+
+
+def read_secret_file(path: Path) -> str:
+    """The first line of a secret file, without its newline. Never logged."""
+    try:
+        return path.read_text().splitlines()[0] if path.stat().st_size else ""
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None

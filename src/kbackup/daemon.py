@@ -1,0 +1,279 @@
+"""kbackupd: load config, recover from the last stop, schedule and run jobs, serve the API.
+
+systemd integration: READY=1 once the socket listens, STATUS= with what is running,
+WATCHDOG=1 at half of WATCHDOG_USEC from the event loop itself (a stuck loop stops the pings),
+RELOADING=1/READY=1 around SIGHUP reloads, STOPPING=1 on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from datetime import timedelta
+from typing import Any
+
+import sdnotify
+
+from kbackup import __version__
+from kbackup.catalog import Catalog, iso, parse_iso, utcnow
+from kbackup.config import Config, ConfigError, config_dir_from_env, load_config
+from kbackup.logs import setup_logging
+from kbackup.repository import clean_incomplete, list_manifests
+from kbackup.runner import Runner
+from kbackup.scheduler import Clock, Scheduler
+from kbackup.storage import Storage, StorageError, open_storage
+from kbackup.views import backup_view
+
+log = logging.getLogger("kbackup.daemon")
+ORPHAN_AGE = timedelta(days=1)
+
+
+def build_storages(config: Config) -> dict[str, Storage]:
+    return {name: open_storage(name, cfg) for name, cfg in config.storage.items()}
+
+
+class Daemon:
+    def __init__(self, config: Config, clock: Clock | None = None):
+        self.config = config
+        self.clock = clock or Clock()
+        self.catalog = Catalog(config.daemon.state_dir)
+        self.storages = build_storages(config)
+        self.runner = Runner(config, self.catalog, self.storages)
+        self.scheduler = Scheduler(self.catalog, self._launch, self.clock)
+        self.notifier = sdnotify.SystemdNotifier()
+        self.started_at = utcnow()
+        self.stopping = asyncio.Event()
+        self.last_reload_error: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _launch(self, job: str, trigger: str) -> None:
+        self.runner.submit(job, trigger)
+
+    def notify(self, message: str) -> None:
+        self.notifier.notify(message)
+
+    async def recover(self) -> None:
+        """Runs the last daemon never finished are failed; their leftovers are removed."""
+        interrupted = self.catalog.interrupted_runs()
+        for run in interrupted:
+            self.catalog.finish_run(run["id"], "failed", "interrupted: daemon stopped during run")
+            if self.catalog.get_backup(run["id"]) is not None:
+                self.catalog.mark_backup_failed(run["id"], "interrupted: daemon stopped")
+        known = {r["id"] for r in interrupted}
+        for storage in self.storages.values():
+            try:
+                removed = await clean_incomplete(storage, known, utcnow(), ORPHAN_AGE)
+            except (StorageError, OSError) as exc:
+                log.warning("event=storage.unreachable target=%s error=%r", storage.name, str(exc))
+                continue
+            for key in removed:
+                log.warning("event=partial.removed target=%s key=%s", storage.name, key)
+
+    async def start(self) -> None:
+        from kbackup.api.server import start_api
+
+        await self.recover()
+        self.scheduler.configure(self.config)
+        self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        self.api_runner = await start_api(self)
+        self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+        self.notify("READY=1")
+        self._update_status()
+        log.info(
+            "event=daemon.ready version=%s socket=%s jobs=%d",
+            __version__,
+            self.config.daemon.socket,
+            len(self.config.jobs),
+        )
+
+    async def _watchdog(self) -> None:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        pid = os.environ.get("WATCHDOG_PID")
+        interval = usec / 2e6 if usec and (not pid or int(pid) == os.getpid()) else 0
+        while True:
+            if interval:
+                self.notify("WATCHDOG=1")
+            self._update_status()
+            await asyncio.sleep(interval or 5.0)
+
+    def _update_status(self) -> None:
+        running = list(self.runner.active.values())
+        if running:
+            parts = []
+            for run in running:
+                pct = run.progress.percent
+                parts.append(
+                    f"{run.job}: {run.progress.phase}" + (f" {pct:.0f}%" if pct is not None else "")
+                )
+            self.notify("STATUS=" + "; ".join(parts))
+        else:
+            self.notify(f"STATUS=idle, {len(self.config.jobs)} jobs scheduled")
+
+    async def reload(self) -> str | None:
+        """Apply a new config; a bad one is rejected and the old one keeps running."""
+        self.notify("RELOADING=1")
+        try:
+            new = load_config(self.config.directory)
+            storages = build_storages(new)
+        except (ConfigError, StorageError) as exc:
+            self.last_reload_error = str(exc)
+            for line in str(exc).splitlines():
+                log.error("event=reload.rejected error=%r", line)
+            self.notify("READY=1")
+            return str(exc)
+        for key in ("socket", "state_dir"):
+            if getattr(new.daemon, key) != getattr(self.config.daemon, key):
+                log.warning(
+                    "event=reload.ignored field=daemon.%s reason=%s", key, "takes effect at restart"
+                )
+        self.config = new
+        self.storages = storages
+        await self.runner.reconfigure(new, storages)
+        self.scheduler.configure(new)
+        self.last_reload_error = None
+        log.info("event=reload.ok jobs=%d", len(new.jobs))
+        self.notify("READY=1")
+        self._update_status()
+        return None
+
+    async def stop(self) -> None:
+        self.notify("STOPPING=1")
+        log.info("event=daemon.stopping running=%d", len(self.runner.active))
+        await self.runner.shutdown(self.config.daemon.shutdown_grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if getattr(self, "api_runner", None) is not None:
+            await self.api_runner.cleanup()
+        self.catalog.close()
+        log.info("event=daemon.stopped")
+
+    # ------------------------------------------------------------------ queries
+
+    def job_status(self, name: str) -> dict[str, Any]:
+        last_run = self.catalog.last_run(name)
+        last_backup = self.catalog.last_complete_backup(name)
+        active = self.runner.active.get(name)
+        next_run = self.scheduler.next_run(name)
+        age = None
+        if last_backup and last_backup["finished_at"]:
+            when = parse_iso(last_backup["finished_at"])
+            age = (self.clock.now() - when).total_seconds() if when else None
+        return {
+            "job": name,
+            "running": active.as_dict() if active else None,
+            "last_run": None
+            if last_run is None
+            else {
+                k: last_run[k]
+                for k in ("id", "status", "trigger", "started_at", "finished_at", "error")
+            },
+            "last_backup": None
+            if last_backup is None
+            else {
+                "id": last_backup["id"],
+                "finished_at": last_backup["finished_at"],
+                "age_seconds": age,
+                "size_bytes": last_backup["size_bytes"],
+            },
+            "next_run": iso(next_run),
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "daemon": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "started_at": iso(self.started_at),
+                "config_dir": str(self.config.directory),
+                "running": len(self.runner.active),
+                "max_concurrent_jobs": self.config.daemon.max_concurrent_jobs,
+                "last_reload_error": self.last_reload_error,
+            },
+            "jobs": [self.job_status(name) for name in sorted(self.config.jobs)],
+        }
+
+    async def rescan(self) -> dict[str, Any]:
+        """Rebuild the backup index from the manifests on every storage target."""
+        found: dict[str, dict[str, Any]] = {}
+        errors = []
+        for name, storage in self.storages.items():
+            try:
+                manifests = await list_manifests(storage)
+            except (StorageError, OSError) as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            for manifest in manifests:
+                entry = found.setdefault(manifest.id, {"manifest": manifest, "targets": {}})
+                entry["targets"][name] = "complete"
+        for backup_id, entry in found.items():
+            m = entry["manifest"]
+            self.catalog.upsert_backup(
+                backup_id,
+                m.job,
+                "complete",
+                m.trigger,
+                m.started_at,
+                m.finished_at,
+                m.size_bytes,
+                entry["targets"],
+                m.model_dump(mode="json"),
+            )
+        removed = 0 if errors else self.catalog.delete_backups_not_in(found)
+        log.info(
+            "event=catalog.rescan found=%d forgotten=%d errors=%d", len(found), removed, len(errors)
+        )
+        return {"found": len(found), "forgotten": removed, "errors": errors}
+
+    def backups(self, job: str | None) -> list[dict[str, Any]]:
+        return [backup_view(row) for row in self.catalog.backups(job)]
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+async def serve(config: Config) -> int:
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, daemon.stopping.set)
+    loop.add_signal_handler(signal.SIGINT, daemon.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload()))
+    try:
+        await daemon.start()
+    except OSError as exc:
+        log.error("event=daemon.start_failed error=%r", str(exc))
+        return 1
+    await daemon.stopping.wait()
+    await daemon.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kbackupd", description="kbackup daemon")
+    parser.add_argument("--config-dir", help="default: $KBACKUP_CONFIG_DIR or /etc/kbackup")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit")
+    parser.add_argument("--version", action="version", version=f"kbackupd {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(config_dir_from_env(args.config_dir))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"{config.directory}: OK, {len(config.jobs)} job(s)")
+        return 0
+    setup_logging(config.daemon.log_level)
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

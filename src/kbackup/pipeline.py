@@ -1,0 +1,136 @@
+"""Byte-stream stages between a source and the storage writers.
+
+A source yields ~1 MiB chunks; each chunk goes through the stages (compression now,
+encryption later) and SHA-256 in a worker thread, because zstd and hashlib release the GIL on
+large buffers: the event loop keeps reading the source's pipe meanwhile, so dumping,
+compressing and writing overlap. Memory stays at a few chunks whatever the backup's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import zstandard
+
+from kbackup.storage.base import ObjectWriter
+
+CHUNK = 1 << 20
+
+
+class Stage(Protocol):
+    extension: str
+
+    def process(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def describe(self) -> dict[str, object]: ...
+
+
+class ZstdStage:
+    extension = ".zst"
+
+    def __init__(self, level: int = 3, threads: int = 0):
+        self.level = level
+        self.threads = threads or os.cpu_count() or 1
+        compressor = zstandard.ZstdCompressor(
+            level=level, threads=self.threads if self.threads > 1 else 0
+        )
+        self._obj = compressor.compressobj()
+
+    def process(self, data: bytes) -> bytes:
+        return self._obj.compress(data)
+
+    def finish(self) -> bytes:
+        return self._obj.flush()
+
+    def describe(self) -> dict[str, object]:
+        return {"algorithm": "zstd", "level": self.level}
+
+
+@dataclass
+class StreamResult:
+    raw_bytes: int
+    stored_bytes: int
+    sha256: str
+
+
+class _Transform:
+    """Stages plus the digest of what comes out of the last one; runs in a worker thread."""
+
+    def __init__(self, stages: Sequence[Stage]):
+        self.stages = stages
+        self.digest = hashlib.sha256()
+        self.raw = 0
+        self.stored = 0
+
+    def _out(self, data: bytes) -> bytes:
+        self.digest.update(data)
+        self.stored += len(data)
+        return data
+
+    def feed(self, data: bytes) -> bytes:
+        self.raw += len(data)
+        for stage in self.stages:
+            data = stage.process(data)
+        return self._out(data)
+
+    def finish(self) -> bytes:
+        out = b""
+        for stage in self.stages:
+            # Each stage also sees what the stages before it flushed.
+            out = (stage.process(out) if out else b"") + stage.finish()
+        return self._out(out)
+
+
+async def rechunk(source: AsyncIterator[bytes], size: int = CHUNK) -> AsyncIterator[bytes]:
+    """Gather small pipe reads into chunks worth a thread hop."""
+    buffer = bytearray()
+    async for piece in source:
+        buffer += piece
+        if len(buffer) >= size:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+async def run_stream(
+    source: AsyncIterator[bytes],
+    stages: Sequence[Stage],
+    writers: Sequence[ObjectWriter],
+    on_progress: Callable[[int], None] | None = None,
+) -> StreamResult:
+    """Pump source through stages into every writer; the caller commits or aborts them."""
+    transform = _Transform(stages)
+    pending: asyncio.Future[None] | None = None
+
+    async def write_all(data: bytes) -> None:
+        if data:
+            await asyncio.gather(*(w.write(data) for w in writers))
+
+    try:
+        async for chunk in rechunk(source):
+            out = await asyncio.to_thread(transform.feed, chunk)
+            if pending is not None:
+                await pending
+            # Writing this chunk overlaps with transforming the next one.
+            pending = asyncio.ensure_future(write_all(out))
+            if on_progress:
+                on_progress(transform.raw)
+        if pending is not None:
+            await pending
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+    await write_all(await asyncio.to_thread(transform.finish))
+    return StreamResult(transform.raw, transform.stored, transform.digest.hexdigest())
+
+
+def stages_for(level: int, threads: int) -> list[Stage]:
+    return [ZstdStage(level, threads)]

@@ -1,0 +1,139 @@
+"""When jobs run: cron expressions evaluated in the job's timezone, plus catch-up after downtime.
+
+Cron is evaluated on naive wall-clock time and each match is then placed on the UTC time line
+(first occurrence of an ambiguous time; a time inside a spring-forward gap runs right after the
+gap). Fire times only ever move forward, so a daily job neither skips nor runs twice on a DST
+day. The clock is injectable so tests can drive time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from kbackup.catalog import Catalog, iso
+from kbackup.config import Config
+
+log = logging.getLogger("kbackup.scheduler")
+MAX_SLEEP = 30.0
+
+
+class Clock:
+    """Real time. Tests pass a subclass whose now() they control."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def next_fire(cron: str, tz: ZoneInfo, after: datetime) -> datetime:
+    """The first time strictly after `after` (aware) at which `cron` fires in `tz`, in UTC."""
+    local = after.astimezone(tz).replace(tzinfo=None)
+    matches = croniter(cron, local)
+    while True:
+        candidate: datetime = matches.get_next(datetime)
+        fire = candidate.replace(tzinfo=tz, fold=0).astimezone(UTC)
+        if fire > after:
+            return fire
+
+
+@dataclass
+class Entry:
+    job: str
+    tag: str
+    cron: str
+    tz: ZoneInfo
+    next_at: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.tag}:{self.cron}"
+
+
+Launch = Callable[[str, str], None]  # (job name, trigger)
+
+
+class Scheduler:
+    def __init__(self, catalog: Catalog, launch: Launch, clock: Clock | None = None):
+        self.catalog = catalog
+        self.launch = launch
+        self.clock = clock or Clock()
+        self.entries: list[Entry] = []
+        self._wake = asyncio.Event()
+
+    def configure(self, config: Config) -> None:
+        """(Re)build the timetable from config; keeps each schedule's last fire time."""
+        now = self.clock.now()
+        entries = []
+        for job in config.jobs.values():
+            tz = config.job_timezone(job)
+            for schedule in job.schedules:
+                entry = Entry(job.name, schedule.tag, schedule.cron, tz, now)
+                last = self.catalog.last_fired(job.name, entry.key)
+                if last is None:
+                    self.catalog.set_last_fired(job.name, entry.key, now)
+                    last = now
+                entry.next_at = next_fire(entry.cron, tz, last)
+                entries.append(entry)
+        self.entries = entries
+        self._wake.set()
+
+    def next_run(self, job: str) -> datetime | None:
+        times = [e.next_at for e in self.entries if e.job == job]
+        return min(times) if times else None
+
+    def tick(self) -> list[tuple[str, str]]:
+        """Fire what is due; a job due on several schedules (or missed many times) runs once."""
+        now = self.clock.now()
+        launched: dict[str, str] = {}
+        for entry in self.entries:
+            if entry.next_at > now:
+                continue
+            overdue = (now - entry.next_at).total_seconds()
+            trigger = "scheduled" if overdue < 2 * MAX_SLEEP + 60 else "catch-up"
+            if entry.job not in launched:
+                launched[entry.job] = trigger
+                log.info(
+                    "event=schedule.fire job=%s tag=%s due=%s trigger=%s",
+                    entry.job,
+                    entry.tag,
+                    iso(entry.next_at),
+                    trigger,
+                )
+            else:
+                log.info(
+                    "event=schedule.coalesced job=%s tag=%s due=%s",
+                    entry.job,
+                    entry.tag,
+                    iso(entry.next_at),
+                )
+            self.catalog.set_last_fired(entry.job, entry.key, now)
+            entry.next_at = next_fire(entry.cron, entry.tz, now)
+        for job, trigger in launched.items():
+            self.launch(job, trigger)
+        return list(launched.items())
+
+    async def run(self) -> None:
+        while True:
+            self.tick()
+            now = self.clock.now()
+            upcoming = [e.next_at for e in self.entries]
+            delay = MAX_SLEEP
+            if upcoming:
+                delay = max(0.05, min(MAX_SLEEP, (min(upcoming) - now).total_seconds()))
+            self._wake.clear()
+            sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()

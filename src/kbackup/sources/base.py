@@ -1,0 +1,48 @@
+"""What every source (a database, a file tree) offers a backup job.
+
+A source is opened as an async context manager yielding a SourceStream: `chunks()` gives the
+raw bytes, `finish()` confirms the source ended well and returns what the manifest records
+about it. Leaving the context early (failure, timeout, shutdown) stops the source's processes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+
+class SourceError(Exception):
+    """The source cannot be read; the message is one line naming the source and the reason."""
+
+
+class SourceStream(ABC):
+    @abstractmethod
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    @abstractmethod
+    async def finish(self) -> dict[str, Any]:
+        """Raise SourceError if the source did not end cleanly; else its manifest metadata."""
+
+    def index(self) -> bytes | None:
+        """An optional listing stored beside the component (file trees: path, size, sha256)."""
+        return None
+
+
+class Source(ABC):
+    kind: str
+    extension: str
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def file_stem(self) -> str:
+        return f"{'db' if self.kind == 'postgres' else self.kind}-{self.name}"
+
+    async def estimate_size(self) -> int | None:
+        return None
+
+    @abstractmethod
+    def open(self) -> AbstractAsyncContextManager[SourceStream]: ...

@@ -1,0 +1,49 @@
+"""The JSON shapes the API returns for catalog rows (one place, so CLI and API agree)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def component_view(component: dict[str, Any]) -> dict[str, Any]:
+    view = {
+        k: component.get(k) for k in ("name", "kind", "file", "size_bytes", "sha256", "raw_bytes")
+    }
+    database = component.get("database")
+    if database:
+        counts = database.get("row_counts") or {}
+        view["database"] = {
+            "server_version": database.get("server_version"),
+            "database_size": database.get("database_size"),
+            "tables": len(counts),
+            "rows": sum(counts.values()),
+        }
+    files = component.get("files")
+    if files:
+        view["files"] = {
+            "file_count": files.get("file_count"),
+            "total_bytes": files.get("total_bytes"),
+        }
+    return view
+
+
+def backup_view(row: dict[str, Any], full: bool = False) -> dict[str, Any]:
+    manifest = row.get("manifest") or {}
+    view = {
+        k: row.get(k)
+        for k in (
+            "id",
+            "job",
+            "status",
+            "trigger",
+            "started_at",
+            "finished_at",
+            "size_bytes",
+            "error",
+        )
+    }
+    view["targets"] = row.get("targets") or {}
+    view["components"] = [component_view(c) for c in manifest.get("components", [])]
+    if full:
+        view["manifest"] = manifest or None
+    return view
