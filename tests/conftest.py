@@ -1,0 +1,290 @@
+"""Shared fixtures: a real PostgreSQL server, a real kbackupd process, real kbackupctl calls.
+
+The machine's PostgreSQL on 127.0.0.1:5432 is used when it answers (KBACKUP_TEST_PG overrides
+the DSN); otherwise a private cluster is started with initdb for the session.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+BIN = Path(sys.executable).parent
+KBACKUPD = str(BIN / "kbackupd")
+KBACKUPCTL = str(BIN / "kbackupctl")
+
+
+def pg_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.skip("PostgreSQL server binaries not installed")
+    return Path(found[-1]).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgServer:
+    def __init__(self, host: str, port: int, user: str):
+        self.host, self.port, self.user = host, port, user
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"host={self.host} port={self.port} user={self.user} dbname={dbname}"
+
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
+        return psycopg.connect(self.dsn(dbname), autocommit=True)
+
+    def query(self, dbname: str, query: str | sql.Composable, params: Any = None) -> list[Any]:
+        with self.connect(dbname) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def create_database(self, name: str) -> None:
+        with self.connect() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop_database(self, name: str) -> None:
+        with self.connect() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+    def databases(self, prefix: str) -> list[str]:
+        rows = self.query("postgres", "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                          (prefix + "%",))
+        return [r[0] for r in rows]
+
+
+def _start_private_cluster(base: Path) -> tuple[PgServer, list[str]]:
+    bindir = pg_bindir()
+    data = base / "pgdata"
+    port = free_port()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                    "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
+                    str(base / "pg.log"), "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
+                    "start"], check=True, capture_output=True)
+    stop = [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]
+    return PgServer("127.0.0.1", port, "postgres"), stop
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    dsn = os.environ.get("KBACKUP_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+        with psycopg.connect(dsn, dbname="postgres", connect_timeout=3):
+            pass
+        yield PgServer(str(info.get("host", "127.0.0.1")), int(info.get("port", 5432)),
+                       str(info.get("user", "postgres")))
+        return
+    except psycopg.Error:
+        pass
+    base = Path(tempfile.mkdtemp(prefix="kbpg"))
+    server, stop = _start_private_cluster(base)
+    try:
+        yield server
+    finally:
+        subprocess.run(stop, capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+SHOP_SCHEMA = """
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL);
+CREATE TABLE invoices (
+    id serial PRIMARY KEY,
+    customer_id int REFERENCES customers(id),
+    amount numeric(12,2) NOT NULL,
+    issued date NOT NULL DEFAULT current_date
+);
+CREATE TABLE "Line Items" (invoice_id int REFERENCES invoices(id), text text);
+INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 50) g;
+INSERT INTO invoices (customer_id, amount) SELECT 1 + g % 50, g * 1.25 FROM generate_series(1, 2000) g;
+INSERT INTO "Line Items" SELECT 1 + g % 2000, md5(g::text) FROM generate_series(1, 3000) g;
+"""
+SHOP_COUNTS = {"public.customers": 50, "public.invoices": 2000, "public.Line Items": 3000}
+
+
+def table_counts(pg: PgServer, dbname: str) -> dict[str, int]:
+    counts = {}
+    tables = pg.query(dbname, "SELECT schemaname, tablename FROM pg_tables WHERE schemaname"
+                              " NOT IN ('pg_catalog', 'information_schema')")
+    for schema, table in tables:
+        rows = pg.query(dbname, sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(table)))
+        counts[f"{schema}.{table}"] = rows[0][0]
+    return counts
+
+
+@pytest.fixture
+def shop_db(pg: PgServer) -> Iterator[str]:
+    name = f"kbt_shop_{uuid.uuid4().hex[:8]}"
+    pg.create_database(name)
+    with pg.connect(name) as conn:
+        conn.execute(SHOP_SCHEMA)
+    try:
+        yield name
+    finally:
+        pg.drop_database(name)
+
+
+@pytest.fixture
+def pdf_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "pdfs"
+    for year, month, count in ((2025, 12, 3), (2026, 3, 4)):
+        folder = root / str(year) / f"{month:02d}"
+        folder.mkdir(parents=True)
+        for index in range(count):
+            (folder / f"inv-{index}.pdf").write_bytes(os.urandom(30_000 + index * 1000))
+    (root / "scratch.tmp").write_text("temporary")
+    (root / "README").write_text("uploaded invoices\n")
+    return root
+
+
+class KbEnv:
+    """A kbackupd configuration in a temp dir, the daemon process and kbackupctl calls."""
+
+    def __init__(self, base: Path, sockdir: Path):
+        self.base = base
+        self.config_dir = base / "conf"
+        self.jobs_dir = self.config_dir / "jobs.d"
+        self.jobs_dir.mkdir(parents=True)
+        self.store = base / "store"
+        self.state = base / "state"
+        self.socket = sockdir / "kbackupd.sock"
+        self.log = base / "kbackupd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {**os.environ, "KBACKUP_CONFIG_DIR": str(self.config_dir),
+                    "KBACKUP_SOCKET": str(self.socket)}
+        self.write_daemon()
+
+    def write_daemon(self, extra: str = "", daemon_extra: str = "") -> None:
+        (self.config_dir / "kbackupd.toml").write_text(f"""
+[daemon]
+socket = "{self.socket}"
+socket_group = ""
+admin_group = ""
+state_dir = "{self.state}"
+max_concurrent_jobs = 2
+{daemon_extra}
+
+[storage.local]
+type = "local"
+path = "{self.store}"
+{extra}
+""")
+
+    def write_job(self, name: str, text: str) -> Path:
+        path = self.jobs_dir / f"{name}.toml"
+        path.write_text(text)
+        return path
+
+    def shop_job(self, pg: PgServer, dbname: str, pdfs: Path | None, name: str = "shop",
+                 extra: str = "") -> Path:
+        text = f"""
+schedules = [ {{ cron = "0 2 * * *", tag = "daily" }} ]
+targets = ["local"]
+timeout = "10m"
+{extra}
+
+[[postgres]]
+name = "shop"
+dsn = "{pg.dsn(dbname)}"
+"""
+        if pdfs is not None:
+            text += f"""
+[[files]]
+name = "pdfs"
+path = "{pdfs}"
+exclude = ["*.tmp"]
+"""
+        return self.write_job(name, text)
+
+    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> subprocess.Popen[bytes]:
+        log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen([KBACKUPD, "--config-dir", str(self.config_dir)],
+                                     env={**self.env, **(env or {})}, stdout=log, stderr=log)
+        if wait:
+            self.wait_ready()
+        return self.proc
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"kbackupd exited {self.proc.returncode}:\n{self.logs()}")
+            if self.socket.exists() and self.ctl("status").returncode == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"kbackupd not ready after {timeout}s:\n{self.logs()}")
+
+    def stop(self, sig: int = 15, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+    def logs(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def ctl(self, *args: str, user: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        argv = [KBACKUPCTL, "--socket", str(self.socket), *args]
+        if user is not None:
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv]
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def ctl_json(self, *args: str) -> Any:
+        result = self.ctl("--json", *args)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def run_backup(self, job: str = "shop") -> dict[str, Any]:
+        """kbackupctl run JOB --wait, then the backup as `show --json` returns it."""
+        result = self.ctl("run", job, "--wait")
+        assert result.returncode == 0, f"{result.stderr}\n{self.logs()}"
+        backup_id = result.stdout.strip().splitlines()[-1]
+        return self.ctl_json("show", backup_id)
+
+    def backup_dir(self, backup: dict[str, Any]) -> Path:
+        started = backup["id"]
+        return self.store / backup["job"] / started[:4] / started[4:6] / backup["id"]
+
+
+@pytest.fixture
+def kb(tmp_path: Path) -> Iterator[KbEnv]:
+    sockdir = Path(tempfile.mkdtemp(prefix="kbs", dir="/tmp"))
+    os.chmod(sockdir, 0o755)
+    env = KbEnv(tmp_path, sockdir)
+    try:
+        yield env
+    finally:
+        env.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)
