@@ -232,7 +232,10 @@ class Config(BaseModel):
 def _format_errors(path: Path, error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
-        location = ".".join(str(p) for p in item["loc"] if p not in ("function-after",)) or "-"
+        loc = list(item["loc"])
+        if len(loc) > 3 and loc[0] == "storage":
+            del loc[2]  # pydantic inserts the union tag ("local", "s3") after the target name
+        location = ".".join(str(p) for p in loc) or "-"
         message = item["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
@@ -240,7 +243,7 @@ def _format_errors(path: Path, error: ValidationError) -> list[str]:
             message = "unknown field (check the spelling)"
         elif item["type"] == "missing":
             message = "required field is missing"
-        elif "input" in item and item["type"] not in ("value_error",):
+        elif "input" in item and item["type"] not in ("value_error", "union_tag_invalid"):
             message = f"{message} (got {item['input']!r})"
         problems.append(f"{path}: {location}: {message}")
     return problems

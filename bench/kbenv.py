@@ -1,0 +1,172 @@
+"""kbackupd as a user runs it: a config dir, the daemon process, kbackupctl calls.
+
+A fresh daemon per measured run gives a clean VmHWM (peak RSS) for that run alone, and the
+time measured is the one a person sees: `kbackupctl run JOB --wait` from call to exit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+KBACKUPD = str(BIN / "kbackupd")
+KBACKUPCTL = str(BIN / "kbackupctl")
+
+
+@dataclass
+class KbRun:
+    """One measured `kbackupctl run --wait`."""
+
+    job: str
+    seconds: float
+    peak_rss_bytes: int
+    backup: dict[str, Any]
+
+    @property
+    def stored_bytes(self) -> int:
+        return int(self.backup["size_bytes"])
+
+    @property
+    def raw_bytes(self) -> int:
+        return sum(int(c["raw_bytes"] or 0) for c in self.backup["components"])
+
+    @property
+    def daemon_seconds(self) -> float | None:
+        """Start to end as the daemon recorded it (no kbackupctl polling granularity)."""
+        start, end = self.backup.get("started_at"), self.backup.get("finished_at")
+        if not start or not end:
+            return None
+        begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        return (datetime.fromisoformat(end.replace("Z", "+00:00")) - begin).total_seconds()
+
+
+def _vm_hwm(pid: int) -> int:
+    """Peak resident set size of a live process, from /proc/PID/status (kB -> bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+class KbEnv:
+    def __init__(self, base: Path):
+        self.base = base
+        self.config_dir = base / "conf"
+        self.jobs_dir = self.config_dir / "jobs.d"
+        self.store = base / "store"
+        self.state = base / "state"
+        self.log = base / "kbackupd.log"
+        # A short path of its own: Unix socket paths are limited to 107 bytes.
+        self.sockdir = Path(tempfile.mkdtemp(prefix="kbbs", dir="/tmp"))
+        self.socket = self.sockdir / "kbackupd.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.jobs_dir.mkdir(parents=True)
+        (self.config_dir / "kbackupd.toml").write_text(
+            f"""[daemon]
+socket = "{self.socket}"
+socket_group = ""
+admin_group = ""
+state_dir = "{self.state}"
+
+[storage.local]
+type = "local"
+path = "{self.store}"
+"""
+        )
+
+    def write_job(
+        self,
+        name: str,
+        dsn: str,
+        pg_dump: str,
+        files: Path | None = None,
+        row_counts: str | None = None,
+        zstd_level: int | None = None,
+    ) -> None:
+        text = 'targets = ["local"]\ntimeout = "6h"\n'
+        if zstd_level is not None:
+            text += f"\n[compression]\nlevel = {zstd_level}\n"
+        # The same pg_dump binary as the baselines, not /usr/bin's pg_wrapper script.
+        text += f'\n[[postgres]]\nname = "bench"\ndsn = "{dsn}"\npg_dump = "{pg_dump}"\n'
+        if row_counts is not None:
+            text += f'row_counts = "{row_counts}"\n'
+        if files is not None:
+            text += f'\n[[files]]\nname = "pdfs"\npath = "{files}"\n'
+        (self.jobs_dir / f"{name}.toml").write_text(text)
+
+    def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [KBACKUPCTL, "--socket", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [KBACKUPD, "--config-dir", str(self.config_dir)], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kbackupd exited {self.proc.returncode}:\n{self.logs()}")
+            if self.socket.exists() and self.ctl("status").returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"kbackupd not ready after {timeout}s:\n{self.logs()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def logs(self, tail: int = 40) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-tail:])
+
+    def measure(self, job: str) -> KbRun:
+        """Fresh daemon, one timed backup, its peak RSS, then the daemon is stopped again."""
+        self.start()
+        try:
+            assert self.proc is not None
+            begin = time.perf_counter()
+            result = self.ctl("run", job, "--wait", timeout=6 * 3600)
+            seconds = time.perf_counter() - begin
+            peak = _vm_hwm(self.proc.pid)
+            if result.returncode != 0:
+                raise RuntimeError(
+                    f"kbackupctl run {job} failed ({result.returncode}): {result.stderr.strip()}"
+                    f"\n--- kbackupd log ---\n{self.logs()}"
+                )
+            backup_id = result.stdout.strip().splitlines()[-1]
+            shown = self.ctl("--json", "show", backup_id)
+            if shown.returncode != 0:
+                raise RuntimeError(f"kbackupctl show {backup_id} failed: {shown.stderr.strip()}")
+            backup = json.loads(shown.stdout)
+        finally:
+            self.stop()
+        # Keep the disk use flat over many runs: the size is in the manifest already.
+        shutil.rmtree(self.store / job, ignore_errors=True)
+        return KbRun(job, seconds, peak, backup)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.sockdir, ignore_errors=True)

@@ -1,0 +1,455 @@
+"""kbackup benchmark: is a kbackup backup as fast as pg_dump itself, on the same data?
+
+One run builds a throwaway PostgreSQL cluster and a files folder, then times, interleaved
+round by round so drift hits every case alike:
+  (a) pg_dump -Fc db > file           what most people do today
+  (b) pg_dump -Fc -Z0 db > /dev/null  the floor: no compression, no storage
+  (c) kbackupctl run JOB --wait       database only (like-for-like with a/b), and database +
+                                      files; each on a fresh kbackupd, whose VmHWM is its peak
+plus one database-only kbackup run with row_counts = "none", to price the exact row counts.
+It prints a table, writes JSON to --output and removes everything it built (unless --keep).
+
+    make bench BENCH_ARGS="--quick"
+    .venv/bin/python bench/run.py --scale 100 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kbenv import KbEnv, KbRun  # noqa: E402
+from pgcluster import (  # noqa: E402
+    Cluster,
+    database_size,
+    load_database,
+    log,
+    make_files,
+    pg_bindir,
+)
+
+DBNAME = "bench"
+QUICK = {"scale": 5, "text_mb": 20, "files_mb": 20, "runs": 1}
+DEFAULTS = {"scale": 100, "text_mb": 200, "files_mb": 200, "runs": 2}
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class Case:
+    """One measured thing: its wall times, and what the runs stored and peaked at."""
+
+    key: str
+    label: str
+    seconds: list[float] = field(default_factory=list)
+    stored_bytes: list[int] = field(default_factory=list)
+    peak_rss_bytes: list[int] = field(default_factory=list)
+    rss_of: str = ""
+    raw_bytes: int | None = None
+    daemon_seconds: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def minimum(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def add_kb(self, run: KbRun) -> None:
+        self.seconds.append(run.seconds)
+        self.stored_bytes.append(run.stored_bytes)
+        self.peak_rss_bytes.append(run.peak_rss_bytes)
+        self.raw_bytes = run.raw_bytes
+        if run.daemon_seconds is not None:
+            self.daemon_seconds.append(run.daemon_seconds)
+
+    def as_json(self, fc: Case, floor: Case) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "runs": len(self.seconds),
+            "seconds": [round(s, 3) for s in self.seconds],
+            "min_s": round(self.minimum, 3),
+            "median_s": round(self.median, 3),
+            "speedup_vs_pg_dump_fc": round(fc.median / self.median, 3),
+            "over_floor_pct": round((self.median / floor.median - 1) * 100, 1),
+            "stored_bytes": max(self.stored_bytes) if self.stored_bytes else None,
+            "raw_bytes": self.raw_bytes,
+            "peak_rss_bytes": max(self.peak_rss_bytes) if self.peak_rss_bytes else None,
+            "peak_rss_of": self.rss_of,
+            "daemon_recorded_seconds": [round(s, 3) for s in self.daemon_seconds] or None,
+            "note": self.note or None,
+        }
+
+
+def mb(n: int | float | None) -> str:
+    """Decimal megabytes (10^6), as everywhere in this report."""
+    return "-" if n is None else f"{n / 1e6:,.0f} MB"
+
+
+def render_table(cases: list[Case], fc: Case, floor: Case) -> str:
+    headers = ["case", "runs", "min", "median", "vs pg_dump -Fc", "vs floor", "stored", "peak RSS"]
+    rows = []
+    for case in cases:
+        speed = fc.median / case.median
+        over = (case.median / floor.median - 1) * 100
+        rss = max(case.peak_rss_bytes) if case.peak_rss_bytes else None
+        rows.append(
+            [
+                case.label,
+                str(len(case.seconds)),
+                f"{case.minimum:.1f} s",
+                f"{case.median:.1f} s",
+                "baseline" if case is fc else f"{speed:.2f}x faster" + ("*" if case.note else ""),
+                "floor" if case is floor else f"{over:+.0f}%" + ("*" if case.note else ""),
+                mb(max(case.stored_bytes)) if case.stored_bytes else "- (/dev/null)",
+                f"{mb(rss)} ({case.rss_of})" if rss else "-",
+            ]
+        )
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    right = {1, 2, 3}
+    lines = []
+    for row in [headers, *rows]:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def timed(argv: list[str], stdout: IO[bytes] | int) -> tuple[float, int]:
+    """Wall seconds and the child's own peak RSS (bytes, from wait4's rusage)."""
+    with tempfile.TemporaryFile() as errors:
+        begin = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=errors)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        seconds = time.perf_counter() - begin
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            errors.seek(0)
+            message = errors.read().decode(errors="replace").strip()
+            raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {message}")
+    return seconds, usage.ru_maxrss * 1024
+
+
+def pg_dump_fc(cluster: Cluster, out: Path) -> tuple[float, int, int]:
+    argv = [cluster.tool("pg_dump"), "-Fc", "--no-password", f"--dbname={cluster.dsn(DBNAME)}"]
+    with open(out, "wb") as fh:
+        seconds, rss = timed(argv, fh)
+    size = out.stat().st_size
+    out.unlink()
+    return seconds, rss, size
+
+
+def pg_dump_floor(cluster: Cluster) -> tuple[float, int]:
+    argv = [
+        cluster.tool("pg_dump"),
+        "-Fc",
+        "-Z0",
+        "--no-password",
+        f"--dbname={cluster.dsn(DBNAME)}",
+    ]
+    return timed(argv, subprocess.DEVNULL)
+
+
+def read_tree(root: Path) -> None:
+    """Pull the files into the page cache, as the database's pages are after the warm-up."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+
+
+# ----------------------------------------------------------------------------- context
+
+
+def _command_output(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def host_info(cluster: Cluster) -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_total = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_total = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {
+        "hostname": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "mem_total_bytes": mem_total,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgres_server": cluster.server_version(),
+        "pg_dump": _command_output([cluster.tool("pg_dump"), "--version"]),
+        "kbackup": metadata.version("kbackupd"),
+        "zstandard": metadata.version("zstandard"),
+    }
+
+
+def resolve_options(args: argparse.Namespace) -> dict[str, int]:
+    """Explicit option > --quick > BENCH_SCALE (scale only) > default."""
+    chosen = dict(DEFAULTS)
+    if os.environ.get("BENCH_SCALE"):
+        chosen["scale"] = int(os.environ["BENCH_SCALE"])
+    if args.quick:
+        chosen.update(QUICK)
+    for key in DEFAULTS:
+        value = getattr(args, key)
+        if value is not None:
+            chosen[key] = value
+    if chosen["scale"] < 1 or chosen["runs"] < 1 or chosen["text_mb"] < 0 or chosen["files_mb"] < 0:
+        raise SystemExit("bench: --scale and --runs must be >= 1, sizes >= 0")
+    return chosen
+
+
+def check_disk(workdir: Path, opts: dict[str, int]) -> None:
+    """Fail early rather than after ten minutes of loading: roughly data + dumps + backups."""
+    need = (opts["scale"] * 16 * 2.5 + opts["text_mb"] * 3 + opts["files_mb"] * 2.2) * 1e6
+    free = shutil.disk_usage(workdir).free
+    if free < need:
+        raise SystemExit(f"bench: {workdir} has {mb(free)} free, this run needs about {mb(need)}")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="Time kbackup against pg_dump on the same throwaway database.",
+    )
+    p.add_argument("--scale", type=int, help="pgbench scale (default $BENCH_SCALE or 100)")
+    p.add_argument("--text-mb", type=int, help="MB of text rows added (default 200)")
+    p.add_argument("--files-mb", type=int, help="MB of PDF-sized random files (default 200)")
+    p.add_argument("--runs", type=int, help="measured runs per case (default 2)")
+    p.add_argument(
+        "--zstd-level", type=int, help="kbackup [compression] level (default: kbackup's)"
+    )
+    p.add_argument("--quick", action="store_true", help="scale 5, 20 MB text, 20 MB files, 1 run")
+    p.add_argument("--keep", action="store_true", help="leave the cluster and temp dir behind")
+    p.add_argument("--workdir", type=Path, help="parent of the temp dir (default: $TMPDIR or /tmp)")
+    p.add_argument(
+        "--output", type=Path, default=Path("/tmp/kbackup-bench.json"), help="JSON results path"
+    )
+    return p.parse_args(argv)
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks: cleanup runs
+
+
+def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dict[str, Any]:
+    cluster = Cluster(base / "pg", pg_bindir())
+    kb: KbEnv | None = None
+    try:
+        log(f"starting a throwaway cluster in {cluster.base} on 127.0.0.1:{cluster.port}")
+        cluster.start()
+        load_start = time.perf_counter()
+        load_database(cluster, DBNAME, opts["scale"], opts["text_mb"])
+        files = base / "files"
+        log(f"writing {opts['files_mb']} MB of PDF-sized files")
+        file_count, file_bytes = make_files(files, opts["files_mb"])
+        db_bytes = database_size(cluster, DBNAME)
+        log(
+            f"data ready in {time.perf_counter() - load_start:.0f} s: database {mb(db_bytes)},"
+            f" {file_count} files {mb(file_bytes)}"
+        )
+
+        kb = KbEnv(base / "kb")
+        dsn, pg_dump = cluster.dsn(DBNAME), cluster.tool("pg_dump")
+        level = args.zstd_level
+        kb.write_job("bench-db", dsn, pg_dump, zstd_level=level)
+        kb.write_job("bench", dsn, pg_dump, files=files, zstd_level=level)
+        kb.write_job("bench-db-nocount", dsn, pg_dump, row_counts="none", zstd_level=level)
+
+        log("warm-up: one untimed pg_dump -Z0 and a read of the files (page cache)")
+        pg_dump_floor(cluster)
+        read_tree(files)
+
+        fc = Case("pg_dump_fc", "pg_dump -Fc > file", rss_of="pg_dump")
+        floor = Case("pg_dump_z0_devnull", "pg_dump -Fc -Z0 > /dev/null (floor)", rss_of="pg_dump")
+        kb_db = Case("kbackup_db", "kbackup, database only", rss_of="kbackupd")
+        kb_nocount = Case(
+            "kbackup_db_no_row_counts",
+            'kbackup, database only, row_counts="none"',
+            rss_of="kbackupd",
+        )
+        kb_all = Case(
+            "kbackup_db_files",
+            f"kbackup, database + {mb(file_bytes)} files",
+            rss_of="kbackupd",
+            note="not like-for-like: also backs up the files folder",
+        )
+        for round_no in range(1, opts["runs"] + 1):
+            tag = f"round {round_no}/{opts['runs']}"
+            log(f"{tag}: pg_dump -Fc > file")
+            seconds, rss, size = pg_dump_fc(cluster, base / "pg_dump.fc")
+            fc.seconds.append(seconds)
+            fc.peak_rss_bytes.append(rss)
+            fc.stored_bytes.append(size)
+            log(f"{tag}:   {seconds:.1f} s, {mb(size)}")
+            log(f"{tag}: pg_dump -Fc -Z0 > /dev/null")
+            seconds, rss = pg_dump_floor(cluster)
+            floor.seconds.append(seconds)
+            floor.peak_rss_bytes.append(rss)
+            log(f"{tag}:   {seconds:.1f} s")
+            for case, job in ((kb_db, "bench-db"), (kb_all, "bench")):
+                log(f"{tag}: kbackupctl run {job} --wait")
+                run = kb.measure(job)
+                case.add_kb(run)
+                log(
+                    f"{tag}:   {run.seconds:.1f} s, {mb(run.stored_bytes)},"
+                    f" peak RSS {mb(run.peak_rss_bytes)}"
+                )
+        log('once: kbackupctl run bench-db-nocount --wait (row_counts = "none")')
+        run = kb.measure("bench-db-nocount")
+        kb_nocount.add_kb(run)
+        log(f"  {run.seconds:.1f} s")
+        floor.raw_bytes = kb_db.raw_bytes  # what -Z0 wrote to /dev/null, as kbackup counted it
+
+        cases = [fc, floor, kb_db, kb_nocount, kb_all]
+        overhead = kb_db.median - kb_nocount.median
+        return {
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": host_info(cluster),
+            "options": {**opts, "zstd_level": level, "zstd_level_note": "None = kbackup default"},
+            "dataset": {
+                "pgbench_scale": opts["scale"],
+                "text_mb": opts["text_mb"],
+                "database_size_bytes": db_bytes,
+                "raw_dump_bytes": kb_db.raw_bytes,
+                "files_count": file_count,
+                "files_bytes": file_bytes,
+            },
+            "ratios_from": "medians",
+            "results": {c.key: c.as_json(fc, floor) for c in cases},
+            "row_count_overhead": {
+                "exact_median_s": round(kb_db.median, 3),
+                "none_s": round(kb_nocount.median, 3),
+                "overhead_s": round(overhead, 3),
+                "overhead_pct": round(overhead / kb_nocount.median * 100, 1),
+                "note": "row_counts=none measured once; compare with care when runs == 1",
+            },
+            "_cases": cases,
+        }
+    finally:
+        if kb is not None:
+            kb.cleanup()
+        if args.keep:
+            log(
+                f"--keep: cluster still running on port {cluster.port}; stop it with:"
+                f" {' '.join(cluster.prefix)} {cluster.tool('pg_ctl')} -D {cluster.data} stop"
+            )
+        else:
+            log("stopping the throwaway cluster")
+            cluster.stop()
+
+
+def report(result: dict[str, Any]) -> str:
+    cases: list[Case] = result.pop("_cases")
+    fc, floor = cases[0], cases[1]
+    host, data, rc = result["host"], result["dataset"], result["row_count_overhead"]
+    level = result["options"]["zstd_level"]
+    lines = [
+        "",
+        f"kbackup {host['kbackup']} benchmark, {result['finished_at']}",
+        f"host: {host['cpus']} CPUs ({host['cpu_model']}), {mb(host['mem_total_bytes'])} RAM;"
+        f" PostgreSQL {host['postgres_server']}; {host['pg_dump']}",
+        f"data: pgbench scale {data['pgbench_scale']} + {data['text_mb']} MB text rows ="
+        f" database {mb(data['database_size_bytes'])} on disk, raw dump (-Z0)"
+        f" {mb(data['raw_dump_bytes'])}; files {data['files_count']} x 50-500 KB ="
+        f" {mb(data['files_bytes'])}",
+        f"kbackup zstd level: {'default' if level is None else level};"
+        f" ratios use medians; times are wall clock, page cache warm",
+        "",
+        render_table(cases, fc, floor),
+        "",
+        f"exact row counts cost {rc['overhead_s']:+.1f} s ({rc['overhead_pct']:+.0f}%) on the"
+        f' database-only backup (median with counts vs one run with row_counts="none")',
+        "vs pg_dump -Fc = median(pg_dump -Fc) / median(case); vs floor = time over"
+        " pg_dump -Fc -Z0 > /dev/null",
+        "peak RSS: kbackupd = VmHWM of the daemon process (a fresh daemon per run; its pg_dump"
+        " child not included); pg_dump = ru_maxrss",
+        "* the database + files backup does more work than the pg_dump baselines",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    opts = resolve_options(args)
+    workdir = args.workdir or Path(tempfile.gettempdir())
+    check_disk(workdir, opts)
+    signal.signal(signal.SIGTERM, _terminate)
+    base = Path(tempfile.mkdtemp(prefix="kbbench-", dir=workdir))
+    os.chmod(base, 0o755)  # the postgres user must reach the cluster dir below it
+    log(f"kbackup benchmark: {opts}, zstd level {args.zstd_level or 'default'}; work dir {base}")
+    try:
+        result = benchmark(args, opts, base)
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None)
+        log(f"FAILED: {exc}" + (f"\n{detail.decode(errors='replace')}" if detail else ""))
+        return 1
+    finally:
+        if args.keep:
+            log(f"--keep: work dir left at {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    text = report(result)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    result["table"] = text
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nresults written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
