@@ -83,8 +83,9 @@ def _start_private_cluster(base: Path) -> tuple[PgServer, list[str]]:
     subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
                     "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
     subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                    str(base / "pg.log"), "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
-                    "start"], check=True, capture_output=True)
+                    str(base / "pg.log"), "-o",
+                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
     stop = [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]
     return PgServer("127.0.0.1", port, "postgres"), stop
 
@@ -120,7 +121,8 @@ CREATE TABLE invoices (
 );
 CREATE TABLE "Line Items" (invoice_id int REFERENCES invoices(id), text text);
 INSERT INTO customers (name) SELECT 'customer ' || g FROM generate_series(1, 50) g;
-INSERT INTO invoices (customer_id, amount) SELECT 1 + g % 50, g * 1.25 FROM generate_series(1, 2000) g;
+INSERT INTO invoices (customer_id, amount)
+    SELECT 1 + g % 50, g * 1.25 FROM generate_series(1, 2000) g;
 INSERT INTO "Line Items" SELECT 1 + g % 2000, md5(g::text) FROM generate_series(1, 3000) g;
 """
 SHOP_COUNTS = {"public.customers": 50, "public.invoices": 2000, "public.Line Items": 3000}
@@ -221,7 +223,8 @@ exclude = ["*.tmp"]
 """
         return self.write_job(name, text)
 
-    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> subprocess.Popen[bytes]:
+    def start(self, env: dict[str, str] | None = None,
+              wait: bool = True) -> subprocess.Popen[bytes]:
         log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen([KBACKUPD, "--config-dir", str(self.config_dir)],
                                      env={**self.env, **(env or {})}, stdout=log, stderr=log)

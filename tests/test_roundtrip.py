@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import zstandard
-
 from conftest import SHOP_COUNTS, KbEnv, PgServer, table_counts
 
 

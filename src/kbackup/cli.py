@@ -1,14 +1,14 @@
 """kbackupctl: the companion CLI on the daemon's Unix socket.
 
 It must start fast (it is typed by people and called by monitoring), so it imports only the
-standard library on its common paths: http.client over AF_UNIX, json, argparse. pydantic is
+standard library on its common paths: a minimal HTTP/1.0 client over AF_UNIX, json,
+argparse. pydantic is
 loaded only by `config check`, rich only to draw a progress bar on a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import socket
@@ -29,16 +29,44 @@ class CliError(Exception):
         self.code = code
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30.0):
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
+def http_request(socket_path: str, method: str, path: str, body: bytes | None = None,
+                 timeout: float = 30.0) -> tuple[int, bytes]:
+    """One HTTP/1.0 exchange over the Unix socket.
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
+    Hand-rolled because http.client drags in the email package and ssl, a third of the CLI's
+    start-up time; the daemon is ours, so a minimal client is enough.
+    """
+    head = f"{method} {path} HTTP/1.0\r\nHost: kbackupd\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    request = (head + "\r\n").encode() + (body or b"")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    header, _, payload = raw.partition(b"\r\n\r\n")
+    status_line = header.split(b"\r\n", 1)[0].split()
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        raise OSError("malformed HTTP response from kbackupd")
+    return int(status_line[1]), payload
+
+
+def socket_group(socket_path: str) -> str:
+    """The group that owns the socket: the one a refused user has to join."""
+    try:
+        gid = os.stat(socket_path).st_gid
+    except OSError:
+        return "kbackup"
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 class Client:
@@ -46,36 +74,28 @@ class Client:
         self.socket_path = socket_path
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        conn = UnixHTTPConnection(self.socket_path)
+        payload = None if body is None else json.dumps(body).encode()
         try:
-            payload = None if body is None else json.dumps(body)
-            headers = {"Content-Type": "application/json"} if payload else {}
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
+            status, data = http_request(self.socket_path, method, path, payload)
         except FileNotFoundError:
-            raise CliError(
-                f"kbackupd is not running: no socket at {self.socket_path}"
-                " (start it, or pass --socket / set KBACKUP_SOCKET)",
-                3,
-            ) from None
+            raise CliError(f"kbackupd is not running: no socket at {self.socket_path}"
+                           " (start it, or pass --socket / set KBACKUP_SOCKET)", 3) from None
         except PermissionError:
-            raise CliError(
-                f"permission denied on {self.socket_path}: your user must be in the"
-                " daemon's socket group (kbackup)",
-                3,
-            ) from None
-        except (ConnectionRefusedError, OSError) as exc:
+            raise CliError(f"permission denied on {self.socket_path}: your user must be in the"
+                           f" daemon's socket group ({socket_group(self.socket_path)})",
+                           3) from None
+        except ConnectionRefusedError:
+            raise CliError(f"kbackupd is not running: nothing listens on {self.socket_path}"
+                           " (a stale socket left by a daemon that stopped)", 3) from None
+        except OSError as exc:
             raise CliError(f"cannot reach kbackupd at {self.socket_path}: {exc}", 3) from None
-        finally:
-            conn.close()
         try:
             decoded = json.loads(data) if data else None
         except ValueError:
-            raise CliError(f"kbackupd answered {response.status} with non-JSON data") from None
-        if response.status >= 400:
+            raise CliError(f"kbackupd answered {status} with non-JSON data") from None
+        if status >= 400:
             message = decoded.get("error") if isinstance(decoded, dict) else None
-            raise CliError(message or f"kbackupd answered HTTP {response.status}")
+            raise CliError(message or f"kbackupd answered HTTP {status}")
         return decoded
 
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Regenerate packaging/requirements.txt: the exact, hashed dependency set that the .deb's
+# virtualenv is built from. Run it after changing `dependencies` in pyproject.toml, review
+# the diff, commit it. The package build itself never resolves versions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The package's venv runs Debian's /usr/bin/python3 (3.11), so resolve for that interpreter,
+# not for whatever python3 is first on PATH (pyenv on developer machines).
+PY=/usr/bin/python3
+tool=$(mktemp -d)
+trap 'rm -rf "$tool"' EXIT
+
+# Resolve against PyPI only: a machine-wide pip.conf (local wheel caches, extra indexes,
+# constraints) must not leak into what every installation of the package will run.
+export PIP_CONFIG_FILE=/dev/null
+unset PIP_FIND_LINKS PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_CONSTRAINT 2>/dev/null || true
+
+"$PY" -m venv "$tool/venv"
+"$tool/venv/bin/pip" install -q --upgrade pip pip-tools
+# --strip-extras: pip's hash-checking mode wants plain pins; psycopg[binary] still brings
+# psycopg-binary because pip-compile lists it as its own pinned requirement.
+"$tool/venv/bin/pip-compile" --quiet --generate-hashes --strip-extras --no-emit-index-url \
+    --resolver=backtracking --output-file packaging/requirements.txt pyproject.toml
+# The header pip-compile writes names the temporary path; make it say how to regenerate.
+sed -i 's|^#    pip-compile .*|#    packaging/update-requirements.sh|' packaging/requirements.txt
+echo "packaging/requirements.txt: $(grep -c '^[a-z]' packaging/requirements.txt) pinned packages"
