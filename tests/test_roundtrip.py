@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -120,3 +121,41 @@ def test_rescan_rebuilds_catalog_from_storage(
     assert ids == {first["id"], second["id"]}
     shown = kb.ctl_json("show", first["id"])
     assert shown["components"][0]["database"]["rows"] == sum(SHOP_COUNTS.values())
+
+
+def test_dump_and_row_counts_share_one_snapshot(
+    kb: KbEnv, pg: PgServer, shop_db: str, tmp_path: Path
+) -> None:
+    """Rows committed while the backup runs are in neither the dump nor the manifest's counts."""
+    started = tmp_path / "started"
+    wrapper = tmp_path / "pg_dump_late"
+    wrapper.write_text(f"#!/bin/sh\ntouch {started}\nsleep 2\nexec pg_dump \"$@\"\n")
+    wrapper.chmod(0o755)
+    path = kb.shop_job(pg, shop_db, None)
+    path.write_text(path.read_text() + f'pg_dump = "{wrapper}"\n')
+    kb.start()
+    run_id = kb.ctl("run", "shop").stdout.strip()
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, kb.logs()
+        time.sleep(0.05)
+    pg.query(shop_db, "INSERT INTO invoices (customer_id, amount)"
+                      " SELECT 1, 1 FROM generate_series(1, 500)")
+    result = kb.ctl("run", "shop", "--wait")  # coalesces into the running run and waits
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == run_id
+    backup = kb.ctl_json("show", run_id)
+    manifest = json.loads((kb.backup_dir(backup) / "manifest.json").read_text())
+    assert manifest["components"][0]["database"]["row_counts"] == SHOP_COUNTS
+
+    restored = f"kbt_restored_{uuid.uuid4().hex[:8]}"
+    pg.create_database(restored)
+    try:
+        dump = kb.backup_dir(backup) / "db-shop.dump.zst"
+        subprocess.run(["bash", "-o", "pipefail", "-c",
+                        f"zstd -dc {dump} | pg_restore -h {pg.host} -p {pg.port} -U {pg.user}"
+                        f" -d {restored}"], check=True)
+        assert table_counts(pg, restored) == SHOP_COUNTS
+    finally:
+        pg.drop_database(restored)
+    assert table_counts(pg, shop_db)["public.invoices"] == 2500
