@@ -19,7 +19,7 @@ venv: sysdeps $(BIN)/.installed
 
 lint: venv
 	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+
 
 test: venv
 	$(BIN)/ruff check src tests bench scripts

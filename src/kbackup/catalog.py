@@ -40,6 +40,31 @@ CREATE TABLE IF NOT EXISTS backups (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS backups_job ON backups(job, started_at);
+CREATE TABLE IF NOT EXISTS verifications (
+    id TEXT PRIMARY KEY,
+    backup_id TEXT NOT NULL,
+    job TEXT NOT NULL,
+    level TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    problem TEXT,
+    details TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS verifications_backup ON verifications(backup_id, finished_at);
+CREATE TABLE IF NOT EXISTS restores (
+    id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    backup_id TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    user TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    plan TEXT NOT NULL,
+    safety_backup_id TEXT,
+    error TEXT
+);
 CREATE TABLE IF NOT EXISTS schedule_state (
     job TEXT NOT NULL,
     schedule TEXT NOT NULL,
@@ -204,6 +229,58 @@ class Catalog:
         ]
         self.db.executemany("DELETE FROM backups WHERE id=?", [(i,) for i in gone])
         return len(gone)
+
+    def set_backup_status(self, backup_id: str, status: str, error: str | None) -> None:
+        self.db.execute("UPDATE backups SET status=?, error=? WHERE id=?",
+                        (status, error, backup_id))
+
+    # ------------------------------------------------------------------ verifications
+
+    def add_verification(self, run_id: str, backup_id: str, job: str, level: str,
+                         started_at: datetime, ok: bool, problem: str | None,
+                         details: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO verifications (id, backup_id, job, level, started_at,"
+            " finished_at, ok, problem, details) VALUES (?,?,?,?,?,?,?,?,?)",
+            (run_id, backup_id, job, level, iso(started_at), iso(utcnow()), int(ok), problem,
+             json.dumps(details)),
+        )
+
+    def verifications(self, backup_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM verifications WHERE backup_id=? ORDER BY finished_at DESC, rowid DESC",
+            (backup_id,))
+        return [{**dict(r), "ok": bool(r["ok"]), "details": json.loads(r["details"])}
+                for r in rows]
+
+    def last_verification(self, backup_id: str) -> dict[str, Any] | None:
+        found = self.verifications(backup_id)
+        return found[0] if found else None
+
+    # ------------------------------------------------------------------ restores
+
+    def add_restore(self, restore_id: str, job: str, backup_id: str, user: str, uid: int,
+                    plan: dict[str, Any], started_at: datetime) -> None:
+        self.db.execute(
+            "INSERT INTO restores (id, job, backup_id, started_at, status, user, uid, plan)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (restore_id, job, backup_id, iso(started_at), "running", user, uid,
+             json.dumps(plan)),
+        )
+
+    def finish_restore(self, restore_id: str, status: str, safety_backup_id: str | None,
+                       error: str | None) -> None:
+        self.db.execute(
+            "UPDATE restores SET status=?, safety_backup_id=?, error=?, finished_at=?"
+            " WHERE id=?",
+            (status, safety_backup_id, error, iso(utcnow()), restore_id),
+        )
+
+    def restores(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        query = "SELECT * FROM restores" + (" WHERE job=?" if job else "")
+        query += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        rows = self.db.execute(query, ((job, limit) if job else (limit,)))
+        return [{**dict(r), "plan": json.loads(r["plan"])} for r in rows]
 
     # ------------------------------------------------------------------ scheduler
 

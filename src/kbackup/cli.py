@@ -208,19 +208,16 @@ def cmd_backups(client: Client, args: argparse.Namespace) -> int:
     for b in data:
         start, end = parse_time(b["started_at"]), parse_time(b["finished_at"])
         took = format_duration((end - start).total_seconds()) if start and end else "-"
-        rows.append(
-            [
-                b["id"],
-                b["job"],
-                b["status"],
-                b["trigger"],
-                short_time(b["started_at"]),
-                took,
-                format_size(b["size_bytes"]),
-                ",".join(c["name"] for c in b["components"]),
-            ]
-        )
-    print(table(["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "TOOK", "SIZE", "COMPONENTS"], rows))
+        verification = b.get("verification")
+        verified = "-"
+        if verification:
+            verified = verification["level"] + (" ok" if verification["ok"] else " FAILED")
+        rows.append([b["id"], b["job"], b["status"], b["trigger"], short_time(b["started_at"]),
+                     took, format_size(b["size_bytes"]), verified,
+                     ",".join(c["name"] for c in b["components"])])
+    headers = ["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "TOOK", "SIZE", "VERIFIED",
+               "COMPONENTS"]
+    print(table(headers, rows))
     return 0
 
 
@@ -234,6 +231,12 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     print("targets   " + ", ".join(f"{k}: {v}" for k, v in data["targets"].items()))
     if data.get("error"):
         print(f"error     {data['error']}")
+    verification = data.get("verification")
+    if verification:
+        verdict = "passed" if verification["ok"] else f"FAILED: {verification['problem']}"
+        print(f"verified  {verification['level']} {verdict} ({verification['finished_at']})")
+    else:
+        print("verified  never")
     for c in data["components"]:
         detail = ""
         if c.get("database"):
@@ -318,6 +321,27 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
         )
         print(run_id)
     return 0
+
+
+def cmd_verify(client: Client, args: argparse.Namespace) -> int:
+    started = client.call("POST", f"/v1/backups/{args.backup_id}/verify", {"level": args.level})
+    if not args.wait:
+        if args.json:
+            return emit_json(started)
+        print(started["run_id"])
+        return 0
+    run = wait_for_run(client, started["run_id"])
+    backup = client.call("GET", f"/v1/backups/{args.backup_id}")
+    result = next((v for v in backup["verifications"] if v["id"] == run["id"]), None)
+    if args.json:
+        emit_json(result or run)
+        return 0 if run["status"] == "complete" else 1
+    if run["status"] == "complete":
+        print(f"backup {args.backup_id}: {args.level} verification passed")
+        return 0
+    print(f"backup {args.backup_id}: {args.level} verification FAILED: {run.get('error')}",
+          file=sys.stderr)
+    return 1
 
 
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:
@@ -423,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start a backup of JOB now")
     p.add_argument("job")
     p.add_argument("--wait", action="store_true", help="wait for the end; exit 1 if it failed")
+    p = sub.add_parser("verify", help="prove a backup restores (checksum, structure, restore-test)")
+    p.add_argument("backup_id")
+    p.add_argument("--level", choices=["checksum", "structure", "restore-test"],
+                   default="checksum")
+    p.add_argument("--wait", action="store_true", help="wait for the verdict; exit 1 if it failed")
     p = sub.add_parser("runs", help="recent runs")
     p.add_argument("job", nargs="?")
     sub.add_parser("reload", help="reload the configuration (like systemctl reload)")
@@ -440,6 +469,7 @@ COMMANDS = {
     "show": cmd_show,
     "run": cmd_run,
     "runs": cmd_runs,
+    "verify": cmd_verify,
     "reload": cmd_reload,
     "catalog": cmd_rescan,
 }

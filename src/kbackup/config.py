@@ -64,6 +64,18 @@ def _check_timezone(value: str) -> str:
 Timezone = Annotated[str, BeforeValidator(_check_timezone)]
 
 
+def check_cron(value: str) -> str:
+    if not croniter.is_valid(value) or len(value.split()) != 5:
+        raise ValueError(f"{value!r} is not a cron expression; expected 5 fields like '0 2 * * *'")
+    return value
+
+
+def check_dsn(value: str | None) -> str | None:
+    if value is not None and _SECRET_IN_DSN.search(value):
+        raise ValueError("the DSN contains a password; put it in a file and set password_file")
+    return value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -130,27 +142,25 @@ class Schedule(Strict):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        if not croniter.is_valid(value) or len(value.split()) != 5:
-            raise ValueError(
-                f"{value!r} is not a cron expression; expected 5 fields like '0 2 * * *'"
-            )
-        return value
+        return check_cron(value)
 
 
 class PostgresSource(Strict):
     name: Name
     dsn: str
     password_file: Path | None = None
+    # Restores (and scratch databases) may need more rights than backups: a separate login.
+    restore_dsn: str | None = None
+    restore_password_file: Path | None = None
     pg_dump: str = "pg_dump"
+    pg_restore: str = "pg_restore"
     row_counts: Literal["exact", "none"] = "exact"
     exclude_table_data: list[str] = Field(default_factory=list)
 
-    @field_validator("dsn")
+    @field_validator("dsn", "restore_dsn")
     @classmethod
-    def _no_inline_secret(cls, value: str) -> str:
-        if _SECRET_IN_DSN.search(value):
-            raise ValueError("the DSN contains a password; put it in a file and set password_file")
-        return value
+    def _no_inline_secret(cls, value: str | None) -> str | None:
+        return check_dsn(value)
 
 
 class FilesSource(Strict):
@@ -173,6 +183,28 @@ class CompressionConfig(Strict):
     threads: int = Field(default=0, ge=0, le=64)  # 0 = one per CPU
 
 
+VerifyLevel = Literal["checksum", "structure", "restore-test"]
+
+
+class VerifyConfig(Strict):
+    after_backup: Literal["none", "checksum", "structure", "restore-test"] = "checksum"
+    schedule: str | None = None
+    level: VerifyLevel = "restore-test"
+    restore_dsn: str | None = None
+    restore_password_file: Path | None = None
+    sql_checks: list[str] = Field(default_factory=list)
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        return None if value is None else check_cron(value)
+
+    @field_validator("restore_dsn")
+    @classmethod
+    def _no_inline_secret(cls, value: str | None) -> str | None:
+        return check_dsn(value)
+
+
 class JobConfig(Strict):
     name: Name
     schedules: list[Schedule] = Field(default_factory=list)
@@ -180,6 +212,7 @@ class JobConfig(Strict):
     targets: list[Name] = Field(min_length=1)
     timeout: Seconds = 6 * 3600.0
     compression: CompressionConfig = CompressionConfig()
+    verify: VerifyConfig = VerifyConfig()
     postgres: list[PostgresSource] = Field(default_factory=list)
     files: list[FilesSource] = Field(default_factory=list)
 
@@ -304,12 +337,13 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
                         f"{path}: targets.{index}: unknown storage target {target!r}"
                         f" (kbackupd.toml defines: {known})"
                     )
-        for source in job.postgres:
-            if source.password_file is not None and not source.password_file.is_file():
-                problems.append(
-                    f"{path}: postgres.{source.name}.password_file: {source.password_file}"
-                    " does not exist or is not a file"
-                )
+        secret_files = [(f"postgres.{s.name}.{field}", getattr(s, field))
+                        for s in job.postgres for field in ("password_file",
+                                                            "restore_password_file")]
+        secret_files.append(("verify.restore_password_file", job.verify.restore_password_file))
+        for field, secret in secret_files:
+            if secret is not None and not secret.is_file():
+                problems.append(f"{path}: {field}: {secret} does not exist or is not a file")
     if problems:
         raise ConfigError(problems)
     assert settings is not None

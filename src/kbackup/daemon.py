@@ -53,8 +53,28 @@ class Daemon:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _launch(self, job: str, trigger: str) -> None:
-        self.runner.submit(job, trigger)
+    def _launch(self, job: str, trigger: str, kind: str = "backup") -> None:
+        if kind == "backup":
+            self.runner.submit_backup(job, trigger)
+            return
+        newest = self.catalog.last_complete_backup(job)
+        if newest is None:
+            log.warning("event=verify.skipped job=%s reason=%s", job, "no complete backup yet")
+            return
+        self.submit_verify(newest, self.config.jobs[job].verify.level, trigger)
+
+    def submit_verify(self, backup: dict[str, Any], level: str, trigger: str) -> Any:
+        """Queue a verification of one backup (read-only: may run beside the job's backups)."""
+        from kbackup.jobs.verify import VerifyRun
+
+        async def work(run: Any, config: Config) -> str | None:
+            verify = VerifyRun(config, config.jobs.get(backup["job"]), self.storages,
+                               self.catalog, backup, level, run.progress, run.id)
+            result = await verify.run()
+            return None if result["ok"] else f"{level} verification failed: {result['problem']}"
+
+        return self.runner.submit(backup["job"], "verify", trigger, work,
+                                  key=f"verify:{backup['id']}", target_id=backup["id"])
 
     def notify(self, message: str) -> None:
         self.notifier.notify(message)
@@ -235,7 +255,8 @@ class Daemon:
         return {"found": len(found), "forgotten": removed, "errors": errors}
 
     def backups(self, job: str | None) -> list[dict[str, Any]]:
-        return [backup_view(row) for row in self.catalog.backups(job)]
+        return [backup_view(row, self.catalog.last_verification(row["id"]))
+                for row in self.catalog.backups(job)]
 
 
 # ---------------------------------------------------------------------- entry point

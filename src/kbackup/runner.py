@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -72,13 +73,20 @@ class ActiveRun:
         }
 
 
+Work = Callable[[ActiveRun, Config], Awaitable[str | None]]
+
+
+class RunnerBusy(Exception):
+    """The job is busy with another kind of run (a restore during a backup, or vice versa)."""
+
+
 class Runner:
     def __init__(self, config: Config, catalog: Catalog, storages: dict[str, Storage]):
         self.config = config
         self.catalog = catalog
         self.storages = storages
         self.limiter = Limiter(config.daemon.max_concurrent_jobs)
-        self.active: dict[str, ActiveRun] = {}  # by job name
+        self.active: dict[str, ActiveRun] = {}  # by exclusivity key (job name for writers)
 
     async def reconfigure(self, config: Config, storages: dict[str, Storage]) -> None:
         """Running jobs keep the config they started with; new runs get the new one."""
@@ -86,64 +94,98 @@ class Runner:
         self.storages = storages
         await self.limiter.resize(config.daemon.max_concurrent_jobs)
 
-    def submit(self, job_name: str, trigger: str) -> tuple[ActiveRun, bool]:
-        """Start (or queue) a backup of job_name; returns the run and whether it was coalesced."""
+    def submit(self, job_name: str, kind: str, trigger: str, work: Work,
+               key: str | None = None, target_id: str | None = None) -> tuple[ActiveRun, bool]:
+        """Start (or queue) work; returns the run and whether it joined a running one.
+
+        Runs sharing a key never overlap: a second trigger of the same kind is coalesced into
+        the running one, another kind is refused with RunnerBusy.
+        """
         if job_name not in self.config.jobs:
             raise KeyError(job_name)
-        running = self.active.get(job_name)
+        key = key or job_name
+        running = self.active.get(key)
         if running is not None:
+            if running.kind != kind:
+                raise RunnerBusy(f"job {job_name} is busy with a {running.kind} run "
+                                 f"({running.id}); try again when it has finished")
             running.coalesced += 1
-            log.warning(
-                "event=run.coalesced job=%s run=%s trigger=%s reason=%s",
-                job_name,
-                running.id,
-                trigger,
-                "previous run still in progress",
-            )
+            log.warning("event=run.coalesced job=%s run=%s trigger=%s reason=%s", job_name,
+                        running.id, trigger, "previous run still in progress")
             return running, True
         now = utcnow()
-        run = ActiveRun(new_backup_id(now), job_name, "backup", trigger, now, Progress())
-        self.catalog.add_run(run.id, job_name, "backup", trigger, now)
-        self.active[job_name] = run
-        run.task = asyncio.create_task(self._execute(run), name=f"run-{run.id}")
-        log.info("event=run.queued job=%s run=%s trigger=%s", job_name, run.id, trigger)
+        run = ActiveRun(new_backup_id(now), job_name, kind, trigger, now, Progress())
+        self.catalog.add_run(run.id, job_name, kind, trigger, now)
+        self.active[key] = run
+        run.task = asyncio.create_task(self._execute(run, key, work, target_id),
+                                       name=f"{kind}-{run.id}")
+        log.info("event=run.queued job=%s kind=%s run=%s trigger=%s", job_name, kind, run.id,
+                 trigger)
         return run, False
 
-    async def _execute(self, run: ActiveRun) -> None:
-        job = self.config.jobs[run.job]
-        config, storages = self.config, self.storages
+    def submit_backup(self, job_name: str, trigger: str) -> tuple[ActiveRun, bool]:
+        return self.submit(job_name, "backup", trigger, self._backup)
+
+    async def _backup(self, run: ActiveRun, config: Config) -> str | None:
+        from kbackup.jobs.verify import VerifyRun
+
+        job = config.jobs[run.job]
+        backup = BackupRun(config, job, self.storages, self.catalog, run.id, run.trigger,
+                           run.progress)
+        manifest = await backup.run()
+        level = job.verify.after_backup
+        if level != "none":
+            run.progress.phase = f"verifying ({level})"
+            run.progress.bytes_done = 0
+            row = self.catalog.get_backup(manifest.id)
+            assert row is not None
+            verify = VerifyRun(config, job, self.storages, self.catalog, row, level,
+                               run.progress, run.id)
+            result = await verify.run()
+            if not result["ok"]:
+                raise RuntimeError(f"backup written but {level} verification failed: "
+                                   f"{result['problem']}")
+        log.info("event=backup.complete job=%s backup=%s size_bytes=%d", run.job, manifest.id,
+                 manifest.size_bytes)
+        return None
+
+    async def _execute(self, run: ActiveRun, key: str, work: Work,
+                       target_id: str | None) -> None:
+        config = self.config
         status, error = "failed", None
         try:
             async with self.limiter:
+                config = self.config  # the newest config once it is this run's turn
+                if run.job not in config.jobs:
+                    raise RuntimeError(f"job {run.job} was removed from the configuration")
+                timeout = config.jobs[run.job].timeout
                 run.progress.phase = "starting"
-                log.info("event=run.start job=%s run=%s", run.job, run.id)
-                backup = BackupRun(
-                    config, job, storages, self.catalog, run.id, run.trigger, run.progress
-                )
+                log.info("event=run.start job=%s kind=%s run=%s", run.job, run.kind, run.id)
                 try:
-                    async with asyncio.timeout(job.timeout):
-                        manifest = await backup.run()
+                    async with asyncio.timeout(timeout):
+                        error = await work(run, config)
                 except TimeoutError:
-                    error = f"timed out after {format_duration(job.timeout)} (job timeout)"
+                    error = f"timed out after {format_duration(timeout)} (job timeout)"
                 else:
-                    status = "complete"
-                    log.info(
-                        "event=run.complete job=%s run=%s size_bytes=%d",
-                        run.job,
-                        run.id,
-                        manifest.size_bytes,
-                    )
+                    status = "complete" if error is None else "failed"
         except asyncio.CancelledError:
             error = "aborted: daemon shutting down"
         except Exception as exc:  # one job must never take the daemon down
             error = str(exc) or exc.__class__.__name__
         finally:
             if status != "complete":
-                log.error("event=run.failed job=%s run=%s error=%r", run.job, run.id, error)
-                self.catalog.mark_backup_failed(run.id, error or "failed")
-            self.catalog.finish_run(run.id, status, error, backup_id=run.id)
+                log.error("event=run.failed job=%s kind=%s run=%s error=%r", run.job, run.kind,
+                          run.id, error)
+                if run.kind == "backup" and self.catalog.get_backup(run.id) is not None:
+                    row = self.catalog.get_backup(run.id)
+                    if row is not None and row["status"] != "corrupt":
+                        self.catalog.mark_backup_failed(run.id, error or "failed")
+            else:
+                log.info("event=run.complete job=%s kind=%s run=%s", run.job, run.kind, run.id)
+            backup_id = run.id if run.kind == "backup" else target_id
+            self.catalog.finish_run(run.id, status, error, backup_id=backup_id)
             run.progress.phase = status
-            self.active.pop(run.job, None)
+            self.active.pop(key, None)
             run.done.set()
 
     def find(self, run_id: str) -> ActiveRun | None:

@@ -52,13 +52,14 @@ class Entry:
     cron: str
     tz: ZoneInfo
     next_at: datetime
+    kind: str = "backup"
 
     @property
     def key(self) -> str:
         return f"{self.tag}:{self.cron}"
 
 
-Launch = Callable[[str, str], None]  # (job name, trigger)
+Launch = Callable[[str, str, str], None]  # (job name, trigger, kind: backup or verify)
 
 
 class Scheduler:
@@ -75,8 +76,11 @@ class Scheduler:
         entries = []
         for job in config.jobs.values():
             tz = config.job_timezone(job)
-            for schedule in job.schedules:
-                entry = Entry(job.name, schedule.tag, schedule.cron, tz, now)
+            timetable = [(s.tag, s.cron, "backup") for s in job.schedules]
+            if job.verify.schedule:
+                timetable.append(("verify", job.verify.schedule, "verify"))
+            for tag, cron, kind in timetable:
+                entry = Entry(job.name, tag, cron, tz, now, kind)
                 last = self.catalog.last_fired(job.name, entry.key)
                 if last is None:
                     self.catalog.set_last_fired(job.name, entry.key, now)
@@ -86,40 +90,31 @@ class Scheduler:
         self.entries = entries
         self._wake.set()
 
-    def next_run(self, job: str) -> datetime | None:
-        times = [e.next_at for e in self.entries if e.job == job]
+    def next_run(self, job: str, kind: str = "backup") -> datetime | None:
+        times = [e.next_at for e in self.entries if e.job == job and e.kind == kind]
         return min(times) if times else None
 
     def tick(self) -> list[tuple[str, str]]:
         """Fire what is due; a job due on several schedules (or missed many times) runs once."""
         now = self.clock.now()
-        launched: dict[str, str] = {}
+        launched: dict[tuple[str, str], str] = {}
         for entry in self.entries:
             if entry.next_at > now:
                 continue
             overdue = (now - entry.next_at).total_seconds()
             trigger = "scheduled" if overdue < 2 * MAX_SLEEP + 60 else "catch-up"
-            if entry.job not in launched:
-                launched[entry.job] = trigger
-                log.info(
-                    "event=schedule.fire job=%s tag=%s due=%s trigger=%s",
-                    entry.job,
-                    entry.tag,
-                    iso(entry.next_at),
-                    trigger,
-                )
+            if (entry.job, entry.kind) not in launched:
+                launched[(entry.job, entry.kind)] = trigger
+                log.info("event=schedule.fire job=%s kind=%s tag=%s due=%s trigger=%s",
+                         entry.job, entry.kind, entry.tag, iso(entry.next_at), trigger)
             else:
-                log.info(
-                    "event=schedule.coalesced job=%s tag=%s due=%s",
-                    entry.job,
-                    entry.tag,
-                    iso(entry.next_at),
-                )
+                log.info("event=schedule.coalesced job=%s tag=%s due=%s", entry.job, entry.tag,
+                         iso(entry.next_at))
             self.catalog.set_last_fired(entry.job, entry.key, now)
             entry.next_at = next_fire(entry.cron, entry.tz, now)
-        for job, trigger in launched.items():
-            self.launch(job, trigger)
-        return list(launched.items())
+        for (job, kind), trigger in launched.items():
+            self.launch(job, trigger, kind)
+        return [(job, trigger) for (job, _kind), trigger in launched.items()]
 
     async def run(self) -> None:
         while True:

@@ -27,21 +27,18 @@ def component_view(component: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def backup_view(row: dict[str, Any], full: bool = False) -> dict[str, Any]:
+def verification_view(found: dict[str, Any] | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    return {k: found[k] for k in ("id", "level", "ok", "problem", "finished_at")}
+
+
+def backup_view(row: dict[str, Any], verification: dict[str, Any] | None = None,
+                full: bool = False) -> dict[str, Any]:
     manifest = row.get("manifest") or {}
-    view = {
-        k: row.get(k)
-        for k in (
-            "id",
-            "job",
-            "status",
-            "trigger",
-            "started_at",
-            "finished_at",
-            "size_bytes",
-            "error",
-        )
-    }
+    view = {k: row.get(k) for k in ("id", "job", "status", "trigger", "started_at",
+                                    "finished_at", "size_bytes", "error")}
+    view["verification"] = verification_view(verification)
     view["targets"] = row.get("targets") or {}
     view["components"] = [component_view(c) for c in manifest.get("components", [])]
     if full:

@@ -28,6 +28,10 @@ DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def daemon_of(request: web.Request) -> Daemon:
+    return request.app[DAEMON]
+
+
 def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message, "status": status}, status=status)
 
@@ -116,12 +120,36 @@ async def get_backups(request: web.Request) -> web.Response:
 
 
 async def get_backup(request: web.Request) -> web.Response:
-    row = request.app[DAEMON].catalog.get_backup(request.match_info["id"])
+    row = daemon_of(request).catalog.get_backup(request.match_info["id"])
     if row is None:
         return error(
             404, f"no backup with id {request.match_info['id']!r} (see `kbackupctl backups`)"
         )
-    return web.json_response(backup_view(row, full=True))
+    view = backup_view(row, daemon_of(request).catalog.last_verification(row["id"]), full=True)
+    view["verifications"] = daemon_of(request).catalog.verifications(row["id"])
+    return web.json_response(view)
+
+
+async def post_verify(request: web.Request) -> web.Response:
+    daemon = daemon_of(request)
+    backup_id = request.match_info["id"]
+    row = daemon.catalog.get_backup(backup_id)
+    if row is None:
+        return error(404, f"no backup with id {backup_id!r} (see `kbackupctl backups`)")
+    if row["status"] not in ("complete", "corrupt") or not row["manifest"]:
+        return error(409, f"backup {backup_id} is {row['status']}: only complete backups can"
+                          " be verified")
+    body = await request.json() if request.can_read_body else {}
+    level = body.get("level", "checksum")
+    if level not in ("checksum", "structure", "restore-test"):
+        return error(400, f"unknown level {level!r}; expected checksum, structure or"
+                          " restore-test")
+    if row["job"] not in daemon.config.jobs:
+        return error(409, f"backup {backup_id} belongs to job {row['job']!r}, which is not"
+                          " configured here")
+    run, coalesced = daemon.submit_verify(row, level, "manual")
+    return web.json_response({"run_id": run.id, "backup_id": backup_id, "level": level,
+                              "coalesced": coalesced}, status=202)
 
 
 async def post_run(request: web.Request) -> web.Response:
@@ -130,7 +158,7 @@ async def post_run(request: web.Request) -> web.Response:
     if name not in daemon.config.jobs:
         known = ", ".join(sorted(daemon.config.jobs)) or "none configured"
         return error(404, f"no job named {name!r} (jobs: {known})")
-    run, coalesced = daemon.runner.submit(name, "manual")
+    run, coalesced = daemon.runner.submit_backup(name, "manual")
     return web.json_response(
         {"run_id": run.id, "backup_id": run.id, "coalesced": coalesced}, status=202
     )
@@ -182,6 +210,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/v1/jobs/{job}/run", post_run)
     app.router.add_get("/v1/backups", get_backups)
     app.router.add_get("/v1/backups/{id}", get_backup)
+    app.router.add_post("/v1/backups/{id}/verify", post_verify)
     app.router.add_get("/v1/runs", get_runs)
     app.router.add_get("/v1/runs/{id}", get_run)
     app.router.add_post("/v1/reload", post_reload)

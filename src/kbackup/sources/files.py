@@ -159,7 +159,8 @@ class FilesStream(SourceStream):
         except _Cancelled:
             return
         except SourceError as exc:
-            self.error = exc
+            prefix = f"files {self.source.name}: "  # iter_tree's errors do not name the source
+            self.error = exc if str(exc).startswith(prefix) else SourceError(prefix + str(exc))
         except OSError as exc:
             self.error = SourceError(f"files {self.source.name}: {exc}")
         except BaseException as exc:  # noqa: BLE001 - handed to the event loop side

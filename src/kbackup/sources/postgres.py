@@ -31,7 +31,23 @@ ORDER BY 1, 2
 """
 
 
-def _one_line(exc: BaseException) -> str:
+async def count_rows(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
+    """Exact rows per table ("schema.table"), in the connection's current snapshot."""
+    counts: dict[str, int] = {}
+    async with conn.cursor() as cur:
+        await cur.execute(TABLES_QUERY)
+        tables = await cur.fetchall()
+        for schema, table in tables:
+            query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+            await cur.execute(query)
+            row = await cur.fetchone()
+            counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+    return counts
+
+
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else exc.__class__.__name__
 
@@ -54,18 +70,7 @@ class PostgresStream(SourceStream):
             self.count_task = asyncio.create_task(self._count_rows())
 
     async def _count_rows(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        async with self.conn.cursor() as cur:
-            await cur.execute(TABLES_QUERY)
-            tables = await cur.fetchall()
-            for schema, table in tables:
-                query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
-                    sql.Identifier(schema), sql.Identifier(table)
-                )
-                await cur.execute(query)
-                row = await cur.fetchone()
-                counts[f"{schema}.{table}"] = int(row[0]) if row else 0
-        return counts
+        return await count_rows(self.conn)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         assert self.proc.stdout is not None
@@ -86,7 +91,7 @@ class PostgresStream(SourceStream):
                 tables = await self.count_task
             except psycopg.Error as exc:
                 raise SourceError(
-                    f"database {self.source.name}: counting rows failed: {_one_line(exc)}"
+                    f"database {self.source.name}: counting rows failed: {one_line(exc)}"
                 ) from exc
         return {**self.info, "row_counts": tables, "format": "pg_dump custom (-Fc -Z0)"}
 
@@ -115,7 +120,7 @@ class PostgresDatabase(Source):
         try:
             return await psycopg.AsyncConnection.connect(self.config.dsn, **kwargs)
         except psycopg.Error as exc:
-            raise SourceError(f"database {self.name}: cannot connect: {_one_line(exc)}") from None
+            raise SourceError(f"database {self.name}: cannot connect: {one_line(exc)}") from None
 
     async def estimate_size(self) -> int | None:
         with contextlib.suppress(SourceError, psycopg.Error):
@@ -170,7 +175,7 @@ class PostgresDatabase(Source):
             stream = PostgresStream(self, conn, proc, info)
             yield stream
         except psycopg.Error as exc:
-            raise SourceError(f"database {self.name}: {_one_line(exc)}") from None
+            raise SourceError(f"database {self.name}: {one_line(exc)}") from None
         finally:
             if proc is not None:
                 await kill_tree(proc)

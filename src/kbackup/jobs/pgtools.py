@@ -1,0 +1,164 @@
+"""PostgreSQL work shared by verify and restore: logins, scratch/new databases, feeding a
+decoded dump into pg_restore, counting rows. Identifiers are always composed with
+psycopg.sql, never formatted into SQL text."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from kbackup.config import PostgresSource, read_secret_file
+from kbackup.process import kill_tree, last_error_line, read_stderr_tail, spawn
+from kbackup.sources.postgres import count_rows, one_line
+
+
+class PgError(Exception):
+    """A PostgreSQL step of a verify or restore failed; one line naming the step."""
+
+
+@dataclass(frozen=True)
+class Login:
+    """Where and as whom to restore: a DSN (no password in it) plus an optional secret file."""
+
+    dsn: str
+    password_file: Path | None = None
+    pg_restore: str = "pg_restore"
+
+    @classmethod
+    def for_restore(cls, source: PostgresSource | None, dsn: str | None = None,
+                    password_file: Path | None = None) -> Login:
+        if dsn is None and source is not None:
+            dsn = source.restore_dsn or source.dsn
+            password_file = source.restore_password_file if source.restore_dsn else (
+                source.password_file)
+        if dsn is None:
+            raise PgError("no restore login: the job has no such database component")
+        return cls(dsn, password_file, source.pg_restore if source else "pg_restore")
+
+    def password(self) -> str | None:
+        return read_secret_file(self.password_file) if self.password_file else None
+
+    def database(self) -> str:
+        return str(conninfo_to_dict(self.dsn).get("dbname") or "")
+
+    def dsn_for(self, dbname: str) -> str:
+        return make_conninfo(self.dsn, dbname=dbname)
+
+    async def connect(self, dbname: str) -> psycopg.AsyncConnection[Any]:
+        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 10,
+                                  "application_name": "kbackup"}
+        password = self.password()
+        if password is not None:
+            kwargs["password"] = password
+        try:
+            return await psycopg.AsyncConnection.connect(self.dsn_for(dbname), **kwargs)
+        except psycopg.Error as exc:
+            raise PgError(f"cannot connect to database {dbname!r}: {one_line(exc)}") from None
+
+    def child_env(self) -> dict[str, str]:
+        password = self.password()
+        env = {"PGAPPNAME": "kbackup-pg_restore"}
+        if password is not None:
+            env["PGPASSWORD"] = password
+        return env
+
+
+async def database_exists(login: Login, name: str) -> bool:
+    async with await login.connect("postgres") as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return await cur.fetchone() is not None
+
+
+async def database_is_empty(login: Login, name: str) -> bool:
+    async with await login.connect(name) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S')"
+            " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            " AND n.nspname NOT LIKE 'pg_toast%'")
+        row = await cur.fetchone()
+        return row is not None and row[0] == 0
+
+
+async def create_database(login: Login, name: str) -> None:
+    async with await login.connect("postgres") as conn:
+        try:
+            await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise PgError(f"cannot create database {name!r}: {one_line(exc)}") from None
+
+
+async def drop_database(login: Login, name: str) -> None:
+    async with await login.connect("postgres") as conn:
+        try:
+            await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise PgError(f"cannot drop database {name!r}: {one_line(exc)}") from None
+
+
+async def table_counts(login: Login, name: str) -> dict[str, int]:
+    async with await login.connect(name) as conn:
+        return await count_rows(conn)
+
+
+async def run_sql_checks(login: Login, name: str, checks: Sequence[str]) -> str | None:
+    """The first failing check as a message, or None. A check fails by returning rows."""
+    async with await login.connect(name) as conn:
+        for index, check in enumerate(checks):
+            try:
+                cur = await conn.execute(check)  # type: ignore[arg-type] - admin-written SQL
+                row = await cur.fetchone() if cur.description else None
+            except psycopg.Error as exc:
+                return f"sql_checks[{index}] failed to run: {one_line(exc)}"
+            if row is not None:
+                return f"sql_checks[{index}] returned rows (first: {tuple(row)!r}): {check}"
+    return None
+
+
+async def feed_process(argv: Sequence[str], env: dict[str, str],
+                       stream: AsyncIterator[bytes],
+                       stdout: int | None = asyncio.subprocess.DEVNULL,
+                       on_chunk: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
+    """Pipe a decoded stream into a tool's stdin; returns its exit code and stderr tail.
+
+    The whole stream is always consumed (so its checksum is checked) even if the tool stops
+    reading early; if the stream raises, the tool is killed before it sees end-of-input.
+    """
+    proc = await spawn(argv, env=env, stdin=asyncio.subprocess.PIPE, stdout=stdout)
+    assert proc.stdin is not None
+    stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
+    open_pipe = True
+    try:
+        async for chunk in stream:
+            if on_chunk:
+                on_chunk(len(chunk))
+            if not open_pipe:
+                continue
+            try:
+                proc.stdin.write(chunk)
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                open_pipe = False
+        if open_pipe:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.close()
+                await proc.stdin.wait_closed()
+        code = await proc.wait()
+        return code, await stderr_task
+    except BaseException:
+        await kill_tree(proc)
+        stderr_task.cancel()
+        raise
+
+
+def failure(step: str, code: int, stderr: list[str]) -> PgError:
+    return PgError(f"{step} failed (exit {code}): {last_error_line(stderr, 'no message')}")
