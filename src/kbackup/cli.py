@@ -344,6 +344,86 @@ def cmd_verify(client: Client, args: argparse.Namespace) -> int:
     return 1
 
 
+def print_plan(plan: dict[str, Any]) -> None:
+    print(f"restore plan for backup {plan['backup_id']} (job {plan['job']}):")
+    if plan["safety_backup"]:
+        print(f"  0. safety backup of: {', '.join(plan['safety_backup'])}")
+    for number, step in enumerate(plan["steps"], 1):
+        size = f" ({format_size(step['size_bytes'])})" if step["size_bytes"] else ""
+        print(f"  {number}. {step['component']}: {step['detail']}{size}")
+
+
+def restore_request(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"backup": args.backup, "job": args.job}
+    for name in ("component", "to_database", "files_to"):
+        if getattr(args, name):
+            body[name] = getattr(args, name)
+    if args.files_to:
+        body["files_to"] = os.path.abspath(args.files_to)
+    if args.tables:
+        body["tables"] = [t.strip() for t in args.tables.split(",") if t.strip()]
+    for flag in ("schema_only", "data_only", "in_place", "no_safety_backup", "clean",
+                 "no_owner", "force"):
+        if getattr(args, flag):
+            body[flag] = True
+    return body
+
+
+def confirm(plan: dict[str, Any]) -> None:
+    word = plan["confirm_word"]
+    if not sys.stdin.isatty():
+        raise CliError(f"this restore replaces {word!r}; there is no terminal to confirm on:"
+                       " add --yes to go ahead", 2)
+    answer = input(f"This REPLACES {word!r}. Type {word!r} to continue: ")
+    if answer.strip() != word:
+        raise CliError("not confirmed: nothing was changed", 1)
+
+
+def cmd_restore(client: Client, args: argparse.Namespace) -> int:
+    body = restore_request(args)
+    planned = client.call("POST", "/v1/restores", {**body, "dry_run": True})["plan"]
+    if args.dry_run:
+        if args.json:
+            return emit_json(planned)
+        print_plan(planned)
+        print("dry run: nothing was changed")
+        return 0
+    if not args.json:
+        print_plan(planned)
+    if planned["destructive"] and not args.yes:
+        confirm(planned)
+    started = client.call("POST", "/v1/restores", {**body, "yes": True})
+    run_id = started["run_id"]
+    if args.detach:
+        print(run_id)
+        return 0
+    run = wait_for_run(client, run_id)
+    if args.json:
+        emit_json(run)
+    if run["status"] != "complete":
+        print(f"restore {run_id} FAILED: {run.get('error')}", file=sys.stderr)
+        return 1
+    if not args.json:
+        record = next((r for r in client.call("GET", f"/v1/restores?job={planned['job']}")
+                       if r["id"] == run_id), {})
+        if record.get("safety_backup_id"):
+            print(f"safety backup of the previous state: {record['safety_backup_id']}")
+        print(f"restore {run_id} complete")
+    return 0
+
+
+def cmd_restores(client: Client, args: argparse.Namespace) -> int:
+    path = "/v1/restores" + (f"?job={args.job}" if args.job else "")
+    data = client.call("GET", path)
+    if args.json:
+        return emit_json(data)
+    rows = [[r["id"], r["job"], r["backup_id"], r["user"], short_time(r["started_at"]),
+             r["status"], r["safety_backup_id"] or "-", (r["error"] or "")[:60]] for r in data]
+    print(table(["RESTORE", "JOB", "BACKUP", "USER", "STARTED", "STATUS", "SAFETY BACKUP",
+                 "ERROR"], rows))
+    return 0
+
+
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:
     path = "/v1/runs" + (f"?job={args.job}" if args.job else "")
     data = client.call("GET", path)
@@ -452,6 +532,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=["checksum", "structure", "restore-test"],
                    default="checksum")
     p.add_argument("--wait", action="store_true", help="wait for the verdict; exit 1 if it failed")
+    p = sub.add_parser("restore", help="restore a backup (plans, confirms, safety backup)")
+    p.add_argument("backup", help="a backup id, or 'latest' (with --job)")
+    p.add_argument("--job")
+    p.add_argument("--component", help="only this database or file tree")
+    p.add_argument("--to-database", help="restore into this (new) database instead")
+    p.add_argument("--tables", help="comma-separated tables to restore")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--schema-only", action="store_true")
+    only.add_argument("--data-only", action="store_true")
+    p.add_argument("--no-owner", action="store_true", help="skip ownership and grants")
+    p.add_argument("--clean", action="store_true",
+                   help="with --to-database: replace an existing non-empty database")
+    place = p.add_mutually_exclusive_group()
+    place.add_argument("--files-to", help="extract file trees into this empty directory")
+    place.add_argument("--in-place", action="store_true",
+                       help="replace the live file tree (after a safety backup)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--no-safety-backup", action="store_true")
+    p.add_argument("--force", action="store_true", help="allow restoring a corrupt backup")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--wait", action="store_true", help="wait with progress (the default)")
+    mode.add_argument("--detach", action="store_true", help="print the run id and return")
+    p = sub.add_parser("restores", help="restore history (audit trail)")
+    p.add_argument("job", nargs="?")
     p = sub.add_parser("runs", help="recent runs")
     p.add_argument("job", nargs="?")
     sub.add_parser("reload", help="reload the configuration (like systemctl reload)")
@@ -470,6 +575,8 @@ COMMANDS = {
     "run": cmd_run,
     "runs": cmd_runs,
     "verify": cmd_verify,
+    "restore": cmd_restore,
+    "restores": cmd_restores,
     "reload": cmd_reload,
     "catalog": cmd_rescan,
 }

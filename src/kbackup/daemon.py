@@ -54,14 +54,31 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
 
     def _launch(self, job: str, trigger: str, kind: str = "backup") -> None:
+        from kbackup.runner import RunnerBusy
+
         if kind == "backup":
-            self.runner.submit_backup(job, trigger)
+            try:
+                self.runner.submit_backup(job, trigger)
+            except RunnerBusy as exc:
+                log.warning("event=schedule.skipped job=%s reason=%r", job, str(exc))
             return
         newest = self.catalog.last_complete_backup(job)
         if newest is None:
             log.warning("event=verify.skipped job=%s reason=%s", job, "no complete backup yet")
             return
         self.submit_verify(newest, self.config.jobs[job].verify.level, trigger)
+
+    def submit_restore(self, plan: Any, caller: dict[str, Any]) -> Any:
+        """Queue a restore; it shares the job's slot with backups (never both at once)."""
+        from kbackup.jobs.restore import RestoreRun
+
+        async def work(run: Any, config: Config) -> str | None:
+            restore = RestoreRun(config, self.storages, self.catalog, plan, run.progress,
+                                 run.id, caller)
+            await restore.run()
+            return None
+
+        return self.runner.submit(plan.job, "restore", "manual", work, target_id=plan.backup_id)
 
     def submit_verify(self, backup: dict[str, Any], level: str, trigger: str) -> Any:
         """Queue a verification of one backup (read-only: may run beside the job's backups)."""

@@ -55,6 +55,11 @@ OPENAPI: dict[str, Any] = {
         "/v1/backups/{id}/verify": {"post": _op(
             "Verify a backup: body {\"level\": \"checksum\"|\"structure\"|\"restore-test\"}",
             "admin", [_path_param("id")], ok="202")},
+        "/v1/restores": {
+            "post": _op("Plan (dry_run) or start a restore; destructive plans need yes=true",
+                        "admin", ok="202"),
+            "get": _op("Restore history (audit trail)", "read", [_query_param("job")]),
+        },
         "/v1/runs": {"get": _op("Runs, newest first", "read", [_query_param("job")])},
         "/v1/runs/{id}": {"get": _op("One run with live progress", "read", [_path_param("id")])},
         "/v1/reload": {"post": _op("Reload the configuration (like SIGHUP)", "admin")},

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from kbackup.api.auth import ADMIN, Caller, identify, peer_credentials
 from kbackup.api.openapi import OPENAPI
+from kbackup.runner import RunnerBusy
 from kbackup.views import backup_view
 
 if TYPE_CHECKING:
@@ -158,10 +159,46 @@ async def post_run(request: web.Request) -> web.Response:
     if name not in daemon.config.jobs:
         known = ", ".join(sorted(daemon.config.jobs)) or "none configured"
         return error(404, f"no job named {name!r} (jobs: {known})")
-    run, coalesced = daemon.runner.submit_backup(name, "manual")
+    try:
+        run, coalesced = daemon.runner.submit_backup(name, "manual")
+    except RunnerBusy as exc:
+        return error(409, str(exc))
     return web.json_response(
         {"run_id": run.id, "backup_id": run.id, "coalesced": coalesced}, status=202
     )
+
+
+async def post_restore(request: web.Request) -> web.Response:
+    from kbackup.jobs.restore import RestoreRefused, RestoreRequest, make_plan
+
+    daemon = daemon_of(request)
+    try:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("expected a JSON object")
+        restore = RestoreRequest.from_json(body)
+        plan = await make_plan(daemon.config, daemon.catalog, restore)
+    except ValueError as exc:
+        return error(400, f"bad restore request: {exc}")
+    except (RestoreRefused, TypeError) as exc:
+        return error(409, str(exc))
+    if restore.dry_run:
+        return web.json_response({"plan": plan.as_dict(), "dry_run": True})
+    if plan.destructive and not restore.yes:
+        return error(409, f"restore replaces {plan.confirm_word()!r}: confirm with yes=true"
+                          " (kbackupctl asks you to type the name, or takes --yes)")
+    caller: Caller = request["caller"]
+    try:
+        run, _ = daemon.submit_restore(plan, {"user": caller.user, "uid": caller.uid,
+                                              "pid": caller.pid})
+    except RunnerBusy as exc:
+        return error(409, str(exc))
+    return web.json_response({"run_id": run.id, "restore_id": run.id, "plan": plan.as_dict()},
+                             status=202)
+
+
+async def get_restores(request: web.Request) -> web.Response:
+    return web.json_response(daemon_of(request).catalog.restores(request.query.get("job")))
 
 
 async def get_runs(request: web.Request) -> web.Response:
@@ -212,6 +249,8 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/backups/{id}", get_backup)
     app.router.add_post("/v1/backups/{id}/verify", post_verify)
     app.router.add_get("/v1/runs", get_runs)
+    app.router.add_post("/v1/restores", post_restore)
+    app.router.add_get("/v1/restores", get_restores)
     app.router.add_get("/v1/runs/{id}", get_run)
     app.router.add_post("/v1/reload", post_reload)
     app.router.add_post("/v1/catalog/rescan", post_rescan)
