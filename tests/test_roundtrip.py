@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import zstandard
+
 from conftest import SHOP_COUNTS, KbEnv, PgServer, table_counts
 
 

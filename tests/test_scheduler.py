@@ -104,7 +104,8 @@ def test_scheduler_fires_on_time_and_only_once(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "state")
     clock = FakeClock(datetime(2026, 3, 28, 12, 0, tzinfo=UTC))
     launched: list[tuple[str, str, datetime]] = []
-    scheduler = Scheduler(catalog, lambda job, trig, kind: launched.append((job, trig, clock.now())),
+    scheduler = Scheduler(catalog,
+                          lambda job, trig, kind: launched.append((job, trig, clock.now())),
                           clock)
     scheduler.configure(config)
     assert scheduler.next_run("shop") == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 02:00 GMT
@@ -162,3 +163,21 @@ async def test_scheduler_loop_launches_due_jobs(tmp_path: Path) -> None:
             break
     task.cancel()
     assert launched == ["shop"]
+
+
+def test_verify_schedule_launches_a_verification(tmp_path: Path) -> None:
+    conf = write_config(tmp_path, "0 2 * * *")
+    job = conf / "jobs.d" / "shop.toml"
+    job.write_text(job.read_text() + '[verify]\nschedule = "0 4 * * 0"\n')
+    catalog = Catalog(tmp_path / "state")
+    clock = FakeClock(datetime(2026, 11, 21, 12, 0, tzinfo=UTC))  # a Saturday
+    launched: list[tuple[str, str, datetime]] = []
+    scheduler = Scheduler(catalog, lambda job, trig, kind: launched.append((job, kind,
+                                                                             clock.now())), clock)
+    scheduler.configure(load_config(conf))
+    assert scheduler.next_run("shop", "verify") == datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
+    while clock.current < datetime(2026, 11, 23, 12, 0, tzinfo=UTC):
+        clock.current += timedelta(minutes=5)
+        scheduler.tick()
+    assert [(j, k, w.hour) for j, k, w in launched] == [
+        ("shop", "backup", 2), ("shop", "verify", 4), ("shop", "backup", 2)]
