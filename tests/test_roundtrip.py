@@ -25,7 +25,8 @@ def test_backup_restores_by_hand_with_stock_tools(
     kb.start()
     backup = kb.run_backup()
     assert backup["status"] == "complete"
-    assert [c["name"] for c in backup["components"]] == ["shop", "pdfs", "config"]
+    names = [c["name"] for c in backup["components"]]
+    assert names == ["shop", "shop.globals", "pdfs", "config"]
     folder = kb.backup_dir(backup)
     manifest = json.loads((folder / "manifest.json").read_text())
 
@@ -160,3 +161,19 @@ def test_dump_and_row_counts_share_one_snapshot(
     finally:
         pg.drop_database(restored)
     assert table_counts(pg, shop_db)["public.invoices"] == 2500
+
+
+def test_globals_component_has_roles_but_no_passwords(kb: KbEnv, pg: PgServer,
+                                                      shop_db: str) -> None:
+    role = f"kbt_role_{uuid.uuid4().hex[:6]}"
+    pg.query("postgres", f"CREATE ROLE {role} LOGIN PASSWORD 'topsecret-xyz'")
+    try:
+        kb.shop_job(pg, shop_db, None)
+        kb.start()
+        backup = kb.run_backup()
+        script = zstandard.ZstdDecompressor().decompressobj().decompress(
+            (kb.backup_dir(backup) / "globals-shop.sql.zst").read_bytes()).decode()
+        assert f"CREATE ROLE {role};" in script
+        assert "topsecret" not in script and "SCRAM-SHA-256" not in script
+    finally:
+        pg.query("postgres", f"DROP ROLE IF EXISTS {role}")

@@ -363,7 +363,7 @@ def restore_request(args: argparse.Namespace) -> dict[str, Any]:
     if args.tables:
         body["tables"] = [t.strip() for t in args.tables.split(",") if t.strip()]
     for flag in ("schema_only", "data_only", "in_place", "no_safety_backup", "clean",
-                 "no_owner", "force"):
+                 "no_owner", "with_globals", "force"):
         if getattr(args, flag):
             body[flag] = True
     return body
@@ -542,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--schema-only", action="store_true")
     only.add_argument("--data-only", action="store_true")
     p.add_argument("--no-owner", action="store_true", help="skip ownership and grants")
+    p.add_argument("--with-globals", action="store_true",
+                   help="first recreate the roles the dump needs (restore onto a new server)")
     p.add_argument("--clean", action="store_true",
                    help="with --to-database: replace an existing non-empty database")
     place = p.add_mutually_exclusive_group()

@@ -13,10 +13,12 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,7 +29,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from kbackup.units import parse_duration
+from kbackup.units import parse_duration, parse_size
 
 DEFAULT_CONFIG_DIR = Path("/etc/kbackup")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -106,8 +108,122 @@ class LocalStorageConfig(Strict):
             raise ValueError(f"expected an absolute directory path, got {str(value)!r}")
         return value
 
+    def required_files(self) -> dict[str, Path]:
+        return {}
 
-StorageConfig = Annotated[LocalStorageConfig, Field(discriminator="type")]
+
+MiB = 1024 * 1024
+Bytes = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _absolute_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_absolute():
+        raise ValueError(f"expected an absolute file path, got {str(value)!r}")
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    if parts.password is not None:
+        raise ValueError("the URL contains a password; put secrets in files (*_file fields)")
+    return value
+
+
+AbsoluteFile = Annotated[Path, AfterValidator(_absolute_file)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class RemoteStorageConfig(Strict):
+    """What every network backend shares: bounded retries of transient failures."""
+
+    retries: int = Field(default=5, ge=0, le=50)
+    retry_max_seconds: Seconds = 60.0
+    timeout: Seconds = 120.0  # per request: connect, or no progress for this long
+
+    def required_files(self) -> dict[str, Path]:
+        """Files that must exist (secrets, CA bundles): load_config checks them."""
+        return {}
+
+
+class S3StorageConfig(RemoteStorageConfig):
+    """An S3 bucket (AWS or compatible: MinIO, Ceph, Wasabi, Backblaze B2, ...)."""
+
+    type: Literal["s3"]
+    endpoint_url: HttpUrl | None = None  # None: AWS for `region`
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,64}$")
+    bucket: str
+    prefix: str = ""
+    access_key_id_file: AbsoluteFile
+    secret_access_key_file: AbsoluteFile
+    path_style: bool = True
+    storage_class: str | None = None
+    part_size: Bytes = 16 * MiB
+    max_in_flight: int = Field(default=2, ge=1, le=16)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{2,254}", value):
+            raise ValueError(
+                f"expected a bucket name (3-63 letters, digits, '.', '-'), got {value!r}"
+            )
+        return value
+
+    @field_validator("storage_class")
+    @classmethod
+    def _storage_class(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Z][A-Z_]*", value):
+            raise ValueError(f"expected an S3 storage class like 'STANDARD_IA', got {value!r}")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        """Normalised to "" or "a/b/": keys are always prefix + key."""
+        parts = value.strip("/").split("/") if value.strip("/") else []
+        if any(p in ("", ".", "..") for p in parts):
+            raise ValueError(
+                f"expected a key prefix like 'kbackup/' without empty, '.' or '..' parts,"
+                f" got {value!r}"
+            )
+        return "".join(p + "/" for p in parts)
+
+    @field_validator("part_size")
+    @classmethod
+    def _part_size(cls, value: int) -> int:
+        if not 5 * MiB <= value <= 5 * 1024 * MiB:
+            raise ValueError("expected a part size between 5MiB (the S3 minimum) and 5GiB")
+        return value
+
+    def required_files(self) -> dict[str, Path]:
+        return {
+            "access_key_id_file": self.access_key_id_file,
+            "secret_access_key_file": self.secret_access_key_file,
+        }
+
+
+class WebDAVStorageConfig(RemoteStorageConfig):
+    """A WebDAV collection, e.g. Nextcloud's https://host/remote.php/dav/files/USER/Backups."""
+
+    type: Literal["webdav"]
+    url: HttpUrl
+    username: str = Field(min_length=1)
+    password_file: AbsoluteFile
+    verify_tls: bool = True
+    ca_file: AbsoluteFile | None = None
+
+    def required_files(self) -> dict[str, Path]:
+        files = {"password_file": self.password_file}
+        if self.ca_file is not None:
+            files["ca_file"] = self.ca_file
+        return files
+
+
+StorageConfig = Annotated[
+    LocalStorageConfig | S3StorageConfig | WebDAVStorageConfig, Field(discriminator="type")
+]
 
 
 class DaemonSettings(BaseSettings):
@@ -154,6 +270,10 @@ class PostgresSource(Strict):
     restore_password_file: Path | None = None
     pg_dump: str = "pg_dump"
     pg_restore: str = "pg_restore"
+    # Roles and tablespaces the dump's owners and grants need, as their own component.
+    globals: bool = True
+    include_role_passwords: bool = False
+    pg_dumpall: str = "pg_dumpall"
     row_counts: Literal["exact", "none"] = "exact"
     exclude_table_data: list[str] = Field(default_factory=list)
 
@@ -307,6 +427,14 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
         problems += exc.problems
     except ValidationError as exc:
         problems += _format_errors(main_file, exc)
+
+    for target_name, target in (settings.storage if settings is not None else {}).items():
+        for field, secret in target.required_files().items():
+            if not secret.is_file():
+                problems.append(
+                    f"{main_file}: storage.{target_name}.{field}: {secret}"
+                    " does not exist or is not a file"
+                )
 
     jobs: dict[str, JobConfig] = {}
     job_files: dict[str, Path] = {}

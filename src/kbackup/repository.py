@@ -39,7 +39,7 @@ class Component(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str
-    kind: Literal["postgres", "files", "config"]
+    kind: Literal["postgres", "globals", "files", "config"]
     file: str
     size_bytes: int
     sha256: str

@@ -139,7 +139,7 @@ class BackupRun:
                     sha256=index_result.sha256,
                 )
         component = Component(
-            name=source.name,
+            name=source.component_name,
             kind=source.kind,
             file=file,  # type: ignore[arg-type]
             size_bytes=result.stored_bytes,

@@ -60,6 +60,7 @@ class RestoreRequest:
     schema_only: bool = False
     data_only: bool = False
     no_owner: bool = False
+    with_globals: bool = False
     clean: bool = False
     files_to: str | None = None
     in_place: bool = False
@@ -164,17 +165,24 @@ async def make_plan(config: Config, catalog: Catalog, request: RestoreRequest) -
         raise RestoreRefused("--schema-only and --data-only exclude each other")
     if request.in_place and request.files_to:
         raise RestoreRefused("--in-place and --files-to exclude each other")
-    components = [c for c in manifest.components if c.kind in ("postgres", "files")]
+    kinds = ("globals", "postgres", "files") if request.with_globals else ("postgres", "files")
+    components = [c for c in manifest.components if c.kind in kinds]
     if request.component:
-        components = [c for c in components if c.name == request.component]
+        components = [c for c in manifest.components if c.name == request.component
+                      or (request.with_globals and c.name == f"{request.component}.globals")]
         if not components:
             names = ", ".join(c.name for c in manifest.components if c.kind != "config")
             raise RestoreRefused(f"backup {manifest.id} has no component {request.component!r}"
                                  f" (it has: {names})")
     steps: list[Step] = []
     safety: list[str] = []
+    components.sort(key=lambda c: c.kind != "globals")  # roles before the objects they own
     for component in components:
-        if component.kind == "postgres":
+        if component.kind == "globals":
+            steps.append(Step(component.name, "globals", "cluster roles",
+                              "create the roles and tablespaces the dump needs (existing ones"
+                              " are kept)", size_bytes=component.raw_bytes))
+        elif component.kind == "postgres":
             steps.append(await _plan_database(job, component, request, safety))
         else:
             steps.append(_plan_files(job, component, request, safety))
@@ -330,6 +338,23 @@ class RestoreRun:
                           + f"; database {step.target} is unchanged (the transaction was rolled"
                           " back)")
 
+    async def _globals(self, step: Step) -> None:
+        """Apply the roles script; roles that already exist are errors psql reports and skips."""
+        assert self.storage is not None
+        component = self.component(step.component)
+        database = component.name.removesuffix(".globals")
+        source = next((p for p in self.job.postgres if p.name == database), None)
+        login = Login.for_restore(source)
+        psql = str(Path(login.pg_restore).with_name("psql")) if "/" in login.pg_restore else "psql"
+        self.progress.phase = "creating roles"
+        stream = open_object(self.storage, self.manifest, component, component.compression)
+        argv = [psql, "-X", "-q", f"--dbname={login.dsn_for('postgres')}", "-f", "-"]
+        code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
+                                          on_chunk=self._advance)
+        errors = [line for line in stderr if "ERROR" in line and "already exists" not in line]
+        if code != 0 or errors:
+            raise PgError(f"applying roles failed: {errors[0] if errors else f'exit {code}'}")
+
     async def _files(self, step: Step) -> None:
         assert self.storage is not None
         component = self.component(step.component)
@@ -390,7 +415,9 @@ class RestoreRun:
             await self._precheck()
             await self._safety_backup()
             for step in self.plan.steps:
-                if step.kind.startswith("database"):
+                if step.kind == "globals":
+                    await self._globals(step)
+                elif step.kind.startswith("database"):
                     await self._database(step)
                 elif step.kind.startswith("files"):
                     await self._files(step)

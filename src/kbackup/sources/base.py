@@ -41,6 +41,10 @@ class Source(ABC):
     def file_stem(self) -> str:
         return f"{'db' if self.kind == 'postgres' else self.kind}-{self.name}"
 
+    @property
+    def component_name(self) -> str:
+        return self.name
+
     async def estimate_size(self) -> int | None:
         return None
 

@@ -187,3 +187,63 @@ class PostgresDatabase(Source):
                             await task
             with contextlib.suppress(Exception):
                 await conn.close()
+
+
+class GlobalsStream(SourceStream):
+    def __init__(self, source: PostgresGlobals, proc: asyncio.subprocess.Process):
+        self.source = source
+        self.proc = proc
+        self.stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        assert self.proc.stdout is not None
+        while chunk := await self.proc.stdout.read(1 << 20):
+            yield chunk
+
+    async def finish(self) -> dict[str, Any]:
+        code = await self.proc.wait()
+        stderr = await self.stderr_task
+        if code != 0:
+            raise SourceError(f"database {self.source.name}: pg_dumpall --globals-only failed"
+                              f" (exit {code}): {last_error_line(stderr, 'no error message')}")
+        return {"format": "pg_dumpall --globals-only (SQL)",
+                "role_passwords": self.source.config.include_role_passwords}
+
+
+class PostgresGlobals(Source):
+    """Roles and tablespaces (pg_dumpall --globals-only), so a restore onto a new server can
+    recreate the owners and grants the database dump refers to. Role passwords are left out
+    unless include_role_passwords: they are secrets."""
+
+    kind = "globals"
+    extension = ".sql"
+
+    def __init__(self, config: PostgresConfig):
+        super().__init__(config.name)
+        self.config = config
+
+    @property
+    def component_name(self) -> str:
+        return f"{self.name}.globals"
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[SourceStream]:
+        argv = [self.config.pg_dumpall, "--globals-only", "--no-password",
+                f"--dbname={self.config.dsn}"]
+        if not self.config.include_role_passwords:
+            argv.append("--no-role-passwords")
+        env = {"PGAPPNAME": "kbackup-pg_dumpall"}
+        if self.config.password_file is not None:
+            try:
+                env["PGPASSWORD"] = read_secret_file(self.config.password_file)
+            except ValueError as exc:
+                raise SourceError(f"database {self.name}: {exc}") from None
+        try:
+            proc = await spawn(argv, env=env)
+        except FileNotFoundError:
+            raise SourceError(f"database {self.name}: {self.config.pg_dumpall} not found"
+                              " (install postgresql-client)") from None
+        try:
+            yield GlobalsStream(self, proc)
+        finally:
+            await kill_tree(proc)

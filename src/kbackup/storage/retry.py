@@ -1,0 +1,123 @@
+"""Retrying network storage calls: transient failures again, permanent ones never.
+
+A network backend turns every failure into either TransientError (connection reset, timeout,
+HTTP 5xx, 429: worth another try) or StorageError (401/403, missing bucket, 507: trying again
+cannot help, so the run fails at once with a message naming target, status and object).
+Retries are bounded in count and in total time, with exponential backoff plus jitter so that
+several writers hitting a struggling server do not retry in lockstep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from typing import TypeVar
+
+from kbackup.storage.base import StorageError
+
+T = TypeVar("T")
+log = logging.getLogger("kbackup.storage")
+
+# Not worth retrying even though they are 5xx: the server says it can't, not that it failed.
+PERMANENT_5XX = {501, 505, 507, 508}
+
+
+class TransientError(Exception):
+    """A failure another attempt may not have; retry_after is the server's hint in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def is_transient_status(status: int) -> bool:
+    return status in (408, 429) or (500 <= status < 600 and status not in PERMANENT_5XX)
+
+
+def status_text(status: int) -> str:
+    """ "507 Insufficient Storage"; servers' own reason phrases vary, the standard one doesn't."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A connection-level failure in a few words (the exception class says more than str())."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError) and not text:
+        return "timed out"
+    return f"{name}: {text}" if text else name
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date); None when absent or odd."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class Backoff:
+    """One operation's retry budget: attempts so far and when it started."""
+
+    def __init__(self, policy: RetryPolicy):
+        self.policy = policy
+        self.attempt = 0
+        self.started = time.monotonic()
+
+    async def wait(self, error: TransientError) -> None:
+        """Sleep before the next attempt, or raise StorageError when the budget is spent."""
+        policy = self.policy
+        elapsed = time.monotonic() - self.started
+        ceiling = min(policy.max_delay, policy.base_delay * 2**self.attempt)
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+        if error.retry_after is not None:
+            delay = max(delay, min(error.retry_after, policy.max_delay))
+        self.attempt += 1
+        if self.attempt > policy.retries or elapsed + delay > policy.max_seconds:
+            raise StorageError(
+                f"{error} (gave up after {self.attempt} attempts in {elapsed:.1f}s)"
+            ) from error
+        log.warning(
+            "event=storage.retry attempt=%d delay=%.2f error=%r", self.attempt, delay, str(error)
+        )
+        await asyncio.sleep(delay)
+
+
+class RetryPolicy:
+    def __init__(
+        self,
+        retries: int = 5,
+        max_seconds: float = 60.0,
+        base_delay: float = 0.5,
+        max_delay: float = 15.0,
+    ):
+        self.retries = retries
+        self.max_seconds = max_seconds
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+
+    def backoff(self) -> Backoff:
+        return Backoff(self)
+
+    async def run(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """attempt() until it returns, raises anything but TransientError, or the budget ends."""
+        backoff = self.backoff()
+        while True:
+            try:
+                return await attempt()
+            except TransientError as exc:
+                await backoff.wait(exc)
