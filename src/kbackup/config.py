@@ -303,6 +303,43 @@ class CompressionConfig(Strict):
     threads: int = Field(default=0, ge=0, le=64)  # 0 = one per CPU
 
 
+FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
+
+
+class EncryptionConfig(Strict):
+    mode: Literal["none", "gpg-symmetric", "gpg-recipients"] = "none"
+    cipher: Literal["AES256", "AES192", "AES128", "CAMELLIA256", "TWOFISH"] = "AES256"
+    passphrase_file: Path | None = None
+    passphrase_credential: str | None = None
+    recipients: list[str] = Field(default_factory=list)
+    keyring_dir: Path | None = None
+    public_key_files: list[Path] = Field(default_factory=list)
+    # Only where restores and verifications run; never needed to back up.
+    secret_keyring_dir: Path | None = None
+    secret_key_file: Path | None = None
+    secret_key_passphrase_file: Path | None = None
+
+    @field_validator("recipients")
+    @classmethod
+    def _full_fingerprints(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not FINGERPRINT.match(item.replace(" ", "")):
+                raise ValueError(f"{item!r} is not a full fingerprint; expected 40 hex digits"
+                                 " (gpg --list-keys --with-colons shows them)")
+        return [item.replace(" ", "").upper() for item in value]
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> EncryptionConfig:
+        if self.mode == "gpg-symmetric" and not (self.passphrase_file or
+                                                 self.passphrase_credential):
+            raise ValueError("gpg-symmetric needs passphrase_file or passphrase_credential")
+        if self.mode == "gpg-symmetric" and self.passphrase_file and self.passphrase_credential:
+            raise ValueError("set passphrase_file or passphrase_credential, not both")
+        if self.mode == "gpg-recipients" and not self.recipients:
+            raise ValueError("gpg-recipients needs recipients = [\"FINGERPRINT\", ...]")
+        return self
+
+
 VerifyLevel = Literal["checksum", "structure", "restore-test"]
 
 
@@ -333,6 +370,7 @@ class JobConfig(Strict):
     timeout: Seconds = 6 * 3600.0
     compression: CompressionConfig = CompressionConfig()
     verify: VerifyConfig = VerifyConfig()
+    encryption: EncryptionConfig = EncryptionConfig()
     postgres: list[PostgresSource] = Field(default_factory=list)
     files: list[FilesSource] = Field(default_factory=list)
 
@@ -469,6 +507,9 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
                         for s in job.postgres for field in ("password_file",
                                                             "restore_password_file")]
         secret_files.append(("verify.restore_password_file", job.verify.restore_password_file))
+        secret_files.append(("encryption.passphrase_file", job.encryption.passphrase_file))
+        secret_files += [(f"encryption.public_key_files.{i}", f)
+                         for i, f in enumerate(job.encryption.public_key_files)]
         for field, secret in secret_files:
             if secret is not None and not secret.is_file():
                 problems.append(f"{path}: {field}: {secret} does not exist or is not a file")

@@ -103,6 +103,9 @@ def extract_stream(
                 dest.mkdir(parents=True, exist_ok=True)
                 entry["type"] = "dir"
             elif member.issym():
+                if not _inside(root, dest.parent / member.linkname):  # via links on disk
+                    raise UnsafeArchive(f"symlink {member.name!r} points outside the target"
+                                        f" ({member.linkname!r}) through an extracted link")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if dest.is_symlink() or dest.exists():
                     dest.unlink()

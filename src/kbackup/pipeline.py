@@ -13,7 +13,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import zstandard
 
@@ -28,6 +28,9 @@ class Stage(Protocol):
     def process(self, data: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...
+
+    def close(self) -> None:
+        """Release processes or threads; called after finish() and on failure."""
 
     def describe(self) -> dict[str, object]: ...
 
@@ -48,6 +51,9 @@ class ZstdStage:
 
     def finish(self) -> bytes:
         return self._obj.flush()
+
+    def close(self) -> None:
+        pass
 
     def describe(self) -> dict[str, object]:
         return {"algorithm": "zstd", "level": self.level}
@@ -125,15 +131,15 @@ async def run_stream(
                 on_progress(transform.raw)
         if pending is not None:
             await pending
+        await write_all(await asyncio.to_thread(transform.finish))
     finally:
         if pending is not None and not pending.done():
             pending.cancel()
-    await write_all(await asyncio.to_thread(transform.finish))
+        for stage in stages:
+            stage.close()
     return StreamResult(transform.raw, transform.stored, transform.digest.hexdigest())
 
 
-def stages_for(level: int, threads: int) -> list[Stage]:
-    return [ZstdStage(level, threads)]
 
 
 # ---------------------------------------------------------------------------- reading back
@@ -160,15 +166,18 @@ class ZstdDecodeStage:
             raise CorruptObject("zstd stream is truncated")
         return b""
 
+    def close(self) -> None:
+        pass
+
     def describe(self) -> dict[str, object]:
         return {"algorithm": "zstd"}
 
 
-def decode_stages(compression: dict[str, object]) -> list[Stage]:
-    """The stages that undo what the manifest says was applied (outermost first)."""
+def decode_stages(compression: dict[str, Any], decrypt: Stage | None = None) -> list[Stage]:
+    """The stages that undo what the manifest says was applied, in reverse order."""
     if compression.get("algorithm") != "zstd":
         raise CorruptObject(f"unsupported compression {compression.get('algorithm')!r}")
-    return [ZstdDecodeStage()]
+    return ([decrypt] if decrypt is not None else []) + [ZstdDecodeStage()]
 
 
 class StoredStream:
@@ -216,17 +225,21 @@ class StoredStream:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Decoded bytes; raises CorruptObject at the end if size or sha256 differ."""
-        async for chunk in rechunk(self.source):
-            try:
-                out = await asyncio.to_thread(self._decode, chunk)
-            except CorruptObject as exc:
-                raise CorruptObject(f"{self.name}: {exc}") from None
-            if out:
-                yield out
-        tail = await asyncio.to_thread(self._finish)
-        if tail:
-            yield tail
-        self.check()
+        try:
+            async for chunk in rechunk(self.source):
+                try:
+                    out = await asyncio.to_thread(self._decode, chunk)
+                except CorruptObject as exc:
+                    raise CorruptObject(f"{self.name}: {exc}") from None
+                if out:
+                    yield out
+            tail = await asyncio.to_thread(self._finish)
+            if tail:
+                yield tail
+            self.check()
+        finally:
+            for stage in self.stages:
+                stage.close()
 
     async def drain(self) -> None:
         async for _chunk in self.chunks():

@@ -165,4 +165,6 @@ async def clean_incomplete(
             for info in infos:
                 await storage.delete(info.key)
                 removed.append(info.key)
+    # Uploads S3 never made visible (a killed daemon's multipart uploads) age out the same way.
+    removed += await storage.abort_stale_uploads(orphan_age)
     return removed

@@ -13,13 +13,14 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from kbackup import __version__
 from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config, JobConfig
-from kbackup.pipeline import StreamResult, run_stream, stages_for
+from kbackup.crypto import check_job_keys, encrypt_stage, encryption_meta
+from kbackup.pipeline import Stage, StreamResult, ZstdStage, run_stream
 from kbackup.progress import Progress
 from kbackup.repository import (
     Component,
@@ -81,9 +82,21 @@ class BackupRun:
             error,
         )
 
-    async def _stream_to_targets(
-        self, file: str, chunks: AsyncIterator[bytes], count_progress: bool
-    ) -> tuple[StreamResult, list[ObjectWriter]]:
+    def _stages(self) -> list[Stage]:
+        stages: list[Stage] = [ZstdStage(self.job.compression.level,
+                                         self.job.compression.threads)]
+        encrypt = encrypt_stage(self.config, self.job.encryption)
+        if encrypt is not None:
+            stages.append(encrypt)
+        return stages
+
+    def _name(self, stem: str) -> str:
+        return stem + ".zst" + (".gpg" if self.job.encryption.mode != "none" else "")
+
+    async def _store(self, file: str, chunks: AsyncIterator[bytes], count_progress: bool,
+                     before_commit: Callable[[], Awaitable[Any]] | None = None
+                     ) -> tuple[StreamResult, Any]:
+        """Stream into every target under a temporary name; commit only if all went well."""
         writers: list[ObjectWriter] = []
         try:
             for target in self.targets:
@@ -94,95 +107,51 @@ class BackupRun:
                 if count_progress:
                     self.progress.bytes_done = base + raw
 
-            stages = stages_for(self.job.compression.level, self.job.compression.threads)
-            result = await run_stream(chunks, stages, writers, advance)
-            return result, writers
-        except BaseException:
+            result = await run_stream(chunks, self._stages(), writers, advance)
+            extra = await before_commit() if before_commit else None
             for writer in writers:
-                await writer.abort()
-            raise
+                await writer.commit()
+            return result, extra
+        finally:
+            for writer in writers:
+                await writer.abort()  # a no-op for committed objects
 
-    async def _commit(self, writers: list[ObjectWriter]) -> None:
-        for writer in writers:
-            await writer.commit()
-
-    def _compression(self) -> dict[str, Any]:
-        return {"algorithm": "zstd", "level": self.job.compression.level}
+    def _component(self, name: str, kind: str, file: str, result: StreamResult,
+                   **extra: Any) -> Component:
+        return Component(
+            name=name, kind=kind, file=file,  # type: ignore[arg-type]
+            size_bytes=result.stored_bytes, sha256=result.sha256, raw_bytes=result.raw_bytes,
+            compression={"algorithm": "zstd", "level": self.job.compression.level},
+            encryption=encryption_meta(self.job.encryption), **extra,
+        )
 
     async def _backup_source(self, source: Source) -> None:
         self.progress.phase = f"backing up {source.kind} {source.name}"
         self.progress.component = source.name
-        file = f"{source.file_stem}{source.extension}.zst"
+        file = self._name(f"{source.file_stem}{source.extension}")
         async with source.open() as stream:
-            result, writers = await self._stream_to_targets(file, stream.chunks(), True)
-            try:
-                metadata = await stream.finish()
-                await self._commit(writers)
-            finally:
-                for writer in writers:
-                    await writer.abort()
+            result, metadata = await self._store(file, stream.chunks(), True, stream.finish)
             index_record = None
             index = stream.index()
             if index is not None:
-                index_file = f"{source.file_stem}.index.json.zst"
-                index_result, index_writers = await self._stream_to_targets(
-                    index_file, _once(index), False
-                )
-                try:
-                    await self._commit(index_writers)
-                finally:
-                    for writer in index_writers:
-                        await writer.abort()
-                index_record = StoredObject(
-                    file=index_file,
-                    size_bytes=index_result.stored_bytes,
-                    sha256=index_result.sha256,
-                )
-        component = Component(
-            name=source.component_name,
-            kind=source.kind,
-            file=file,  # type: ignore[arg-type]
-            size_bytes=result.stored_bytes,
-            sha256=result.sha256,
-            raw_bytes=result.raw_bytes,
-            compression=self._compression(),
+                index_file = self._name(f"{source.file_stem}.index.json")
+                index_result, _ = await self._store(index_file, _once(index), False)
+                index_record = StoredObject(file=index_file, size_bytes=index_result.stored_bytes,
+                                            sha256=index_result.sha256)
+        self.components.append(self._component(
+            source.component_name, source.kind, file, result,
             database=metadata if source.kind == "postgres" else None,
-            files=metadata if source.kind == "files" else None,
-            index=index_record,
-        )
-        self.components.append(component)
+            files=metadata if source.kind == "files" else None, index=index_record))
         self.progress.components_done += 1
-        log.info(
-            "event=component.stored job=%s backup=%s component=%s raw_bytes=%d "
-            "stored_bytes=%d sha256=%s",
-            self.job.name,
-            self.backup_id,
-            source.name,
-            result.raw_bytes,
-            result.stored_bytes,
-            result.sha256,
-        )
+        log.info("event=component.stored job=%s backup=%s component=%s raw_bytes=%d"
+                 " stored_bytes=%d sha256=%s", self.job.name, self.backup_id,
+                 source.component_name, result.raw_bytes, result.stored_bytes, result.sha256)
 
     async def _backup_config(self) -> None:
         snapshot = json.dumps(self.config.redacted_snapshot(self.job), indent=2).encode()
-        file = "config.json.zst"
-        result, writers = await self._stream_to_targets(file, _once(snapshot), False)
-        try:
-            await self._commit(writers)
-        finally:
-            for writer in writers:
-                await writer.abort()
-        self.components.append(
-            Component(
-                name="config",
-                kind="config",
-                file=file,
-                size_bytes=result.stored_bytes,
-                sha256=result.sha256,
-                raw_bytes=result.raw_bytes,
-                compression=self._compression(),
-            )
-        )
+        file = self._name("config.json")
+        result, _ = await self._store(file, _once(snapshot), False)
+        self.components.append(self._component("config", "config", file, result))
 
     async def run(self) -> Manifest:
         self._record("running")
@@ -190,6 +159,7 @@ class BackupRun:
         self.progress.components_total = len(sources)
         self.progress.phase = "estimating size"
         try:
+            await asyncio.to_thread(check_job_keys, self.config, self.job)  # before any work
             sizes = await asyncio.gather(*(s.estimate_size() for s in sources))
             self.progress.bytes_total = sum(s or 0 for s in sizes) or None
             for source in sources:

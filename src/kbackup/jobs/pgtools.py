@@ -161,4 +161,12 @@ async def feed_process(argv: Sequence[str], env: dict[str, str],
 
 
 def failure(step: str, code: int, stderr: list[str]) -> PgError:
-    return PgError(f"{step} failed (exit {code}): {last_error_line(stderr, 'no message')}")
+    """The step, its exit code and the server's reason: pg_restore ends its report with the
+    failed "Command was: ...", so the last error line (and its DETAIL) is picked, not that."""
+    lines = [" ".join(line.split()) for line in stderr if line.strip()]
+    at = next((i for i in range(len(lines) - 1, -1, -1) if "error:" in lines[i].lower()), None)
+    if at is None:
+        return PgError(f"{step} failed (exit {code}): {last_error_line(stderr, 'no message')}")
+    reason = lines[at]
+    reason += "".join(f" {line}" for line in lines[at + 1:at + 3] if line.startswith("DETAIL:"))
+    return PgError(f"{step} failed (exit {code}): {reason}")

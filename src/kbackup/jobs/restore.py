@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import tarfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,8 @@ from typing import Any
 
 from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config, JobConfig
-from kbackup.extract import TarThread, extract_stream
+from kbackup.crypto import Decryptor, GpgFailed, KeyProblem
+from kbackup.extract import TarThread, UnsafeArchive, extract_stream
 from kbackup.jobs.backup import BackupRun
 from kbackup.jobs.pgtools import (
     Login,
@@ -66,6 +68,7 @@ class RestoreRequest:
     in_place: bool = False
     no_safety_backup: bool = False
     force: bool = False
+    gpg_homedir: str | None = None
     dry_run: bool = False
     yes: bool = False
 
@@ -279,19 +282,28 @@ class RestoreRun:
             raise RestoreRefused("no configured storage target holds this backup")
         self.safety_backup_id: str | None = None
         self.request = RestoreRequest(**plan.request)
+        homedir = Path(self.request.gpg_homedir) if self.request.gpg_homedir else None
+        self.decryptor = Decryptor(config, self.job.encryption, homedir)
 
     def component(self, name: str) -> Component:
         return next(c for c in self.manifest.components if c.name == name)
 
     async def _precheck(self) -> None:
+        """Every object re-read and checked (and, if encrypted, decrypted) before any change:
+        a flipped byte, a wrong passphrase or a missing key stops the restore here."""
         assert self.storage is not None
         for step in self.plan.steps:
             if step.kind == "skip":
                 continue
             component = self.component(step.component)
             self.progress.phase = f"checking {component.file}"
+            encrypted = component.encryption.get("mode", "none") != "none"
+            if encrypted:
+                await asyncio.to_thread(self.decryptor.check_secret_key, component.encryption)
             for obj in component.stored_objects():
-                await open_object(self.storage, self.manifest, obj, None).drain()
+                decode = component if encrypted else None
+                await open_object(self.storage, self.manifest, obj, decode,
+                                  self.decryptor).drain()
 
     async def _safety_backup(self) -> None:
         if not self.plan.safety_backup:
@@ -330,7 +342,7 @@ class RestoreRun:
             argv += ["--no-owner", "--no-acl"]
         argv += _table_args(component, request.tables)
         self.progress.phase = f"restoring database {step.target}"
-        stream = open_object(self.storage, self.manifest, component, component.compression)
+        stream = open_object(self.storage, self.manifest, component, component, self.decryptor)
         code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
                                           on_chunk=self._advance)
         if code != 0:
@@ -347,7 +359,7 @@ class RestoreRun:
         login = Login.for_restore(source)
         psql = str(Path(login.pg_restore).with_name("psql")) if "/" in login.pg_restore else "psql"
         self.progress.phase = "creating roles"
-        stream = open_object(self.storage, self.manifest, component, component.compression)
+        stream = open_object(self.storage, self.manifest, component, component, self.decryptor)
         argv = [psql, "-X", "-q", f"--dbname={login.dsn_for('postgres')}", "-f", "-"]
         code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
                                           on_chunk=self._advance)
@@ -366,7 +378,7 @@ class RestoreRun:
         self.progress.phase = f"extracting files into {final}"
         try:
             extractor = TarThread(lambda r: extract_stream(r, into, os.geteuid() == 0))
-            stream = open_object(self.storage, self.manifest, component, component.compression)
+            stream = open_object(self.storage, self.manifest, component, component, self.decryptor)
             try:
                 async for chunk in stream.chunks():
                     self._advance(len(chunk))
@@ -425,16 +437,21 @@ class RestoreRun:
                     continue
                 done.append(f"{step.component} -> {step.target}")
             status = "complete"
-        except (CorruptObject, StorageError) as exc:
-            error = f"{exc}; nothing was changed"
-        except (PgError, RestoreRefused, OSError) as exc:
+        except (CorruptObject, StorageError, KeyProblem) as exc:
+            error = f"{exc}; nothing was changed" if not done else str(exc)
+        except (PgError, RestoreRefused, OSError, GpgFailed, UnsafeArchive,
+                tarfile.TarError) as exc:
             error = str(exc)
         except asyncio.CancelledError:
             error = "restore aborted"
             raise
+        except Exception as exc:  # still recorded in the catalog and the audit trail
+            error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             if error and done:
                 error += f" (already restored: {', '.join(done)})"
+            await asyncio.to_thread(self.decryptor.close)
             if error and self.safety_backup_id:
                 error += f"; safety backup {self.safety_backup_id} holds the pre-restore state"
             self.catalog.finish_restore(self.restore_id, status, self.safety_backup_id, error)

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from kbackup.catalog import Catalog, utcnow
-from kbackup.config import Config, JobConfig
+from kbackup.config import Config, EncryptionConfig, JobConfig
+from kbackup.crypto import Decryptor, GpgFailed, KeyProblem
 from kbackup.extract import TarThread, extract_stream, list_stream
 from kbackup.jobs.pgtools import (
     Login,
@@ -51,18 +52,28 @@ class VerificationFailed(Exception):
 
 
 def open_object(storage: Storage, manifest: Manifest, obj: StoredObject,
-                compression: dict[str, Any] | None) -> StoredStream:
+                component: Component | None = None,
+                decryptor: Decryptor | None = None) -> StoredStream:
+    """A stored object of a backup; decoded (decrypted, decompressed) when component is given,
+    else the raw stored bytes (enough for checksums, no keys needed)."""
     key = backup_prefix(manifest.job, manifest.id) + obj.file
-    stages = decode_stages(compression) if compression is not None else []
+    stages = []
+    if component is not None:
+        decrypt = None
+        if component.encryption.get("mode", "none") != "none":
+            if decryptor is None:
+                raise KeyProblem(f"{obj.file} is encrypted and no key was given")
+            decrypt = decryptor.stage(component.encryption)
+        stages = decode_stages(component.compression, decrypt)
     return StoredStream(storage.read(key), obj.file, obj.size_bytes, obj.sha256, stages)
 
 
-async def read_index(storage: Storage, manifest: Manifest,
-                     component: Component) -> dict[str, dict[str, Any]]:
+async def read_index(storage: Storage, manifest: Manifest, component: Component,
+                     decryptor: Decryptor | None) -> dict[str, dict[str, Any]]:
     """A file component's index: path → entry (type, size, sha256, mode)."""
     if component.index is None:
         raise VerificationFailed(f"files {component.name}: the manifest lists no file index")
-    stream = open_object(storage, manifest, component.index, component.compression)
+    stream = open_object(storage, manifest, component.index, component, decryptor)
     data = b"".join([chunk async for chunk in stream.chunks()])
     return {e["path"]: e for e in json.loads(data)["entries"]}
 
@@ -105,6 +116,8 @@ class VerifyRun:
         if not self.storages:
             raise VerificationFailed("no configured storage target holds this backup")
         self.details: dict[str, Any] = {"targets": [s.name for s in self.storages]}
+        encryption = job.encryption if job is not None else EncryptionConfig()
+        self.decryptor = Decryptor(config, encryption)
 
     # ------------------------------------------------------------------ levels
 
@@ -136,7 +149,7 @@ class VerifyRun:
 
     async def _structure_db(self, storage: Storage, component: Component) -> None:
         login = self._login(component)
-        stream = open_object(storage, self.manifest, component, component.compression)
+        stream = open_object(storage, self.manifest, component, component, self.decryptor)
         code, stderr = await feed_process([login.pg_restore, "--file=/dev/null"], {},
                                           stream.chunks(), on_chunk=self._advance)
         if code != 0:
@@ -144,8 +157,8 @@ class VerifyRun:
                                      f"{failure('pg_restore (parse whole archive)', code, stderr)}")
 
     async def _structure_files(self, storage: Storage, component: Component) -> None:
-        index = await read_index(storage, self.manifest, component)
-        stream = open_object(storage, self.manifest, component, component.compression)
+        index = await read_index(storage, self.manifest, component, self.decryptor)
+        stream = open_object(storage, self.manifest, component, component, self.decryptor)
         extractor = TarThread(list_stream)
         try:
             async for chunk in stream.chunks():
@@ -162,7 +175,7 @@ class VerifyRun:
         await drop_database(login, scratch)  # left over by a crashed verification
         try:
             await create_database(login, scratch)
-            stream = open_object(storage, self.manifest, component, component.compression)
+            stream = open_object(storage, self.manifest, component, component, self.decryptor)
             argv = [login.pg_restore, "--no-owner", "--no-acl", "--exit-on-error",
                     f"--dbname={login.dsn_for(scratch)}"]
             code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
@@ -189,13 +202,13 @@ class VerifyRun:
                 await asyncio.shield(drop_database(login, scratch))
 
     async def _restore_test_files(self, storage: Storage, component: Component) -> None:
-        index = await read_index(storage, self.manifest, component)
+        index = await read_index(storage, self.manifest, component, self.decryptor)
         base = self.config.daemon.staging_dir or self.config.daemon.state_dir
         base.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"verify-{self.manifest.id[-6:]}-", dir=base))
         try:
             extractor = TarThread(lambda reader: extract_stream(reader, scratch, False))
-            stream = open_object(storage, self.manifest, component, component.compression)
+            stream = open_object(storage, self.manifest, component, component, self.decryptor)
             try:
                 async for chunk in stream.chunks():
                     self._advance(len(chunk))
@@ -236,11 +249,13 @@ class VerifyRun:
                     else:
                         await self._restore_test_files(storage, component)
                 else:
-                    await open_object(storage, self.manifest, component,
-                                      component.compression).drain()
+                    await open_object(storage, self.manifest, component, component,
+                                      self.decryptor).drain()
             except CorruptObject as exc:
                 raise VerificationFailed(str(exc)) from None
-            except (PgError, StorageError, tarfile.TarError, OSError) as exc:
+            except KeyProblem:
+                raise
+            except (PgError, StorageError, tarfile.TarError, OSError, GpgFailed) as exc:
                 raise VerificationFailed(f"{component.kind} {component.name}: {exc}") from None
 
     async def run(self) -> dict[str, Any]:
@@ -250,6 +265,15 @@ class VerifyRun:
             await self._verify()
         except VerificationFailed as exc:
             problem = str(exc)
+        except KeyProblem as exc:
+            # Not the backup's fault: record that it could not be checked, leave its status.
+            problem = f"could not verify: {exc}"
+            self.catalog.add_verification(self.run_id, self.manifest.id, self.manifest.job,
+                                          self.level, started, False, problem, self.details)
+            return {"backup_id": self.manifest.id, "level": self.level, "ok": False,
+                    "problem": problem, "details": self.details}
+        finally:
+            await asyncio.to_thread(self.decryptor.close)
         ok = problem is None
         self.catalog.add_verification(self.run_id, self.manifest.id, self.manifest.job,
                                       self.level, started, ok, problem, self.details)

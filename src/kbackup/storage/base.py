@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -63,6 +63,14 @@ class Storage(ABC):
     @abstractmethod
     async def delete(self, key: str) -> None:
         """Remove an object; missing objects are not an error."""
+
+    async def abort_stale_uploads(self, older_than: timedelta) -> list[str]:
+        """Drop invisible upload leftovers (S3 multipart uploads); the keys they were for.
+
+        Most backends keep leftovers as visible partial objects, which list() shows and
+        repository.clean_incomplete removes, so they have nothing to do here.
+        """
+        return []
 
     async def put_bytes(self, key: str, data: bytes) -> None:
         writer = await self.open_writer(key)

@@ -28,13 +28,15 @@ import botocore.exceptions
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from kbackup.config import S3StorageConfig, read_secret_file
+from kbackup.config import S3StorageConfig
 from kbackup.storage.base import ObjectInfo, ObjectWriter, Storage, StorageError
-from kbackup.storage.retry import (
+from kbackup.storage.remote import (
     RetryPolicy,
     TransientError,
+    clean_key,
     describe_exception,
     is_transient_status,
+    read_secret,
     status_text,
 )
 
@@ -54,24 +56,6 @@ TRANSIENT_EXCEPTIONS = (
     TimeoutError,
     OSError,
 )
-
-
-def read_secret(storage: str, path: Any) -> str:
-    try:
-        value = read_secret_file(path).strip()
-    except ValueError as exc:
-        raise StorageError(f"storage {storage}: {exc}") from None
-    if not value:
-        raise StorageError(f"storage {storage}: secret file {path} is empty")
-    return value
-
-
-def clean_key(storage: str, key: str) -> str:
-    """The key with empty parts dropped; '.'/'..' parts are refused like on local storage."""
-    parts = [p for p in key.split("/") if p]
-    if not parts or any(p in (".", "..") for p in parts):
-        raise StorageError(f"storage {storage}: invalid object key {key!r}")
-    return "/".join(parts)
 
 
 class S3Storage(Storage):

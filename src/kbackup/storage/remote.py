@@ -1,4 +1,4 @@
-"""Retrying network storage calls: transient failures again, permanent ones never.
+"""What the network backends share: retries, error wording, keys and secrets.
 
 A network backend turns every failure into either TransientError (connection reset, timeout,
 HTTP 5xx, 429: worth another try) or StorageError (401/403, missing bucket, 507: trying again
@@ -16,8 +16,10 @@ import time
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
+from pathlib import Path
 from typing import TypeVar
 
+from kbackup.config import read_secret_file
 from kbackup.storage.base import StorageError
 
 T = TypeVar("T")
@@ -121,3 +123,22 @@ class RetryPolicy:
                 return await attempt()
             except TransientError as exc:
                 await backoff.wait(exc)
+
+
+def read_secret(storage: str, path: Path) -> str:
+    """A secret from its file, for building a client; it never goes into a message or log."""
+    try:
+        value = read_secret_file(path).strip()
+    except ValueError as exc:
+        raise StorageError(f"storage {storage}: {exc}") from None
+    if not value:
+        raise StorageError(f"storage {storage}: secret file {path} is empty")
+    return value
+
+
+def clean_key(storage: str, key: str) -> str:
+    """The key with empty parts dropped; '.'/'..' parts are refused like on local storage."""
+    parts = [p for p in key.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise StorageError(f"storage {storage}: invalid object key {key!r}")
+    return "/".join(parts)
