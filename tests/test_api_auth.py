@@ -20,8 +20,8 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import KBACKUPCTL, KbEnv, PgServer
 
+from conftest import KBACKUPCTL, KbEnv, PgServer
 
 READ_GROUP, ADMIN_GROUP = "kbt-read", "kbt-admin"
 USERS = {

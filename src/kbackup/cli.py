@@ -231,6 +231,12 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     print("targets   " + ", ".join(f"{k}: {v}" for k, v in data["targets"].items()))
     if data.get("error"):
         print(f"error     {data['error']}")
+    encryption = next((c.get("encryption") for c in data["components"]
+                       if (c.get("encryption") or {}).get("mode", "none") != "none"), None)
+    if encryption:
+        needs = ("the passphrase of the job" if encryption["mode"] == "gpg-symmetric" else
+                 "a private key for " + ", ".join(encryption.get("recipients", [])))
+        print(f"encrypted {encryption['mode']} {encryption.get('cipher', '')}: needs {needs}")
     verification = data.get("verification")
     if verification:
         verdict = "passed" if verification["ok"] else f"FAILED: {verification['problem']}"
@@ -355,7 +361,7 @@ def print_plan(plan: dict[str, Any]) -> None:
 
 def restore_request(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"backup": args.backup, "job": args.job}
-    for name in ("component", "to_database", "files_to"):
+    for name in ("component", "to_database", "files_to", "gpg_homedir"):
         if getattr(args, name):
             body[name] = getattr(args, name)
     if args.files_to:
@@ -422,6 +428,32 @@ def cmd_restores(client: Client, args: argparse.Namespace) -> int:
     print(table(["RESTORE", "JOB", "BACKUP", "USER", "STARTED", "STATUS", "SAFETY BACKUP",
                  "ERROR"], rows))
     return 0
+
+
+def cmd_keys(client: Client, args: argparse.Namespace) -> int:
+    data = client.call("GET", "/v1/keys")
+    if args.json:
+        emit_json(data)
+    else:
+        for item in data:
+            if item["mode"] == "none":
+                print(f"{item['job']}: not encrypted")
+                continue
+            if not item["ok"]:
+                print(f"{item['job']}: {item['mode']}: PROBLEM: {item['problem']}")
+                continue
+            if item["mode"] == "gpg-symmetric":
+                print(f"{item['job']}: gpg-symmetric {item['cipher']}, passphrase from"
+                      f" {item['passphrase']}: OK")
+            else:
+                for key in item["recipients"]:
+                    expires = ""
+                    if key.get("expires"):
+                        when = datetime.fromtimestamp(float(key["expires"]), UTC)
+                        expires = f", expires {when:%Y-%m-%d}"
+                    print(f"{item['job']}: gpg-recipients {item['cipher']}, recipient"
+                          f" {key['fingerprint']} {', '.join(key['uids'])}{expires}: OK")
+    return 0 if all(i.get("ok", True) for i in data) else 1
 
 
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:
@@ -557,6 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="wait with progress (the default)")
     mode.add_argument("--detach", action="store_true", help="print the run id and return")
+    p.add_argument("--gpg-homedir", help="GnuPG home with the private key of an encrypted"
+                                         " backup (readable by the daemon)")
+    p = sub.add_parser("keys", help="encryption keys the jobs need, and whether they are usable")
+    p.add_argument("action", choices=["check"])
     p = sub.add_parser("restores", help="restore history (audit trail)")
     p.add_argument("job", nargs="?")
     p = sub.add_parser("runs", help="recent runs")
@@ -579,6 +615,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "restore": cmd_restore,
     "restores": cmd_restores,
+    "keys": cmd_keys,
     "reload": cmd_reload,
     "catalog": cmd_rescan,
 }

@@ -7,7 +7,8 @@ from typing import Any
 
 def component_view(component: dict[str, Any]) -> dict[str, Any]:
     view = {
-        k: component.get(k) for k in ("name", "kind", "file", "size_bytes", "sha256", "raw_bytes")
+        k: component.get(k)
+        for k in ("name", "kind", "file", "size_bytes", "sha256", "raw_bytes", "encryption")
     }
     database = component.get("database")
     if database:

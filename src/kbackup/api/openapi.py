@@ -60,6 +60,8 @@ OPENAPI: dict[str, Any] = {
                         "admin", ok="202"),
             "get": _op("Restore history (audit trail)", "read", [_query_param("job")]),
         },
+        "/v1/keys": {"get": _op("Encryption keys each job needs, and whether they are usable",
+                                "read")},
         "/v1/runs": {"get": _op("Runs, newest first", "read", [_query_param("job")])},
         "/v1/runs/{id}": {"get": _op("One run with live progress", "read", [_path_param("id")])},
         "/v1/reload": {"post": _op("Reload the configuration (like SIGHUP)", "admin")},

@@ -197,6 +197,24 @@ async def post_restore(request: web.Request) -> web.Response:
                              status=202)
 
 
+async def get_keys(request: web.Request) -> web.Response:
+    """Per job: what encryption needs (passphrase source, recipients) and whether it is usable."""
+    import asyncio
+
+    from kbackup.crypto import KeyProblem, check_job_keys
+
+    daemon = daemon_of(request)
+    report = []
+    for name, job in sorted(daemon.config.jobs.items()):
+        try:
+            item = await asyncio.to_thread(check_job_keys, daemon.config, job)
+            item["ok"] = True
+        except KeyProblem as exc:
+            item = {"job": name, "mode": job.encryption.mode, "ok": False, "problem": str(exc)}
+        report.append(item)
+    return web.json_response(report)
+
+
 async def get_restores(request: web.Request) -> web.Response:
     return web.json_response(daemon_of(request).catalog.restores(request.query.get("job")))
 
@@ -251,6 +269,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/runs", get_runs)
     app.router.add_post("/v1/restores", post_restore)
     app.router.add_get("/v1/restores", get_restores)
+    app.router.add_get("/v1/keys", get_keys)
     app.router.add_get("/v1/runs/{id}", get_run)
     app.router.add_post("/v1/reload", post_reload)
     app.router.add_post("/v1/catalog/rescan", post_rescan)

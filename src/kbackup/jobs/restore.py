@@ -171,8 +171,9 @@ async def make_plan(config: Config, catalog: Catalog, request: RestoreRequest) -
     kinds = ("globals", "postgres", "files") if request.with_globals else ("postgres", "files")
     components = [c for c in manifest.components if c.kind in kinds]
     if request.component:
-        components = [c for c in manifest.components if c.name == request.component
-                      or (request.with_globals and c.name == f"{request.component}.globals")]
+        components = [c for c in manifest.components if c.kind != "config" and (
+            c.name == request.component
+            or (request.with_globals and c.name == f"{request.component}.globals"))]
         if not components:
             names = ", ".join(c.name for c in manifest.components if c.kind != "config")
             raise RestoreRefused(f"backup {manifest.id} has no component {request.component!r}"
@@ -252,6 +253,9 @@ def _plan_files(job: JobConfig, component: Component, request: RestoreRequest,
         if source is None:
             raise RestoreRefused(f"files {component.name}: not configured in job {job.name}, so"
                                  " its live path is unknown; use --files-to DIR")
+        if not source.path.exists():  # a new server: nothing to replace, nothing to back up
+            return Step(component.name, "files-replace", str(source.path),
+                        f"{source.path} does not exist: extract the files there", size_bytes=size)
         if not request.no_safety_backup:
             safety.append(component.name)
         return Step(component.name, "files-replace", str(source.path),
@@ -314,11 +318,16 @@ class RestoreRun:
             "files": [f for f in self.job.files if f.name in names],
             "verify": self.job.verify.model_copy(update={"after_backup": "none"}),
         })
-        self.safety_backup_id = new_backup_id(utcnow())
+        backup_id = new_backup_id(utcnow())
         self.progress.phase = "safety backup"
-        backup = BackupRun(self.config, job, self.storages, self.catalog, self.safety_backup_id,
+        backup = BackupRun(self.config, job, self.storages, self.catalog, backup_id,
                            "pre-restore", Progress())
-        await backup.run()
+        try:
+            await backup.run()
+        except Exception as exc:  # noqa: BLE001 - any reason stops the restore before a change
+            raise RestoreRefused(f"safety backup {backup_id} failed ({exc}); nothing was"
+                                 " changed") from None
+        self.safety_backup_id = backup_id  # only a backup that exists is named as the way back
         log.info("event=restore.safety_backup restore=%s backup=%s", self.restore_id,
                  self.safety_backup_id)
 
@@ -330,14 +339,14 @@ class RestoreRun:
         request = self.request
         argv = [login.pg_restore, "--exit-on-error", "--single-transaction",
                 f"--dbname={login.dsn_for(step.target)}"]
-        if step.kind == "database-replace" or request.clean:
-            argv += ["--clean", "--if-exists"]
+        if (step.kind == "database-replace" or request.clean) and not request.data_only:
+            argv += ["--clean", "--if-exists"]  # pg_restore refuses --clean with --data-only
         if step.kind == "database-new" and not await database_exists(login, step.target):
             await create_database(login, step.target)
         if request.schema_only:
             argv.append("--schema-only")
-        if request.data_only:
-            argv.append("--data-only")
+        if request.data_only:  # the dump's data is in name order, not foreign-key order
+            argv += ["--data-only", "--disable-triggers"]
         if request.no_owner:
             argv += ["--no-owner", "--no-acl"]
         argv += _table_args(component, request.tables)

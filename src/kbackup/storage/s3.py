@@ -18,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,8 @@ log = logging.getLogger("kbackup.storage.s3")
 # botocore's debug output carries signed request headers and is huge: keep it out of the log.
 for _noisy in ("botocore", "aiobotocore"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
+# Parts go to aiohttp as bytearrays on purpose (see S3Writer._upload_part): no copy, no warning.
+warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarning)
 
 # Error codes S3 sends with a 4xx that still mean "try again".
 TRANSIENT_CODES = {"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable"}
@@ -304,11 +307,11 @@ class S3Writer(ObjectWriter):
         self.size += len(data)
         part_size = self.storage.part_size
         while len(self.buffer) >= part_size:
-            # Wait for a free slot before cutting the part: memory stays at
-            # buffer + max_in_flight parts.
+            # Wait for a free slot first: memory stays at buffer + max_in_flight parts.
             await self._wait_for_slot(self.storage.max_in_flight - 1)
-            part = bytes(memoryview(self.buffer)[:part_size])
-            del self.buffer[:part_size]
+            # The buffer itself becomes the part (no copy); only the overflow moves.
+            part, self.buffer = self.buffer, self.buffer[part_size:]
+            del part[part_size:]
             await self._start_part(part)
 
     async def _wait_for_slot(self, busy: int) -> None:
@@ -322,7 +325,7 @@ class S3Writer(ObjectWriter):
             self.tasks.discard(task)
             task.result()
 
-    async def _start_part(self, data: bytes) -> None:
+    async def _start_part(self, data: bytearray) -> None:
         client = await self._get_client()
         if self.upload_id is None:
             created = await self.storage.call(
@@ -337,8 +340,11 @@ class S3Writer(ObjectWriter):
         self.next_part += 1
         self.tasks.add(asyncio.create_task(self._upload_part(client, number, data)))
 
-    async def _upload_part(self, client: Any, number: int, data: bytes) -> None:
-        """One part; a retry re-sends the same buffered bytes."""
+    async def _upload_part(self, client: Any, number: int, data: bytearray) -> None:
+        """One part; a retry re-sends the same buffered bytes.
+
+        A bytearray, not bytes: botocore wraps bytes in a BytesIO, which aiohttp then copies.
+        """
         digest = await asyncio.to_thread(lambda: hashlib.md5(data).digest())
         response = await self.storage.call(
             f"UploadPart {number}",
@@ -359,7 +365,7 @@ class S3Writer(ObjectWriter):
             raise StorageError(f"storage {self.storage.name}: {self.key} is already closed")
         client = await self._get_client()
         if self.upload_id is None:
-            body = bytes(self.buffer)
+            body = self.buffer
             digest = await asyncio.to_thread(lambda: hashlib.md5(body).digest())
             await self.storage.call(
                 "PutObject",
@@ -375,8 +381,8 @@ class S3Writer(ObjectWriter):
         else:
             if self.buffer:
                 await self._wait_for_slot(self.storage.max_in_flight - 1)
-                await self._start_part(bytes(self.buffer))
-                self.buffer.clear()
+                part, self.buffer = self.buffer, bytearray()
+                await self._start_part(part)
             await self._wait_for_slot(0)
             await self._complete(client)
         self.done = True
