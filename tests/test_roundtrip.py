@@ -177,3 +177,26 @@ def test_globals_component_has_roles_but_no_passwords(kb: KbEnv, pg: PgServer,
         assert "topsecret" not in script and "SCRAM-SHA-256" not in script
     finally:
         pg.query("postgres", f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_failing_target_makes_the_backup_partial(kb: KbEnv, pg: PgServer,
+                                                   shop_db: str) -> None:
+    """The other targets still get their copy; the broken one keeps nothing."""
+    blocker = kb.base / "not-a-directory"
+    blocker.write_text("a file where the target directory should be")
+    kb.write_daemon(extra=f'[storage.broken]\ntype = "local"\npath = "{blocker}/store"\n')
+    path = kb.shop_job(pg, shop_db, None)
+    path.write_text(path.read_text().replace('targets = ["local"]',
+                                             'targets = ["local", "broken"]'))
+    kb.start()
+    result = kb.ctl("run", "shop", "--wait")
+    assert result.returncode == 1
+    assert "is partial: not on every target (broken:" in result.stderr
+    [backup] = kb.ctl_json("backups")
+    assert backup["status"] == "partial"
+    assert backup["targets"]["local"] == "complete"
+    assert backup["targets"]["broken"].startswith("failed: ")
+    manifest = json.loads((kb.backup_dir(backup) / "manifest.json").read_text())
+    assert manifest["components"][0]["database"]["row_counts"] == SHOP_COUNTS
+    verified = kb.ctl("verify", backup["id"], "--level", "structure", "--wait")
+    assert verified.returncode == 0, verified.stderr

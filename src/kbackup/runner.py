@@ -145,6 +145,9 @@ class Runner:
             if not result["ok"]:
                 raise RuntimeError(f"backup written but {level} verification failed: "
                                    f"{result['problem']}")
+        if backup.failed:
+            reasons = "; ".join(f"{name}: {why}" for name, why in backup.failed.items())
+            return f"backup {manifest.id} is partial: not on every target ({reasons})"
         log.info("event=backup.complete job=%s backup=%s size_bytes=%d", run.job, manifest.id,
                  manifest.size_bytes)
         return None
@@ -178,7 +181,7 @@ class Runner:
                           run.id, error)
                 if run.kind == "backup" and self.catalog.get_backup(run.id) is not None:
                     row = self.catalog.get_backup(run.id)
-                    if row is not None and row["status"] != "corrupt":
+                    if row is not None and row["status"] not in ("corrupt", "partial"):
                         self.catalog.mark_backup_failed(run.id, error or "failed")
             else:
                 log.info("event=run.complete job=%s kind=%s run=%s", run.job, run.kind, run.id)

@@ -137,7 +137,7 @@ async def post_verify(request: web.Request) -> web.Response:
     row = daemon.catalog.get_backup(backup_id)
     if row is None:
         return error(404, f"no backup with id {backup_id!r} (see `kbackupctl backups`)")
-    if row["status"] not in ("complete", "corrupt") or not row["manifest"]:
+    if row["status"] not in ("complete", "partial", "corrupt") or not row["manifest"]:
         return error(409, f"backup {backup_id} is {row['status']}: only complete backups can"
                           " be verified")
     body = await request.json() if request.can_read_body else {}

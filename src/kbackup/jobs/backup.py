@@ -31,7 +31,7 @@ from kbackup.repository import (
     write_manifest,
 )
 from kbackup.sources import Source, sources_for
-from kbackup.storage import ObjectWriter, Storage
+from kbackup.storage import ObjectWriter, Storage, StorageError
 
 log = logging.getLogger("kbackup.backup")
 
@@ -65,22 +65,33 @@ class BackupRun:
         self.prefix = backup_prefix(job.name, backup_id)
         self.started_at = iso(utcnow()) or ""
         self.components: list[Component] = []
+        self.failed: dict[str, str] = {}  # target name -> why it has no copy of this backup
 
-    def _record(
-        self, status: str, manifest: Manifest | None = None, error: str | None = None
-    ) -> None:
+    def _record(self, status: str, manifest: Manifest | None = None,
+                error: str | None = None) -> None:
+        held = "complete" if status == "partial" else status
+        targets = {t.name: (f"failed: {self.failed[t.name]}" if t.name in self.failed
+                            else held) for t in self.targets}
         self.catalog.upsert_backup(
-            self.backup_id,
-            self.job.name,
-            status,
-            self.trigger,
-            self.started_at,
+            self.backup_id, self.job.name, status, self.trigger, self.started_at,
             None if status == "running" else iso(utcnow()),
-            manifest.size_bytes if manifest else 0,
-            {t.name: status for t in self.targets},
-            manifest.model_dump(mode="json") if manifest else None,
-            error,
+            manifest.size_bytes if manifest else 0, targets,
+            manifest.model_dump(mode="json") if manifest else None, error,
         )
+
+    def _healthy(self) -> list[Storage]:
+        healthy = [t for t in self.targets if t.name not in self.failed]
+        if not healthy:
+            reasons = "; ".join(f"{name}: {why}" for name, why in self.failed.items())
+            raise BackupFailed(f"no storage target could take the backup ({reasons})")
+        return healthy
+
+    def _target_failed(self, target: Storage, exc: BaseException) -> None:
+        """One target failing does not stop the others: the backup becomes partial."""
+        reason = str(exc) or exc.__class__.__name__
+        self.failed.setdefault(target.name, reason)
+        log.error("event=target.failed job=%s backup=%s target=%s error=%r", self.job.name,
+                  self.backup_id, target.name, reason)
 
     def _stages(self) -> list[Stage]:
         stages: list[Stage] = [ZstdStage(self.job.compression.level,
@@ -96,11 +107,18 @@ class BackupRun:
     async def _store(self, file: str, chunks: AsyncIterator[bytes], count_progress: bool,
                      before_commit: Callable[[], Awaitable[Any]] | None = None
                      ) -> tuple[StreamResult, Any]:
-        """Stream into every target under a temporary name; commit only if all went well."""
-        writers: list[ObjectWriter] = []
+        """Stream into every healthy target under a temporary name (one pass over the source,
+        teed); commit only if the source ended well. A target that fails is dropped from this
+        backup and the others go on."""
+        writers: list[_TargetWriter] = []
         try:
-            for target in self.targets:
-                writers.append(await target.open_writer(self.prefix + file))
+            for target in self._healthy():
+                try:
+                    writers.append(_TargetWriter(self, target,
+                                                 await target.open_writer(self.prefix + file)))
+                except (StorageError, OSError) as exc:
+                    self._target_failed(target, exc)
+            self._healthy()
             base = self.progress.bytes_done
 
             def advance(raw: int) -> None:
@@ -111,6 +129,7 @@ class BackupRun:
             extra = await before_commit() if before_commit else None
             for writer in writers:
                 await writer.commit()
+            self._healthy()
             return result, extra
         finally:
             for writer in writers:
@@ -176,21 +195,67 @@ class BackupRun:
                 components=self.components,
             )
             self.progress.phase = "writing manifest"
-            for target in self.targets:
-                await write_manifest(target, manifest)
+            for target in self._healthy():
+                try:
+                    await write_manifest(target, manifest)
+                except (StorageError, OSError) as exc:
+                    self._target_failed(target, exc)
+            self._healthy()
         except BaseException as exc:
-            await self._discard()
+            await self._discard(self.targets)
             reason = str(exc) or exc.__class__.__name__
             if isinstance(exc, asyncio.CancelledError):
                 reason = "cancelled"
             self._record("failed", error=reason)
             raise
-        self._record("complete", manifest)
-        self.progress.phase = "complete"
+        if self.failed:
+            # Targets without a complete copy must not keep half of one.
+            await self._discard([t for t in self.targets if t.name in self.failed])
+            reasons = "; ".join(f"{name}: {why}" for name, why in self.failed.items())
+            self._record("partial", manifest, error=f"not on every target: {reasons}")
+            self.progress.phase = "partial"
+        else:
+            self._record("complete", manifest)
+            self.progress.phase = "complete"
         return manifest
 
-    async def _discard(self) -> None:
-        """Remove everything this run wrote, on every target (manifest first)."""
-        for target in self.targets:
+    async def _discard(self, targets: list[Storage]) -> None:
+        """Remove everything this run wrote on these targets (manifest first)."""
+        for target in targets:
             with contextlib.suppress(Exception):
                 await asyncio.shield(delete_backup(target, self.job.name, self.backup_id))
+
+
+class _TargetWriter(ObjectWriter):
+    """Wraps one target's writer: its failure marks the target failed instead of failing the
+    whole backup (run_stream writes to every writer of the tee)."""
+
+    def __init__(self, run: BackupRun, target: Storage, inner: ObjectWriter):
+        self.run = run
+        self.target = target
+        self.inner = inner
+        self.key = inner.key
+
+    @property
+    def alive(self) -> bool:
+        return self.target.name not in self.run.failed
+
+    async def write(self, data: bytes) -> None:
+        if self.alive:
+            try:
+                await self.inner.write(data)
+            except (StorageError, OSError) as exc:
+                self.run._target_failed(self.target, exc)
+                await self.inner.abort()
+                self.run._healthy()
+
+    async def commit(self) -> None:
+        if self.alive:
+            try:
+                await self.inner.commit()
+            except (StorageError, OSError) as exc:
+                self.run._target_failed(self.target, exc)
+                await self.inner.abort()
+
+    async def abort(self) -> None:
+        await self.inner.abort()

@@ -134,7 +134,7 @@ def resolve_backup(catalog: Catalog, request: RestoreRequest) -> dict[str, Any]:
     if row["status"] == "corrupt" and not request.force:
         raise RestoreRefused(f"backup {row['id']} is corrupt ({row['error']}); use --force to"
                              " restore it anyway")
-    if row["status"] not in ("complete", "corrupt") or not row["manifest"]:
+    if row["status"] not in ("complete", "partial", "corrupt") or not row["manifest"]:
         raise RestoreRefused(f"backup {row['id']} is {row['status']}: it cannot be restored")
     return row
 

@@ -46,7 +46,7 @@ log = logging.getLogger("kbackup.storage.s3")
 # botocore's debug output carries signed request headers and is huge: keep it out of the log.
 for _noisy in ("botocore", "aiobotocore"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
-# Parts go to aiohttp as bytearrays on purpose (see S3Writer._upload_part): no copy, no warning.
+# Parts go to aiohttp as bytes on purpose (see S3Storage.client): no copy, and no warning.
 warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarning)
 
 # Error codes S3 sends with a 4xx that still mean "try again".
@@ -101,6 +101,15 @@ class S3Storage(Storage):
             aws_secret_access_key=self._secret_key,
             config=self._client_config,
         ) as client:
+            # botocore wraps bytes bodies in a BytesIO, which aiohttp then copies whole:
+            # parts go out as the bytes they are instead (only memory is at stake).
+            with contextlib.suppress(Exception):
+                from botocore.handlers import convert_body_to_file_like_object
+
+                for op in ("PutObject", "UploadPart"):
+                    client.meta.events.unregister(
+                        f"before-parameter-build.s3.{op}", convert_body_to_file_like_object
+                    )
             yield client
 
     # ------------------------------------------------------------------ errors and retries
@@ -281,7 +290,8 @@ class S3Writer(ObjectWriter):
         self.storage = storage
         self.key = key
         self.full = storage.prefix + key
-        self.buffer = bytearray()
+        self.chunks: list[bytes] = []  # written, not yet in a part
+        self.buffered = 0
         self.size = 0
         self.upload_id: str | None = None
         self.parts: dict[int, tuple[str, bytes]] = {}  # number -> (ETag, MD5 digest)
@@ -303,16 +313,29 @@ class S3Writer(ObjectWriter):
     async def write(self, data: bytes) -> None:
         if self.done:
             raise StorageError(f"storage {self.storage.name}: {self.key} is already closed")
-        self.buffer += data
-        self.size += len(data)
-        part_size = self.storage.part_size
-        while len(self.buffer) >= part_size:
-            # Wait for a free slot first: memory stays at buffer + max_in_flight parts.
+        if data:
+            self.chunks.append(bytes(data))
+            self.buffered += len(data)
+            self.size += len(data)
+        while self.buffered >= self.storage.part_size:
+            # Join the chunks into a part only once a slot is free: memory stays at about
+            # (1 + max_in_flight) parts.
             await self._wait_for_slot(self.storage.max_in_flight - 1)
-            # The buffer itself becomes the part (no copy); only the overflow moves.
-            part, self.buffer = self.buffer, self.buffer[part_size:]
-            del part[part_size:]
-            await self._start_part(part)
+            await self._start_part(self._take(self.storage.part_size))
+
+    def _take(self, size: int) -> bytes:
+        """The first `size` buffered bytes as one bytes object (copying one part, once)."""
+        taken: list[bytes] = []
+        while size > 0 and self.chunks:
+            chunk = self.chunks[0]
+            if len(chunk) <= size:
+                taken.append(self.chunks.pop(0))
+            else:
+                taken.append(chunk[:size])
+                self.chunks[0] = chunk[size:]
+            size -= len(taken[-1])
+            self.buffered -= len(taken[-1])
+        return b"".join(taken)
 
     async def _wait_for_slot(self, busy: int) -> None:
         """Wait until at most `busy` parts are uploading; a failed part fails the writer."""
@@ -325,7 +348,7 @@ class S3Writer(ObjectWriter):
             self.tasks.discard(task)
             task.result()
 
-    async def _start_part(self, data: bytearray) -> None:
+    async def _start_part(self, data: bytes) -> None:
         client = await self._get_client()
         if self.upload_id is None:
             created = await self.storage.call(
@@ -340,11 +363,8 @@ class S3Writer(ObjectWriter):
         self.next_part += 1
         self.tasks.add(asyncio.create_task(self._upload_part(client, number, data)))
 
-    async def _upload_part(self, client: Any, number: int, data: bytearray) -> None:
-        """One part; a retry re-sends the same buffered bytes.
-
-        A bytearray, not bytes: botocore wraps bytes in a BytesIO, which aiohttp then copies.
-        """
+    async def _upload_part(self, client: Any, number: int, data: bytes) -> None:
+        """One part; a retry re-sends the same buffered bytes."""
         digest = await asyncio.to_thread(lambda: hashlib.md5(data).digest())
         response = await self.storage.call(
             f"UploadPart {number}",
@@ -365,7 +385,7 @@ class S3Writer(ObjectWriter):
             raise StorageError(f"storage {self.storage.name}: {self.key} is already closed")
         client = await self._get_client()
         if self.upload_id is None:
-            body = self.buffer
+            body = self._take(self.buffered)
             digest = await asyncio.to_thread(lambda: hashlib.md5(body).digest())
             await self.storage.call(
                 "PutObject",
@@ -379,10 +399,9 @@ class S3Writer(ObjectWriter):
                 ),
             )
         else:
-            if self.buffer:
+            if self.buffered:
                 await self._wait_for_slot(self.storage.max_in_flight - 1)
-                part, self.buffer = self.buffer, bytearray()
-                await self._start_part(part)
+                await self._start_part(self._take(self.buffered))
             await self._wait_for_slot(0)
             await self._complete(client)
         self.done = True
@@ -427,7 +446,7 @@ class S3Writer(ObjectWriter):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
-        self.buffer = bytearray()
+        self.chunks.clear()
         try:
             if self.upload_id is not None:
                 client = await self._get_client()
