@@ -230,6 +230,10 @@ class Catalog:
         self.db.executemany("DELETE FROM backups WHERE id=?", [(i,) for i in gone])
         return len(gone)
 
+    def set_backup_targets(self, backup_id: str, targets: dict[str, Any], status: str) -> None:
+        self.db.execute("UPDATE backups SET targets=?, status=? WHERE id=?",
+                        (json.dumps(targets), status, backup_id))
+
     def set_backup_status(self, backup_id: str, status: str, error: str | None) -> None:
         self.db.execute("UPDATE backups SET status=?, error=? WHERE id=?",
                         (status, error, backup_id))

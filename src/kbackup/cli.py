@@ -456,6 +456,28 @@ def cmd_keys(client: Client, args: argparse.Namespace) -> int:
     return 0 if all(i.get("ok", True) for i in data) else 1
 
 
+def cmd_prune(client: Client, args: argparse.Namespace) -> int:
+    report = client.call("POST", f"/v1/jobs/{args.job}/prune", {"dry_run": args.dry_run})
+    if args.json:
+        return emit_json(report)
+    if report.get("note"):
+        print(f"{args.job}: {report['note']}")
+        return 0
+    for target, decisions in report["targets"].items():
+        print(f"target {target}:")
+        rows = [[d["id"], short_time(d["started_at"]), d["status"],
+                 "keep" if d["keep"] else ("would remove" if args.dry_run else "removed"),
+                 ", ".join(d["reasons"])] for d in decisions]
+        print(table(["BACKUP", "STARTED", "STATUS", "ACTION", "KEPT BY"], rows))
+    for orphan in report["orphans"]:
+        print(f"removed leftover {orphan['target']}:{orphan['key']}")
+    for problem in report["errors"]:
+        print(f"error: {problem}", file=sys.stderr)
+    if args.dry_run:
+        print("dry run: nothing was removed")
+    return 1 if report["errors"] else 0
+
+
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:
     path = "/v1/runs" + (f"?job={args.job}" if args.job else "")
     data = client.call("GET", path)
@@ -593,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          " backup (readable by the daemon)")
     p = sub.add_parser("keys", help="encryption keys the jobs need, and whether they are usable")
     p.add_argument("action", choices=["check"])
+    p = sub.add_parser("prune", help="apply JOB's retention policy now")
+    p.add_argument("job")
+    p.add_argument("--dry-run", action="store_true", help="show keep/remove, remove nothing")
     p = sub.add_parser("restores", help="restore history (audit trail)")
     p.add_argument("job", nargs="?")
     p = sub.add_parser("runs", help="recent runs")
@@ -616,6 +641,7 @@ COMMANDS = {
     "restore": cmd_restore,
     "restores": cmd_restores,
     "keys": cmd_keys,
+    "prune": cmd_prune,
     "reload": cmd_reload,
     "catalog": cmd_rescan,
 }

@@ -148,9 +148,26 @@ class Runner:
         if backup.failed:
             reasons = "; ".join(f"{name}: {why}" for name, why in backup.failed.items())
             return f"backup {manifest.id} is partial: not on every target ({reasons})"
+        await self._prune(config, run)
         log.info("event=backup.complete job=%s backup=%s size_bytes=%d", run.job, manifest.id,
                  manifest.size_bytes)
         return None
+
+    async def _prune(self, config: Config, run: ActiveRun) -> None:
+        """Retention after each successful backup; a prune problem never fails the backup."""
+        from kbackup.jobs.prune import prune_job
+
+        job = config.jobs[run.job]
+        if not job.retention.configured:
+            return
+        run.progress.phase = "applying retention"
+        try:
+            report = await prune_job(config, job, self.storages, self.catalog, utcnow(), False)
+        except Exception as exc:  # noqa: BLE001 - logged, the backup itself is fine
+            log.error("event=prune.failed job=%s error=%r", run.job, str(exc))
+            return
+        for problem in report["errors"]:
+            log.error("event=prune.error job=%s error=%r", run.job, problem)
 
     async def _execute(self, run: ActiveRun, key: str, work: Work,
                        target_id: str | None) -> None:

@@ -48,6 +48,9 @@ OPENAPI: dict[str, Any] = {
         "/v1/jobs/{job}/run": {
             "post": _op("Start a backup of a job now", "admin", [_path_param("job")], ok="202")
         },
+        "/v1/jobs/{job}/prune": {"post": _op(
+            "Apply the job's retention on every target; body {\"dry_run\": true} only reports",
+            "admin", [_path_param("job")])},
         "/v1/backups": {"get": _op("Backups, newest first", "read", [_query_param("job")])},
         "/v1/backups/{id}": {
             "get": _op("One backup with its manifest", "read", [_path_param("id")])

@@ -219,6 +219,22 @@ async def get_restores(request: web.Request) -> web.Response:
     return web.json_response(daemon_of(request).catalog.restores(request.query.get("job")))
 
 
+async def post_prune(request: web.Request) -> web.Response:
+    from kbackup.catalog import utcnow
+    from kbackup.jobs.prune import prune_job
+
+    daemon = daemon_of(request)
+    name = request.match_info["job"]
+    job = daemon.config.jobs.get(name)
+    if job is None:
+        return error(404, f"no job named {name!r}")
+    body = await request.json() if request.can_read_body else {}
+    report = await prune_job(daemon.config, job, daemon.storages, daemon.catalog,
+                             daemon.clock.now() if daemon.clock else utcnow(),
+                             bool(body.get("dry_run", False)))
+    return web.json_response(report)
+
+
 async def get_runs(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     runs = daemon.catalog.runs(request.query.get("job"), int(request.query.get("limit", 50)))
@@ -263,6 +279,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/health", get_health)
     app.router.add_get("/v1/jobs", get_jobs)
     app.router.add_post("/v1/jobs/{job}/run", post_run)
+    app.router.add_post("/v1/jobs/{job}/prune", post_prune)
     app.router.add_get("/v1/backups", get_backups)
     app.router.add_get("/v1/backups/{id}", get_backup)
     app.router.add_post("/v1/backups/{id}/verify", post_verify)

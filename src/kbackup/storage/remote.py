@@ -115,6 +115,13 @@ class RetryPolicy:
     def backoff(self) -> Backoff:
         return Backoff(self)
 
+    def cleanup(self) -> RetryPolicy:
+        """A short budget for best-effort cleanup after a failure: what it leaves behind is
+        removed later (clean_incomplete, abort_stale_uploads), and a shutdown must not wait."""
+        return RetryPolicy(
+            min(self.retries, 2), min(self.max_seconds, 5.0), self.base_delay, self.max_delay
+        )
+
     async def run(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """attempt() until it returns, raises anything but TransientError, or the budget ends."""
         backoff = self.backoff()

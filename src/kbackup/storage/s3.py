@@ -18,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import re
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -134,14 +135,18 @@ class S3Storage(Storage):
                 retry_after = headers.get("retry-after")
                 return TransientError(text, float(retry_after) if retry_after else None)
             return StorageError(text)
-        text = f"storage {self.name}: {describe_exception(exc)} on {op} {key}"
+        # botocore puts the whole URL in its messages; the query (upload ids) is just noise.
+        what = re.sub(r"\?[^\"\s]*", "", describe_exception(exc))
+        text = f"storage {self.name}: {what} on {op} {key}"
         if isinstance(exc, TRANSIENT_EXCEPTIONS) and not isinstance(
             exc, botocore.exceptions.SSLError
         ):
             return TransientError(text)
         return StorageError(text)
 
-    async def call(self, op: str, key: str, fn: Callable[[], Awaitable[T]]) -> T:
+    async def call(
+        self, op: str, key: str, fn: Callable[[], Awaitable[T]], policy: RetryPolicy | None = None
+    ) -> T:
         """fn() with retries; key is the caller's key (without the prefix), for messages."""
 
         async def attempt() -> T:
@@ -152,7 +157,7 @@ class S3Storage(Storage):
             except TRANSIENT_EXCEPTIONS as exc:
                 raise self._error(exc, op, key) from exc
 
-        return await self.retry.run(attempt)
+        return await (policy or self.retry).run(attempt)
 
     # ------------------------------------------------------------------ the interface
 
@@ -456,6 +461,7 @@ class S3Writer(ObjectWriter):
                     lambda: client.abort_multipart_upload(
                         Bucket=self.storage.bucket, Key=self.full, UploadId=self.upload_id
                     ),
+                    self.storage.retry.cleanup(),
                 )
         except StorageError as exc:
             # Left for abort_stale_uploads(); the run is failing anyway.

@@ -23,9 +23,6 @@ import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
@@ -34,6 +31,7 @@ from yarl import URL
 
 from kbackup.config import WebDAVStorageConfig
 from kbackup.storage.base import PARTIAL_SUFFIX, ObjectInfo, ObjectWriter, Storage, StorageError
+from kbackup.storage.davxml import PROPFIND_BODY, Entry, parse_multistatus, server_message
 from kbackup.storage.remote import (
     RetryPolicy,
     TransientError,
@@ -50,35 +48,6 @@ QUEUE_CHUNKS = 4  # chunks (~1 MiB each from the pipeline) waiting for the PUT b
 REPLAY_LIMIT = 4 << 20  # a PUT is retried only while everything it sent is still held
 LIST_CONCURRENCY = 4
 TRANSIENT_EXCEPTIONS = (aiohttp.ClientError, TimeoutError, OSError)
-PROPFIND_BODY = (
-    b'<?xml version="1.0" encoding="utf-8"?>'
-    b'<d:propfind xmlns:d="DAV:"><d:prop>'
-    b"<d:resourcetype/><d:getcontentlength/><d:getlastmodified/>"
-    b"</d:prop></d:propfind>"
-)
-DAV = "{DAV:}"
-
-
-@dataclass(frozen=True)
-class Entry:
-    key: str
-    collection: bool
-    size: int
-    modified: datetime
-
-
-def server_message(body: bytes) -> str:
-    """The human part of an XML error body (Sabre/Nextcloud put it in s:message)."""
-    if not body.lstrip().startswith(b"<") or len(body) > 65536:
-        return ""
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError:
-        return ""
-    for element in root.iter():
-        if element.tag.endswith("}message") and element.text:
-            return element.text.strip()[:200]
-    return ""
 
 
 class WebDAVStorage(Storage):
@@ -166,6 +135,7 @@ class WebDAVStorage(Storage):
         ok: Iterable[int],
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
+        policy: RetryPolicy | None = None,
     ) -> tuple[int, bytes]:
         """A small request with retries; statuses in ok are returned, others raise."""
 
@@ -181,39 +151,15 @@ class WebDAVStorage(Storage):
                 return resp.status, body
             raise self.status_error(resp.status, method, key, resp.headers, body)
 
-        return await self.retry.run(attempt)
+        return await (policy or self.retry).run(attempt)
 
     def parse_multistatus(self, body: bytes, key: str) -> list[Entry]:
         try:
-            root = ET.fromstring(body)
+            return parse_multistatus(body, self.key_of)
         except ET.ParseError as exc:
             raise StorageError(
                 f"storage {self.name}: invalid PROPFIND reply for {key or '/'}: {exc}"
             ) from None
-        entries = []
-        for response in root.iter(DAV + "response"):
-            entry_key = self.key_of(response.findtext(DAV + "href") or "")
-            if entry_key is None:
-                continue
-            collection, size, modified = False, 0, None
-            for propstat in response.iter(DAV + "propstat"):
-                if " 200 " not in (propstat.findtext(DAV + "status") or "") + " ":
-                    continue
-                prop = propstat.find(DAV + "prop")
-                if prop is None:
-                    continue
-                kind = prop.find(DAV + "resourcetype")
-                collection = collection or (
-                    kind is not None and kind.find(DAV + "collection") is not None
-                )
-                with contextlib.suppress(TypeError, ValueError):
-                    size = int(prop.findtext(DAV + "getcontentlength") or size)
-                with contextlib.suppress(TypeError, ValueError):
-                    modified = parsedate_to_datetime(prop.findtext(DAV + "getlastmodified") or "")
-            # Unknown age counts as new: leftover cleanup must never take it for an old orphan.
-            when = modified.astimezone(UTC) if modified else datetime.now(UTC)
-            entries.append(Entry(entry_key, collection, size, when))
-        return entries
 
     async def propfind(
         self, session: aiohttp.ClientSession, key: str, depth: int, collection: bool = True
@@ -535,9 +481,9 @@ class WebDAVWriter(ObjectWriter):
         self.retained = None
         try:
             if self.session is not None:
-                url = self.storage.url(self.partial)
+                url, policy = self.storage.url(self.partial), self.storage.retry.cleanup()
                 await self.storage.request(
-                    self.session, "DELETE", self.partial, url, ok=(200, 204, 404)
+                    self.session, "DELETE", self.partial, url, ok=(200, 204, 404), policy=policy
                 )
                 await self.storage.prune(self.session, self.partial)
         except StorageError as exc:

@@ -1,0 +1,462 @@
+"""Health checks: what is wrong with each job and with the daemon, as OK / WARNING / CRITICAL
+with a reason a person can act on.
+
+Evaluation is a function of gathered facts (catalog history through `History`, disk stats,
+storage probe results, channel states, running runs) and `now`: it never reads the clock,
+the disk or the network itself, so every rule is testable without a daemon. alerts/monitor.py
+gathers the facts; alerts/manager.py turns non-OK results into alerts.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from kbackup.config import Config, JobConfig, ThresholdsConfig
+from kbackup.scheduler import next_fire
+from kbackup.units import format_size, parse_size
+
+OK, WARNING, CRITICAL = "ok", "warning", "critical"
+RANK = {OK: 0, "info": 0, WARNING: 1, CRITICAL: 2}
+DAEMON = "daemon"  # the "job" part of the key of daemon-wide checks
+SIZE_KINDS = {"postgres": "database", "files": "files"}
+FORECAST_WINDOW = timedelta(days=7)
+FORECAST_MIN_SPAN = timedelta(hours=1)
+TARGET_CHECKS = ("storage", "disk_free", "disk_forecast")  # daemon checks keyed by target
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    job: str | None  # None: daemon-wide (disks, storage targets, alert channels)
+    check: str
+    target: str | None  # a storage target, a disk, a channel, or a component for size checks
+    severity: str
+    reason: str
+    next_step: str = ""
+    details: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return alert_key(self.job, self.check, self.target)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "key": self.key, "details": list(self.details)}
+
+
+def alert_key(job: str | None, check: str, target: str | None) -> str:
+    """Stable identity of a check: job/check[/target], e.g. shop/backup_age/offsite."""
+    return "/".join([job or DAEMON, check] + ([target] if target else []))
+
+
+def worst(severities: Iterable[str]) -> str:
+    return max(severities, key=lambda s: RANK.get(s, 0), default=OK)
+
+
+@dataclass
+class DiskStat:
+    """One filesystem the daemon writes to, with the roles it plays (state_dir, target X)."""
+
+    key: str
+    path: str
+    roles: list[str]
+    free: int | None = None
+    total: int | None = None
+    error: str | None = None
+    samples: list[tuple[datetime, int]] = field(default_factory=list)  # (when, free bytes)
+
+
+@dataclass
+class ChannelState:
+    name: str
+    failures: int = 0
+    failing_since: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class RunningRun:
+    id: str
+    job: str
+    kind: str
+    started_at: datetime
+
+
+@dataclass
+class Facts:
+    now: datetime
+    disks: list[DiskStat] = field(default_factory=list)
+    storage: dict[str, str | None] = field(default_factory=dict)  # target -> error; absent: unknown
+    channels: dict[str, ChannelState] = field(default_factory=dict)
+    running: list[RunningRun] = field(default_factory=list)
+    seen: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (job, item) -> first
+
+
+class History(Protocol):
+    """The catalog reads health needs (alerts/store.py implements them)."""
+
+    def last_good_backup(self, job: str, target: str | None = None) -> dict[str, Any] | None: ...
+
+    def good_backups(self, job: str, limit: int) -> list[dict[str, Any]]: ...
+
+    def backup_runs_since(self, job: str, since: datetime) -> list[dict[str, Any]]: ...
+
+    def last_finished_backup_run(self, job: str) -> dict[str, Any] | None: ...
+
+    def run_covers(self, job: str, when: datetime) -> bool: ...
+
+    def last_job_verification(self, job: str) -> dict[str, Any] | None: ...
+
+    def recent_errors(self, job: str, limit: int = 3) -> list[str]: ...
+
+
+# ---------------------------------------------------------------------- formatting
+
+
+def human_duration(seconds: float) -> str:
+    """31h, 45m, 3d4h: short and exact enough for a mail subject."""
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 120:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 72:
+        return f"{hours}h" + (f"{minutes:02d}m" if minutes else "")
+    days, hours = divmod(hours, 24)
+    return f"{days}d" + (f"{hours}h" if hours else "")
+
+
+def _local(when: datetime, tz: ZoneInfo) -> str:
+    return when.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# ---------------------------------------------------------------------- schedules
+
+
+def prev_fire(cron: str, tz: ZoneInfo, at: datetime) -> datetime:
+    """The last time at or before `at` at which `cron` fires in `tz` (as the scheduler would)."""
+    local = at.astimezone(tz).replace(tzinfo=None) + timedelta(minutes=1)
+    matches = croniter(cron, local)
+    while True:
+        candidate: datetime = matches.get_prev(datetime)
+        fire = candidate.replace(tzinfo=tz, fold=0).astimezone(UTC)
+        if fire <= at:
+            return fire
+
+
+@functools.lru_cache(maxsize=256)
+def largest_gap(crons: tuple[str, ...], tz_name: str, start: datetime) -> float | None:
+    """The longest time between two consecutive fire times of these schedules together.
+
+    Looks 63 days ahead (a monthly job is covered) with at most 4000 fire times per schedule:
+    a frequent schedule ends the window early, and then its own gaps dominate anyway.
+    """
+    if not crons:
+        return None
+    tz = ZoneInfo(tz_name)
+    horizon = start + timedelta(days=63)
+    end = horizon
+    times: list[datetime] = []
+    for cron in crons:
+        when = start
+        for _ in range(4000):
+            when = next_fire(cron, tz, when)
+            if when > horizon:
+                break
+            times.append(when)
+        else:
+            end = min(end, when)
+    times = sorted(t for t in set(times) if t <= end)
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    return max(gaps) if gaps else None
+
+
+def max_backup_age(config: Config, job: JobConfig, limits: ThresholdsConfig,
+                   now: datetime) -> float | None:
+    """The configured limit, else the job's largest gap between scheduled runs + 25%."""
+    if limits.max_backup_age is not None:
+        return limits.max_backup_age
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    gap = largest_gap(tuple(sorted(s.cron for s in job.schedules)),
+                      job.timezone or config.daemon.timezone, day)
+    return None if gap is None else gap * 1.25
+
+
+# ---------------------------------------------------------------------- job checks
+
+
+def _result(job: str | None, check: str, target: str | None, severity: str, reason: str,
+            next_step: str = "", details: Iterable[str] = ()) -> CheckResult:
+    return CheckResult(job, check, target, severity, reason, next_step, tuple(details))
+
+
+def check_backup_age(config: Config, job: JobConfig, limits: ThresholdsConfig,
+                     history: History, facts: Facts, errors: list[str]) -> list[CheckResult]:
+    limit = max_backup_age(config, job, limits, facts.now)
+    if limit is None:
+        return []
+    name, now = job.name, facts.now
+    step = f"kbackupctl runs {name}"
+    newest = history.last_good_backup(name)
+    results = []
+    if newest is None:
+        since = facts.seen.get((name, "job"), now)
+        late = (now - since).total_seconds() > limit
+        reason = (f"no complete backup yet (job configured since "
+                  f"{_local(since, config.job_timezone(job))}, limit {human_duration(limit)})")
+        results.append(_result(name, "backup_age", None, CRITICAL if late else OK, reason, step,
+                               errors))
+        newest_at = None
+    else:
+        newest_at = parse_time(newest["finished_at"]) or now
+        age = (now - newest_at).total_seconds()
+        reason = (f"last good backup is {human_duration(age)} old"
+                  f" (limit {human_duration(limit)})")
+        results.append(_result(name, "backup_age", None, CRITICAL if age > limit else OK,
+                               reason, step, errors))
+    if len(job.targets) < 2:
+        return results
+    for target in job.targets:
+        row = history.last_good_backup(name, target)
+        when = parse_time(row["finished_at"]) if row else None
+        if newest_at is None or when == newest_at:
+            continue  # same as the job as a whole: reported once, above
+        since = when or facts.seen.get((name, f"target:{target}"), now)
+        age = (now - since).total_seconds()
+        what = (f"last good backup on target {target} is {human_duration(age)} old" if when
+                else f"target {target} holds no complete backup yet")
+        results.append(_result(name, "backup_age", target, CRITICAL if age > limit else OK,
+                               f"{what} (limit {human_duration(limit)})",
+                               f"kbackupctl backups {name}", errors))
+    return results
+
+
+def check_failure_rate(job: JobConfig, limits: ThresholdsConfig, history: History,
+                       facts: Facts, errors: list[str]) -> CheckResult:
+    since = facts.now - timedelta(seconds=limits.failure_window)
+    runs = [r for r in history.backup_runs_since(job.name, since)
+            if r["status"] != "running"
+            and not (r["error"] or "").startswith("aborted: daemon shutting down")]
+    failed = sum(1 for r in runs if r["status"] != "complete")
+    window = human_duration(limits.failure_window)
+    if not runs:
+        return _result(job.name, "failure_rate", None, OK, f"no backup runs in the last {window}")
+    rate = failed / len(runs)
+    reason = (f"{failed} of {len(runs)} backup runs failed in the last {window}"
+              f" ({rate:.0%}, limit {limits.max_failure_rate:.0%})")
+    severity = OK
+    if len(runs) >= limits.failure_min_runs and rate > limits.max_failure_rate:
+        severity = CRITICAL if rate >= 0.5 else WARNING
+    return _result(job.name, "failure_rate", None, severity, reason,
+                   f"kbackupctl runs {job.name}", errors)
+
+
+def check_duration(job: JobConfig, limits: ThresholdsConfig, history: History,
+                   facts: Facts) -> CheckResult | None:
+    limit = limits.max_duration
+    if limit is None:
+        return None
+    step = f"kbackupctl runs {job.name}"
+    for run in facts.running:
+        if run.job == job.name and run.kind == "backup":
+            took = (facts.now - run.started_at).total_seconds()
+            reason = (f"backup {run.id} has been running for {human_duration(took)}"
+                      f" (limit {human_duration(limit)})")
+            return _result(job.name, "duration", None, WARNING if took > limit else OK,
+                           reason, step)
+    last = history.last_finished_backup_run(job.name)
+    start, end = (parse_time(last["started_at"]), parse_time(last["finished_at"])) if last \
+        else (None, None)
+    if last is None or start is None or end is None:
+        return _result(job.name, "duration", None, OK, "no finished backup run yet")
+    took = (end - start).total_seconds()
+    reason = (f"last backup {last['id']} took {human_duration(took)}"
+              f" (limit {human_duration(limit)})")
+    return _result(job.name, "duration", None, WARNING if took > limit else OK, reason, step)
+
+
+def check_sizes(job: JobConfig, limits: ThresholdsConfig, history: History) -> list[CheckResult]:
+    """Each data component of the newest backup against the median of the 5 before it."""
+    backups = [b for b in history.good_backups(job.name, 6) if b.get("manifest")]
+    if len(backups) < 3:
+        return []
+    newest, previous = backups[0], backups[1:]
+    results = []
+    for component in newest["manifest"].get("components", []):
+        kind = SIZE_KINDS.get(component.get("kind", ""))
+        if kind is None:
+            continue
+        name = component["name"]
+        before = [c.get("raw_bytes", 0) for b in previous
+                  for c in b["manifest"].get("components", []) if c.get("name") == name]
+        if len(before) < 2:
+            continue
+        usual = statistics.median(before)
+        size = component.get("raw_bytes", 0)
+        ratio = size / usual if usual else 1.0
+        severity = OK
+        if ratio < limits.min_size_ratio:
+            severity = CRITICAL if ratio < limits.min_size_ratio / 2 else WARNING
+        reason = (f"{kind} component '{name}' is {ratio:.0%} of its usual size"
+                  f" ({format_size(size)} in {newest['id']}, median of the last"
+                  f" {len(before)}: {format_size(usual)})")
+        results.append(_result(job.name, "size_ratio", name, severity, reason,
+                               f"kbackupctl show {newest['id']}"))
+    return results
+
+
+def check_missed_schedules(config: Config, job: JobConfig, limits: ThresholdsConfig,
+                           history: History, facts: Facts) -> list[CheckResult]:
+    tz = config.job_timezone(job)
+    results = []
+    tags = [s.tag for s in job.schedules]
+    for index, schedule in enumerate(job.schedules):
+        label = schedule.tag if tags.count(schedule.tag) == 1 else f"{schedule.tag}-{index + 1}"
+        known = facts.seen.get((job.name, f"schedule:{schedule.tag}:{schedule.cron}"))
+        due = prev_fire(schedule.cron, tz, facts.now)
+        late = (facts.now - due).total_seconds()
+        severity = OK
+        if known is not None and due >= known and late > limits.schedule_grace \
+                and not history.run_covers(job.name, due):
+            severity = WARNING
+        reason = (f"scheduled run at {_local(due, tz)} ({schedule.tag}) did not start"
+                  f" ({human_duration(late)} late, grace {human_duration(limits.schedule_grace)})"
+                  if severity != OK else f"scheduled run at {_local(due, tz)} started")
+        results.append(_result(job.name, "missed_schedule", label, severity, reason,
+                               f"kbackupctl runs {job.name}; journalctl -u kbackupd"))
+    return results
+
+
+def check_verification(job: JobConfig, history: History) -> CheckResult | None:
+    last = history.last_job_verification(job.name)
+    if last is None:
+        return None
+    if last["ok"]:
+        return _result(job.name, "verification", None, OK,
+                       f"backup {last['backup_id']} passed {last['level']} verification")
+    return _result(job.name, "verification", None, CRITICAL,
+                   f"backup {last['backup_id']} is corrupt: {last['level']} verification"
+                   f" failed: {last['problem']}", f"kbackupctl show {last['backup_id']}")
+
+
+def evaluate_job(config: Config, job: JobConfig, history: History,
+                 facts: Facts) -> list[CheckResult]:
+    limits = config.settings.thresholds.for_job(job.thresholds)
+    errors = history.recent_errors(job.name)
+    results = check_backup_age(config, job, limits, history, facts, errors)
+    results.append(check_failure_rate(job, limits, history, facts, errors))
+    results += [r for r in (check_duration(job, limits, history, facts),
+                            check_verification(job, history)) if r is not None]
+    results += check_sizes(job, limits, history)
+    results += check_missed_schedules(config, job, limits, history, facts)
+    return results
+
+
+# ---------------------------------------------------------------------- daemon checks
+
+
+def disk_limit(threshold: str, total: int) -> int:
+    if threshold.endswith("%"):
+        return int(total * float(threshold[:-1]) / 100)
+    return parse_size(threshold)
+
+
+def seconds_until_full(disk: DiskStat, now: datetime) -> float | None:
+    """Least-squares trend of free space over the last week; None if not shrinking."""
+    points = [(t, f) for t, f in disk.samples if now - t <= FORECAST_WINDOW]
+    if disk.free is not None:
+        points.append((now, disk.free))
+    if len(points) < 3 or points[-1][0] - min(t for t, _ in points) < FORECAST_MIN_SPAN:
+        return None
+    xs = [(t - now).total_seconds() for t, _ in points]
+    ys = [float(f) for _, f in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    var = sum((x - mean_x) ** 2 for x in xs)
+    if var == 0:
+        return None
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
+    if slope >= 0 or disk.free is None:
+        return None
+    return disk.free / -slope
+
+
+def check_disk(disk: DiskStat, limits: ThresholdsConfig, now: datetime) -> list[CheckResult]:
+    roles = ", ".join(disk.roles)
+    step = f"df -h {disk.path}; kbackupctl backups"
+    if disk.error is not None or disk.free is None or not disk.total:
+        return [_result(None, "disk_free", disk.key, WARNING,
+                        f"cannot read free space of {disk.path} ({roles}): {disk.error}", step)]
+    limit = disk_limit(limits.min_free_disk, disk.total)
+    pct = 100.0 * disk.free / disk.total
+    reason = (f"free space on {disk.path} ({roles}) is {format_size(disk.free)},"
+              f" {pct:.0f}% (limit {limits.min_free_disk})")
+    results = [_result(None, "disk_free", disk.key, CRITICAL if disk.free < limit else OK,
+                       reason, step)]
+    left = seconds_until_full(disk, now)
+    if left is None:
+        results.append(_result(None, "disk_forecast", disk.key, OK,
+                               f"free space on {disk.path} is not shrinking"))
+    else:
+        days = left / 86400
+        when = f"{days:.0f} days" if days >= 1.5 else f"{human_duration(left)}"
+        reason = (f"at the current growth, the disk of {disk.roles[0]} fills in {when}"
+                  f" ({format_size(disk.free)} free on {disk.path})")
+        results.append(_result(None, "disk_forecast", disk.key,
+                               WARNING if left < limits.disk_forecast else OK, reason, step))
+    return results
+
+
+def evaluate_daemon(config: Config, facts: Facts) -> list[CheckResult]:
+    limits = config.settings.thresholds
+    results: list[CheckResult] = []
+    for disk in facts.disks:
+        results += check_disk(disk, limits, facts.now)
+    for target in sorted(config.storage):
+        if target not in facts.storage:
+            continue
+        error = facts.storage[target]
+        reason = (f"storage target {target} unreachable: {error}" if error
+                  else f"storage target {target} reachable")
+        results.append(_result(None, "storage", target, CRITICAL if error else OK, reason,
+                               "kbackupctl check; journalctl -u kbackupd -g storage"))
+    for name in sorted(config.settings.alerts):
+        state = facts.channels.get(name)
+        if state is None or not state.failures:
+            results.append(_result(None, "channel", name, OK, f"alert channel {name} works"))
+            continue
+        since = state.failing_since or facts.now
+        results.append(_result(
+            None, "channel", name, WARNING,
+            f"alert channel {name} is failing since {since:%Y-%m-%d %H:%M} UTC"
+            f" ({state.failures} failed sends): {state.last_error}",
+            f"kbackupctl alerts test {name}"))
+    return results
+
+
+def evaluate(config: Config, history: History, facts: Facts) -> list[CheckResult]:
+    """Every check of every job and of the daemon, OK ones included."""
+    results = evaluate_daemon(config, facts)
+    for name in sorted(config.jobs):
+        results += evaluate_job(config, config.jobs[name], history, facts)
+    return results
+
+
+def job_view(config: Config, results: list[CheckResult], job: str) -> list[CheckResult]:
+    """A job's own checks plus the daemon-wide ones that concern it (its targets' storage)."""
+    targets = set(config.jobs[job].targets) if job in config.jobs else set()
+    return [r for r in results if r.job == job
+            or (r.job is None and r.check in TARGET_CHECKS and r.target in targets)]

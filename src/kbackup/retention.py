@@ -1,0 +1,102 @@
+"""Which backups a retention policy keeps: restic's `forget` semantics, plus kbackup's guards.
+
+A backup kept by any rule is kept. keep_hourly/daily/weekly/monthly/yearly keep the newest
+backup of each of the N newest periods that have one, with periods taken in the job's
+timezone (so a DST day is still one day). keep_within keeps everything within that duration
+of the newest backup. Guards on top: the newest complete, verified backup is never removed;
+min_keep complete, non-corrupt backups always stay; safety backups taken before a restore are
+kept for keep_pre_restore and are not counted by the period rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from kbackup.config import RetentionConfig
+
+
+@dataclass
+class Candidate:
+    id: str
+    started: datetime  # aware
+    status: str  # complete, partial, corrupt
+    trigger: str
+    verified: bool = False
+
+
+@dataclass
+class Decision:
+    backup: Candidate
+    keep: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def _periods(tz: ZoneInfo) -> list[tuple[str, Callable[[datetime], str]]]:
+    def local(when: datetime) -> datetime:
+        return when.astimezone(tz)
+
+    return [
+        ("hourly", lambda w: local(w).strftime("%Y-%m-%d %H:00")),
+        ("daily", lambda w: local(w).strftime("%Y-%m-%d")),
+        ("weekly", lambda w: "{:04d}-W{:02d}".format(*local(w).isocalendar()[:2])),
+        ("monthly", lambda w: local(w).strftime("%Y-%m")),
+        ("yearly", lambda w: local(w).strftime("%Y")),
+    ]
+
+
+def decide(backups: Sequence[Candidate], policy: RetentionConfig, tz: ZoneInfo,
+           now: datetime) -> list[Decision]:
+    """Keep/remove for every backup, newest first, each with the rules that kept it."""
+    ordered = sorted(backups, key=lambda b: b.started, reverse=True)
+    decisions = [Decision(b, False) for b in ordered]
+    regular = [d for d in decisions if d.backup.trigger != "pre-restore"
+               and d.backup.status != "corrupt"]
+
+    for index, decision in enumerate(regular):
+        if policy.keep_last and index < policy.keep_last:
+            decision.reasons.append(f"last {policy.keep_last}")
+
+    for name, bucket_of in _periods(tz):
+        limit = getattr(policy, f"keep_{name}")
+        if not limit:
+            continue
+        seen: list[str] = []
+        for decision in regular:  # newest first: the first backup of a period represents it
+            bucket = bucket_of(decision.backup.started)
+            if bucket in seen:
+                continue
+            if len(seen) >= limit:
+                break
+            seen.append(bucket)
+            decision.reasons.append(f"{name} {bucket}")
+
+    if policy.within_seconds and ordered:
+        newest = ordered[0].started
+        for decision in decisions:
+            if newest - decision.backup.started <= timedelta(seconds=policy.within_seconds):
+                decision.reasons.append(f"within {policy.keep_within}")
+
+    for decision in decisions:
+        if decision.backup.trigger == "pre-restore":
+            age = now - decision.backup.started
+            if age <= timedelta(seconds=policy.pre_restore_seconds):
+                decision.reasons.append(f"safety backup younger than {policy.keep_pre_restore}")
+
+    good = [d for d in regular if d.backup.status == "complete"]
+    verified = next((d for d in good if d.backup.verified), None)
+    if verified is not None:
+        verified.reasons.append("newest verified backup")
+    kept_good = sum(1 for d in good if d.reasons)
+    for decision in good:
+        if kept_good >= policy.min_keep:
+            break
+        if not decision.reasons:
+            decision.reasons.append(f"min_keep {policy.min_keep}")
+            kept_good += 1
+
+    for decision in decisions:
+        decision.keep = bool(decision.reasons)
+    return decisions
