@@ -164,6 +164,27 @@ def pdf_tree(tmp_path: Path) -> Path:
     return root
 
 
+_CLI_COPY: list[str] = []
+
+
+def cli_for_other_users() -> list[str]:
+    """kbackupctl runnable by any user: the project may live in a directory only root can
+    enter (CI clones into a 0700 temp dir), so run a world-readable copy of the package with
+    the base interpreter. The CLI needs nothing but the standard library."""
+    if not _CLI_COPY:
+        import kbackup
+
+        base = Path(tempfile.mkdtemp(prefix="kbcli"))
+        shutil.copytree(Path(kbackup.__file__).parent, base / "kbackup",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [base, *base.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+        _CLI_COPY.extend([python, "-I", "-c", "import sys; sys.path.insert(0, sys.argv.pop(1));"
+                          " from kbackup.cli import main; sys.exit(main())", str(base)])
+    return list(_CLI_COPY)
+
+
 class KbEnv:
     """A kbackupd configuration in a temp dir, the daemon process and kbackupctl calls."""
 
@@ -260,7 +281,8 @@ exclude = ["*.tmp"]
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
         argv = [KBACKUPCTL, "--socket", str(self.socket), *args]
         if user is not None:
-            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", *argv]
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+                    *cli_for_other_users(), "--socket", str(self.socket), *args]
         return subprocess.run(argv, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
 
