@@ -89,6 +89,7 @@ def extract_stream(
     """
     root = target.resolve()
     written: list[dict[str, Any]] = []
+    directories: list[tuple[Path, tarfile.TarInfo]] = []  # mode and mtime once filled
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         for member in tar:
             name = check_member(member)
@@ -133,7 +134,11 @@ def extract_stream(
                         size += len(chunk)
                         out.write(chunk)
                 entry.update(type="file", size=size, sha256=digest.hexdigest())
-            if not member.issym():
+            if member.isdir():
+                directories.append((dest, member))
+                if restore_owner:
+                    os.chown(dest, member.uid, member.gid)
+            elif not member.issym():
                 os.chmod(dest, member.mode & 0o7777)
                 if restore_owner:
                     os.chown(dest, member.uid, member.gid)
@@ -143,6 +148,9 @@ def extract_stream(
             written.append(entry)
             if on_entry:
                 on_entry(entry)
+    for dest, member in reversed(directories):  # writing into a directory changes its mtime
+        os.chmod(dest, member.mode & 0o7777)
+        os.utime(dest, (member.mtime, member.mtime))
     return written
 
 
