@@ -210,9 +210,6 @@ def test_restore_latest_brings_back_exactly_the_backup(
     assert [r["safety_backup_id"] for r in records] == [None, safety_id]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a replace restore runs pg_restore --clean, which"
-                   " drops only the dump's own objects; a table created after the backup that"
-                   " references a restored table makes the DROP fail (and would survive)")
 def test_safety_backup_restores_the_pre_restore_state_over_the_live_database(
     kb: KbEnv, pg: PgServer, shop_db: str
 ) -> None:
@@ -227,6 +224,39 @@ def test_safety_backup_restores_the_pre_restore_state_over_the_live_database(
     result = restore(kb, safety_id, "--yes")
     assert state(pg, shop_db) == before_restore, result.stderr
     ok(result, kb)
+
+
+def test_replace_is_exact_and_keeps_database_settings_and_grants(
+    kb: KbEnv, pg: PgServer, shop_db: str
+) -> None:
+    """A migration after the backup added a table referencing a restored one: the restore still
+    works, the new table is gone, and the database's own settings and grants survive."""
+    role = f"kbt_app_{uuid.uuid4().hex[:6]}"
+    pg.query("postgres", sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        db = sql.Identifier(shop_db)
+        pg.query("postgres", sql.SQL("ALTER DATABASE {} SET work_mem = '7MB'").format(db))
+        pg.query("postgres", sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+        pg.query("postgres", sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+            db, sql.Identifier(role)))
+        kb.shop_job(pg, shop_db, None)
+        kb.start()
+        kb.run_backup()
+        at_backup = state(pg, shop_db)
+        pg.query(shop_db, "CREATE TABLE payments (invoice_id int REFERENCES invoices(id));"
+                          " INSERT INTO payments VALUES (1); DELETE FROM \"Line Items\";")
+        ok(restore(kb, "latest", "--job", "shop", "--yes"), kb)
+        assert state(pg, shop_db) == at_backup
+        assert pg.query(shop_db, "SELECT to_regclass('public.payments')")[0][0] is None
+        assert pg.query(shop_db, "SELECT current_setting('work_mem')")[0][0] == "7MB"
+        acl = pg.query("postgres", "SELECT datacl::text FROM pg_database WHERE datname = %s",
+                       (shop_db,))[0][0]
+        assert f"{role}=c/" in acl and not acl.startswith("{=")  # PUBLIC has no CONNECT
+        assert pg.databases(f"{shop_db[:40]}_kb") == []  # no side or old database left
+    finally:
+        pg.query("postgres", sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
+            sql.Identifier(shop_db), sql.Identifier(role)))
+        pg.query("postgres", sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def test_safety_backup_undoes_a_restore_and_no_safety_backup_takes_none(

@@ -24,6 +24,10 @@ class PgError(Exception):
     """A PostgreSQL step of a verify or restore failed; one line naming the step."""
 
 
+class CannotCreateDatabase(PgError):
+    """The login lacks CREATEDB: callers may fall back to a less exact method."""
+
+
 @dataclass(frozen=True)
 class Login:
     """Where and as whom to restore: a DSN (no password in it) plus an optional secret file."""
@@ -94,6 +98,89 @@ async def create_database(login: Login, name: str) -> None:
             await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg.Error as exc:
             raise PgError(f"cannot create database {name!r}: {one_line(exc)}") from None
+
+
+async def create_database_like(login: Login, name: str, like: str) -> None:
+    """A new empty database owned by the owner of `like` (when we may), else by us."""
+    async with await login.connect("postgres") as conn:
+        cur = await conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (like,))
+        row = await cur.fetchone()
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        try:
+            if row is not None:
+                try:
+                    await conn.execute(create + sql.SQL(" OWNER {}").format(
+                        sql.Identifier(row[0])))
+                    return
+                except psycopg.errors.InsufficientPrivilege:
+                    pass
+            await conn.execute(create)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise CannotCreateDatabase(f"cannot create database {name!r}: {one_line(exc)}"
+                                       ) from None
+        except psycopg.Error as exc:
+            raise PgError(f"cannot create database {name!r}: {one_line(exc)}") from None
+
+
+async def swap_database(login: Login, live: str, new: str, suffix: str) -> None:
+    """Replace database `live` by `new`: carry over database-level settings and grants,
+    close the live database's sessions, rename, then drop the old one."""
+    old = f"{live[:40]}_kbold_{suffix}"
+    ident = sql.Identifier
+    async with await login.connect("postgres") as conn:
+        try:
+            cur = await conn.execute(
+                "SELECT unnest(s.setconfig) FROM pg_db_role_setting s"
+                " JOIN pg_database d ON d.oid = s.setdatabase"
+                " WHERE d.datname = %s AND s.setrole = 0", (live,))
+            for (item,) in await cur.fetchall():
+                name, _, value = item.partition("=")
+                await conn.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    ident(new), ident(name), sql.Literal(value)))
+            cur = await conn.execute(
+                "SELECT datacl IS NOT NULL FROM pg_database WHERE datname = %s", (live,))
+            row = await cur.fetchone()
+            if row and row[0]:
+                await conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
+                    ident(new)))
+                cur = await conn.execute(
+                    "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE"
+                    " pg_get_userbyid(a.grantee) END, a.privilege_type"
+                    " FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s",
+                    (live,))
+                for grantee, privilege in await cur.fetchall():
+                    if privilege not in ("CONNECT", "CREATE", "TEMPORARY"):
+                        continue
+                    target = ident(grantee) if grantee else sql.SQL("PUBLIC")
+                    await conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+                        sql.SQL(privilege), ident(new), target))
+            await conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(
+                ident(live)))
+        except psycopg.Error as exc:
+            raise PgError(f"cannot prepare the swap of database {live!r}: {one_line(exc)}"
+                          ) from None
+        try:
+            await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                               " WHERE datname = %s AND pid <> pg_backend_pid()", (live,))
+            await conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                ident(live), ident(old)))
+        except psycopg.Error as exc:
+            await conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                ident(live)))
+            raise PgError(f"cannot swap database {live!r}: {one_line(exc)}; it is unchanged"
+                          ) from None
+        try:
+            await conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                ident(new), ident(live)))
+        except psycopg.Error as exc:
+            await conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                ident(old), ident(live)))
+            await conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                ident(live)))
+            raise PgError(f"cannot swap database {live!r}: {one_line(exc)}; it is unchanged"
+                          ) from None
+        await conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident(old)))
 
 
 async def drop_database(login: Login, name: str) -> None:

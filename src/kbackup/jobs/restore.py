@@ -31,13 +31,17 @@ from kbackup.crypto import Decryptor, GpgFailed, KeyProblem
 from kbackup.extract import TarThread, UnsafeArchive, extract_stream
 from kbackup.jobs.backup import BackupRun
 from kbackup.jobs.pgtools import (
+    CannotCreateDatabase,
     Login,
     PgError,
     create_database,
+    create_database_like,
     database_exists,
     database_is_empty,
+    drop_database,
     failure,
     feed_process,
+    swap_database,
 )
 from kbackup.jobs.verify import open_object
 from kbackup.pipeline import CorruptObject
@@ -337,6 +341,14 @@ class RestoreRun:
         source = next((p for p in self.job.postgres if p.name == component.name), None)
         login = Login.for_restore(source)
         request = self.request
+        whole = not (request.tables or request.schema_only or request.data_only)
+        if step.kind == "database-replace" and whole:
+            try:
+                await self._replace_whole_database(login, component, step.target)
+                return
+            except CannotCreateDatabase as exc:
+                log.warning("event=restore.fallback restore=%s reason=%r method=%s",
+                            self.restore_id, str(exc), "pg_restore --clean in place")
         argv = [login.pg_restore, "--exit-on-error", "--single-transaction",
                 f"--dbname={login.dsn_for(step.target)}"]
         if (step.kind == "database-replace" or request.clean) and not request.data_only:
@@ -358,6 +370,33 @@ class RestoreRun:
             raise PgError(failure(f"pg_restore into {step.target}", code, stderr).args[0]
                           + f"; database {step.target} is unchanged (the transaction was rolled"
                           " back)")
+
+    async def _replace_whole_database(self, login: Login, component: Component,
+                                      target: str) -> None:
+        """Restore into a side database, then swap it in: the result is exactly the backup
+        (tables created since are gone too), and a failure leaves the live database as it
+        was. pg_restore --clean alone cannot do that: it drops only the dump's own objects."""
+        side = f"{target[:40]}_kbrestore_{self.restore_id[-6:]}"
+        await drop_database(login, side)
+        await create_database_like(login, side, target)
+        argv = [login.pg_restore, "--exit-on-error", "--single-transaction",
+                f"--dbname={login.dsn_for(side)}"]
+        if self.request.no_owner:
+            argv += ["--no-owner", "--no-acl"]
+        self.progress.phase = f"restoring database {target} (beside it, as {side})"
+        stream = open_object(self.storage, self.manifest, component, component,  # type: ignore[arg-type]
+                             self.decryptor)
+        try:
+            code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
+                                              on_chunk=self._advance)
+            if code != 0:
+                raise PgError(failure(f"pg_restore of {target}", code, stderr).args[0]
+                              + f"; database {target} is unchanged")
+            self.progress.phase = f"swapping the restored database in as {target}"
+            await swap_database(login, target, side, self.restore_id[-6:])
+        except BaseException:
+            await asyncio.shield(drop_database(login, side))
+            raise
 
     async def _globals(self, step: Step) -> None:
         """Apply the roles script; roles that already exist are errors psql reports and skips."""
