@@ -142,6 +142,18 @@ class RemoteStorageConfig(Strict):
     retry_max_seconds: Seconds = 60.0
     timeout: Seconds = 120.0  # per request: connect, or no progress for this long
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secrets(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        inline = [k for k in ("password", "secret_access_key", "access_key_id") if k in data]
+        if inline:
+            raise ValueError(
+                f"{inline[0]} must not be written here: put it in a file and set {inline[0]}_file"
+            )
+        return data
+
     def required_files(self) -> dict[str, Path]:
         """Files that must exist (secrets, CA bundles): load_config checks them."""
         return {}
@@ -616,7 +628,7 @@ def _format_errors(path: Path, error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
         loc = list(item["loc"])
-        if len(loc) > 3 and loc[0] in ("storage", "alerts"):
+        if len(loc) >= 3 and loc[0] in ("storage", "alerts"):
             del loc[2]  # pydantic inserts the union tag ("local", "s3") after the target name
         location = ".".join(str(p) for p in loc) or "-"
         message = item["msg"]

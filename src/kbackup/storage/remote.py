@@ -29,8 +29,11 @@ log = logging.getLogger("kbackup.storage")
 PERMANENT_5XX = {501, 505, 507, 508}
 
 
-class TransientError(Exception):
-    """A failure another attempt may not have; retry_after is the server's hint in seconds."""
+class TransientError(StorageError):
+    """A failure another attempt may not have; retry_after is the server's hint in seconds.
+
+    A StorageError too, so that one escaping a retry loop is still handled as a storage failure.
+    """
 
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import re
 import warnings
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from kbackup.storage.remote import (
     clean_key,
     describe_exception,
     is_transient_status,
+    parse_retry_after,
     read_secret,
     status_text,
 )
@@ -50,6 +52,7 @@ for _noisy in ("botocore", "aiobotocore"):
 # Parts go to aiohttp as bytes on purpose (see S3Storage.client): no copy, and no warning.
 warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarning)
 
+MAX_PARTS = 10_000  # S3's limit: the largest object is 10 000 x part_size
 # Error codes S3 sends with a 4xx that still mean "try again".
 TRANSIENT_CODES = {"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable"}
 TRANSIENT_EXCEPTIONS = (
@@ -131,9 +134,8 @@ class S3Storage(Storage):
             if code and code != str(status):
                 text += f": {code}" + (f": {detail}" if detail else "")
             if is_transient_status(status) or code in TRANSIENT_CODES:
-                headers = meta.get("HTTPHeaders", {})
-                retry_after = headers.get("retry-after")
-                return TransientError(text, float(retry_after) if retry_after else None)
+                retry_after = parse_retry_after(meta.get("HTTPHeaders", {}).get("retry-after"))
+                return TransientError(text, retry_after)
             return StorageError(text)
         # botocore puts the whole URL in its messages; the query (upload ids) is just noise.
         what = re.sub(r"\?[^\"\s]*", "", describe_exception(exc))
@@ -295,7 +297,7 @@ class S3Writer(ObjectWriter):
         self.storage = storage
         self.key = key
         self.full = storage.prefix + key
-        self.chunks: list[bytes] = []  # written, not yet in a part
+        self.chunks: deque[bytes] = deque()  # written, not yet in a part
         self.buffered = 0
         self.size = 0
         self.upload_id: str | None = None
@@ -334,7 +336,7 @@ class S3Writer(ObjectWriter):
         while size > 0 and self.chunks:
             chunk = self.chunks[0]
             if len(chunk) <= size:
-                taken.append(self.chunks.pop(0))
+                taken.append(self.chunks.popleft())
             else:
                 taken.append(chunk[:size])
                 self.chunks[0] = chunk[size:]
@@ -365,6 +367,11 @@ class S3Writer(ObjectWriter):
             )
             self.upload_id = created["UploadId"]
         number = self.next_part
+        if number > MAX_PARTS:
+            raise StorageError(
+                f"storage {self.storage.name}: {self.key} is larger than S3's {MAX_PARTS} parts"
+                f" of part_size {self.storage.part_size} bytes: raise part_size"
+            )
         self.next_part += 1
         self.tasks.add(asyncio.create_task(self._upload_part(client, number, data)))
 

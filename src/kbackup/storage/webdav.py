@@ -360,7 +360,6 @@ class WebDAVWriter(ObjectWriter):
     async def start(self) -> None:
         self.session = await self.stack.enter_async_context(self.storage.session())
         await self.storage.ensure_parents(self.session, self.key)
-        self.task = asyncio.create_task(self._upload(self.session))
 
     async def _body(self) -> AsyncIterator[bytes]:
         for chunk in list(self.retained or ()):
@@ -414,13 +413,22 @@ class WebDAVWriter(ObjectWriter):
         assert self.task is not None
         if self.task.cancelled():
             return StorageError(f"storage {self.storage.name}: upload of {self.key} was cancelled")
-        return self.task.exception() or StorageError(
-            f"storage {self.storage.name}: upload of {self.key} ended early"
+        error = self.task.exception()
+        if error is None or isinstance(error, StorageError):
+            return error or StorageError(
+                f"storage {self.storage.name}: upload of {self.key} ended early"
+            )
+        return StorageError(
+            f"storage {self.storage.name}: {describe_exception(error)} on PUT {self.partial}"
         )
 
     async def _feed(self, item: bytes | None) -> None:
         """Queue a chunk for the PUT body; fail as soon as the upload has failed."""
-        assert self.task is not None
+        if self.task is None:
+            # The PUT starts with the first data: a source slow to begin (pg_dump waiting for
+            # a lock) must not hold an idle request open until the server drops it.
+            assert self.session is not None
+            self.task = asyncio.create_task(self._upload(self.session))
         if self.task.done():
             raise self._upload_failure()
         if not self.queue.full():
@@ -457,8 +465,8 @@ class WebDAVWriter(ObjectWriter):
 
     async def commit(self) -> None:
         self._check_open()
-        assert self.session is not None and self.task is not None
         await self._feed(None)
+        assert self.session is not None and self.task is not None
         await self.task
         info = await self.storage.stat_in(self.session, self.partial)
         if info is None or info.size != self.size:
