@@ -29,6 +29,7 @@ class KbRun:
     job: str
     seconds: float
     peak_rss_bytes: int
+    idle_rss_bytes: int
     backup: dict[str, Any]
 
     @property
@@ -49,12 +50,15 @@ class KbRun:
         return (datetime.fromisoformat(end.replace("Z", "+00:00")) - begin).total_seconds()
 
 
-def _vm_hwm(pid: int) -> int:
-    """Peak resident set size of a live process, from /proc/PID/status (kB -> bytes)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+def vm_hwm(pid: int) -> int | None:
+    """VmHWM (peak RSS of the process's own address space) in bytes; None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 class KbEnv:
@@ -147,10 +151,13 @@ path = "{self.store}"
         self.start()
         try:
             assert self.proc is not None
+            idle = vm_hwm(self.proc.pid) or 0  # started and answering, nothing run yet
             begin = time.perf_counter()
             result = self.ctl("run", job, "--wait", timeout=6 * 3600)
             seconds = time.perf_counter() - begin
-            peak = _vm_hwm(self.proc.pid)
+            peak = vm_hwm(self.proc.pid)
+            if peak is None:
+                raise RuntimeError(f"kbackupd died during the run:\n{self.logs()}")
             if result.returncode != 0:
                 raise RuntimeError(
                     f"kbackupctl run {job} failed ({result.returncode}): {result.stderr.strip()}"
@@ -165,7 +172,7 @@ path = "{self.store}"
             self.stop()
         # Keep the disk use flat over many runs: the size is in the manifest already.
         shutil.rmtree(self.store / job, ignore_errors=True)
-        return KbRun(job, seconds, peak, backup)
+        return KbRun(job, seconds, peak, idle, backup)
 
     def cleanup(self) -> None:
         self.stop()

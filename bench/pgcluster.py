@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -212,12 +213,12 @@ def _vocabulary(rng: random.Random, size: int = 4000) -> list[str]:
     return ordered
 
 
-def _text_rows(rng: random.Random, target_bytes: int) -> list[bytes]:
-    """COPY text lines of invoice-like notes: words, numbers, dates (compresses ~3-4x)."""
+def _text_rows(rng: random.Random, target_bytes: int) -> Iterator[bytes]:
+    """Blocks of COPY text lines of invoice-like notes: words, numbers, dates (compresses
+    ~3-4x). A generator, so the benchmark process stays small while it loads."""
     vocab = _vocabulary(rng)
     # A Zipf-ish weighting, as real text has: a few words are very frequent.
     weights = [1.0 / (i + 1) for i in range(len(vocab))]
-    blocks: list[bytes] = []
     produced = 0
     row_id = 0
     while produced < target_bytes:
@@ -233,8 +234,7 @@ def _text_rows(rng: random.Random, target_bytes: int) -> list[bytes]:
             lines.append(f"{rng.randint(1, 50000)}\t{day}\t{amount}\t{body}\n")
         block = "".join(lines).encode()
         produced += len(block)
-        blocks.append(block)
-    return blocks
+        yield block
 
 
 def load_database(cluster: Cluster, dbname: str, scale: int, text_mb: int) -> None:
@@ -273,7 +273,7 @@ def load_database(cluster: Cluster, dbname: str, scale: int, text_mb: int) -> No
             with conn.cursor() as cur:
                 copy_sql = "COPY invoice_notes (customer_id, issued, amount, body) FROM STDIN"
                 with cur.copy(copy_sql) as copy:
-                    for block in _text_rows(rng, text_mb << 20):
+                    for block in _text_rows(rng, text_mb * 1_000_000):
                         copy.write(block)
         log("VACUUM (FREEZE, ANALYZE) and CHECKPOINT")
         # Hint bits set now, so the first timed dump does not pay for writing them.
@@ -290,7 +290,7 @@ def database_size(cluster: Cluster, dbname: str) -> int:
 def make_files(root: Path, total_mb: int, seed: int = 7) -> tuple[int, int]:
     """PDF-sized files of random bytes (incompressible, like real PDFs): (count, bytes)."""
     rng = random.Random(seed)
-    target = total_mb << 20
+    target = total_mb * 1_000_000
     count = written = 0
     while written < target:
         size = min(rng.randint(50_000, 500_000), max(target - written, 50_000))

@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kbenv import KbEnv, KbRun  # noqa: E402
+from kbenv import KbEnv, KbRun, vm_hwm  # noqa: E402
 from pgcluster import (  # noqa: E402
     Cluster,
     database_size,
@@ -48,6 +49,7 @@ from pgcluster import (  # noqa: E402
 DBNAME = "bench"
 QUICK = {"scale": 5, "text_mb": 20, "files_mb": 20, "runs": 1}
 DEFAULTS = {"scale": 100, "text_mb": 200, "files_mb": 200, "runs": 2}
+BUSY_WARNING_PCT = 20.0  # machine CPU use, outside the benchmark, above which times are suspect
 
 
 # ----------------------------------------------------------------------------- results
@@ -65,6 +67,7 @@ class Case:
     rss_of: str = ""
     raw_bytes: int | None = None
     daemon_seconds: list[float] = field(default_factory=list)
+    idle_rss_bytes: list[int] = field(default_factory=list)
     note: str = ""
 
     @property
@@ -80,6 +83,7 @@ class Case:
         self.stored_bytes.append(run.stored_bytes)
         self.peak_rss_bytes.append(run.peak_rss_bytes)
         self.raw_bytes = run.raw_bytes
+        self.idle_rss_bytes.append(run.idle_rss_bytes)
         if run.daemon_seconds is not None:
             self.daemon_seconds.append(run.daemon_seconds)
 
@@ -96,6 +100,7 @@ class Case:
             "raw_bytes": self.raw_bytes,
             "peak_rss_bytes": max(self.peak_rss_bytes) if self.peak_rss_bytes else None,
             "peak_rss_of": self.rss_of,
+            "daemon_idle_rss_bytes": max(self.idle_rss_bytes) if self.idle_rss_bytes else None,
             "daemon_recorded_seconds": [round(s, 3) for s in self.daemon_seconds] or None,
             "note": self.note or None,
         }
@@ -142,23 +147,41 @@ def render_table(cases: list[Case], fc: Case, floor: Case) -> str:
 
 
 def timed(argv: list[str], stdout: IO[bytes] | int) -> tuple[float, int]:
-    """Wall seconds and the child's own peak RSS (bytes, from wait4's rusage)."""
+    """Wall seconds and the child's peak RSS in bytes.
+
+    Not wait4's ru_maxrss: Linux carries the forking parent's RSS into the child's maxrss at
+    exec, so it would report this Python process's size. VmHWM, sampled until the child
+    exits, is the child's own high-water mark (it only grows, so the last sample is ~exact).
+    """
+    peak = 0
     with tempfile.TemporaryFile() as errors:
         begin = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=stdout, stderr=errors)
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, vm_hwm(proc.pid) or 0)
+                done.wait(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
-        seconds = time.perf_counter() - begin
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        finally:
+            seconds = time.perf_counter() - begin
+            done.set()
+            sampler.join()
         if proc.returncode != 0:
             errors.seek(0)
             message = errors.read().decode(errors="replace").strip()
             raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {message}")
-    return seconds, usage.ru_maxrss * 1024
+    return seconds, peak
 
 
 def pg_dump_fc(cluster: Cluster, out: Path) -> tuple[float, int, int]:
@@ -191,6 +214,50 @@ def read_tree(root: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- context
+
+
+def _cpu_ticks() -> dict[int, tuple[str, int]]:
+    """utime + stime of every process (all its threads), by pid."""
+    ticks = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        ticks[int(stat.parent.name)] = (comm, int(fields[11]) + int(fields[12]))
+    return ticks
+
+
+def other_cpu_busy(seconds: float = 2.0) -> dict[str, Any]:
+    """Machine-wide CPU use over a moment when the benchmark runs nothing, and who used it:
+    other people's work on the machine would otherwise silently inflate the wall times."""
+
+    def totals() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields[:8]), fields[3] + fields[4]  # all, idle + iowait
+
+    (total0, idle0), procs0 = totals(), _cpu_ticks()
+    time.sleep(seconds)
+    (total1, idle1), procs1 = totals(), _cpu_ticks()
+    total = max(total1 - total0, 1)
+    hz = os.sysconf("SC_CLK_TCK")
+    users = []
+    for pid, (comm, ticks) in procs1.items():
+        used = ticks - procs0.get(pid, (comm, ticks))[1]
+        if used > 0:
+            users.append({"pid": pid, "comm": comm, "cpu_pct": round(100 * used / hz / seconds)})
+    users.sort(key=lambda u: -u["cpu_pct"])
+    return {
+        "busy_pct": round(100.0 * (total - (idle1 - idle0)) / total, 1),
+        "top": [u for u in users[:3] if u["cpu_pct"] >= 5],
+    }
+
+
+def describe_busy(busy: dict[str, Any]) -> str:
+    top = ", ".join(f"{u['comm']} {u['cpu_pct']}%" for u in busy["top"])
+    return f"{busy['busy_pct']:.0f}%" + (f" ({top} of one core)" if top else "")
 
 
 def _command_output(argv: list[str]) -> str:
@@ -279,6 +346,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
+    log(f"{signal.Signals(signum).name}: cleaning up")
     raise SystemExit(128 + signum)  # unwinds through the finally blocks: cleanup runs
 
 
@@ -306,6 +374,7 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
         kb.write_job("bench", dsn, pg_dump, files=files, zstd_level=level)
         kb.write_job("bench-db-nocount", dsn, pg_dump, row_counts="none", zstd_level=level)
 
+        busy_before = other_cpu_busy()
         log("warm-up: one untimed pg_dump -Z0 and a read of the files (page cache)")
         pg_dump_floor(cluster)
         read_tree(files)
@@ -356,6 +425,9 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
         return {
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "host": host_info(cluster),
+            # Other work on the machine skews wall times: say whether there was any.
+            "cpu_before": busy_before,
+            "cpu_after": other_cpu_busy(),
             "options": {**opts, "zstd_level": level, "zstd_level_note": "None = kbackup default"},
             "dataset": {
                 "pgbench_scale": opts["scale"],
@@ -394,6 +466,7 @@ def report(result: dict[str, Any]) -> str:
     fc, floor = cases[0], cases[1]
     host, data, rc = result["host"], result["dataset"], result["row_count_overhead"]
     level = result["options"]["zstd_level"]
+    idle_rss = max(b for c in cases for b in c.idle_rss_bytes)
     lines = [
         "",
         f"kbackup {host['kbackup']} benchmark, {result['finished_at']}",
@@ -405,17 +478,26 @@ def report(result: dict[str, Any]) -> str:
         f" {mb(data['files_bytes'])}",
         f"kbackup zstd level: {'default' if level is None else level};"
         f" ratios use medians; times are wall clock, page cache warm",
+        f"machine CPU busy while the benchmark idled: before {describe_busy(result['cpu_before'])},"
+        f" after {describe_busy(result['cpu_after'])}",
         "",
         render_table(cases, fc, floor),
         "",
         f"exact row counts cost {rc['overhead_s']:+.1f} s ({rc['overhead_pct']:+.0f}%) on the"
-        f' database-only backup (median with counts vs one run with row_counts="none")',
+        f' database-only backup (median with counts vs one run with row_counts="none")'
+        + (": negative, so within this run's noise" if rc["overhead_s"] < 0 else ""),
         "vs pg_dump -Fc = median(pg_dump -Fc) / median(case); vs floor = time over"
         " pg_dump -Fc -Z0 > /dev/null",
         "peak RSS: kbackupd = VmHWM of the daemon process (a fresh daemon per run; its pg_dump"
-        " child not included); pg_dump = ru_maxrss",
+        f" child not included; {mb(idle_rss)} before the run); pg_dump = its VmHWM, sampled",
         "* the database + files backup does more work than the pg_dump baselines",
     ]
+    busiest = max(result["cpu_before"]["busy_pct"], result["cpu_after"]["busy_pct"])
+    if busiest > BUSY_WARNING_PCT:
+        lines.append(
+            f"WARNING: other work kept the machine {busiest:.0f}% busy: these times are inflated"
+            " and noisy; re-run on an idle machine (or with more --runs) before quoting them"
+        )
     return "\n".join(lines)
 
 

@@ -1,0 +1,56 @@
+"""`kbackupctl storage check`: prove a target works end to end with a small probe object.
+
+Write, read back (compared), stat, list, delete: the same verbs a backup uses, so a target
+that passes can take a backup. Each step is timed; the first failure is the verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+from kbackup.storage.base import Storage, StorageError
+
+PROBE_PREFIX = "_probe/"
+
+
+async def probe(storage: Storage) -> dict[str, Any]:
+    key = f"{PROBE_PREFIX}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    payload = secrets.token_bytes(64 * 1024)
+    steps: dict[str, float] = {}
+    result: dict[str, Any] = {"target": storage.name, "description": storage.describe(),
+                              "ok": False, "steps_ms": steps}
+    started = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal started
+        now = time.monotonic()
+        steps[name] = round((now - started) * 1000, 1)
+        started = now
+
+    step = "write"
+    try:
+        await storage.put_bytes(key, payload)
+        lap(step)
+        step = "read"
+        if await storage.get_bytes(key) != payload:
+            raise StorageError(f"storage {storage.name}: the probe read back differs")
+        lap(step)
+        step = "list"
+        if key not in {i.key for i in await storage.list(PROBE_PREFIX)}:
+            raise StorageError(f"storage {storage.name}: the probe is missing from the listing")
+        lap(step)
+        step = "delete"
+        await storage.delete(key)
+        lap(step)
+        result["ok"] = True
+    except (StorageError, OSError) as exc:
+        result["error"] = f"{step}: {exc}"
+        try:
+            await storage.delete(key)
+        except (StorageError, OSError):
+            pass
+    return result
