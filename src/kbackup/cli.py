@@ -170,14 +170,16 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
                 short_time(last_run["started_at"]) if last_run else "-",
                 ago(last_backup["finished_at"]) if last_backup else "none",
                 short_time(job["next_run"]),
+                (job.get("health") or {}).get("status", "-").upper(),
             ]
         )
         if last_run and last_run["status"] == "failed":
             problems.append(f"{job['job']}: last run {last_run['id']} failed: {last_run['error']}")
     print()
-    print(table(["JOB", "STATE", "LAST RUN", "LAST GOOD BACKUP", "NEXT RUN"], rows))
+    print(table(["JOB", "STATE", "LAST RUN", "LAST GOOD BACKUP", "NEXT RUN", "HEALTH"], rows))
     for line in problems:
         print("\n" + line)
+    print_health(data)
     return 0
 
 
@@ -539,6 +541,112 @@ def cmd_reload(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- health and alerts
+
+
+def problem_text(problem: dict[str, Any]) -> str:
+    who = problem["job"] or "daemon"
+    return f"{who}: {problem['severity'].upper()}: {problem['reason']}"
+
+
+def print_health(status: dict[str, Any]) -> None:
+    """The overall health and every reason behind it, below the status table."""
+    overall = status["daemon"].get("health") or {}
+    problems = list(overall.get("problems", []))
+    for job in status["jobs"]:
+        problems += [p for p in (job.get("health") or {}).get("problems", [])
+                     if p["job"] == job["job"]]
+    print(f"\nhealth: {overall.get('status', 'unknown').upper()}"
+          + (f" (checked {short_time(overall.get('checked_at'))})"
+             if overall.get("checked_at") else ""))
+    for problem in sorted(problems, key=lambda p: (p["severity"] != "critical", p["key"])):
+        print(f"  {problem_text(problem)}")
+
+
+def cmd_alerts(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "silence":
+        if not args.target or not args.duration or not args.reason:
+            raise CliError("usage: kbackupctl alerts silence JOB|KEY --for 2h --reason TEXT", 2)
+        data = client.call("POST", "/v1/alerts/silence",
+                           {"match": args.target, "for": args.duration, "reason": args.reason})
+        if args.json:
+            return emit_json(data)
+        print(f"silenced {data['match']} until {short_time(data['until'])}: {data['reason']}")
+        return 0
+    if args.action == "unsilence":
+        if not args.target:
+            raise CliError("usage: kbackupctl alerts unsilence JOB|KEY", 2)
+        data = client.call("POST", "/v1/alerts/unsilence", {"match": args.target})
+        if args.json:
+            return emit_json(data)
+        print(f"unsilenced {data['match']}")
+        return 0
+    if args.action == "test":
+        data = client.call("POST", "/v1/alerts/test", {"channel": args.target})
+        if args.json:
+            emit_json(data)
+        elif not data["results"]:
+            print("no alert channels configured ([alerts.NAME] in kbackupd.toml)")
+        for result in [] if args.json else data["results"]:
+            verdict = "OK, test message sent" if result["ok"] else f"FAILED: {result['error']}"
+            print(f"{result['channel']} ({result['type']}): {verdict}")
+        return 0 if all(r["ok"] for r in data["results"]) else 1
+    data = client.call("GET", "/v1/alerts")
+    if args.json:
+        return emit_json(data)
+    rows = []
+    for alert in data["firing"] + data["resolved"]:
+        notes = []
+        if alert.get("silenced"):
+            notes.append(f"silenced until {short_time(alert['silenced']['until'])}")
+        notes += [f"{channel} failed: {d['error']}" for channel, d in
+                  sorted(alert.get("deliveries", {}).items()) if d.get("error")]
+        state = alert["state"] if alert["state"] == "firing" else \
+            f"resolved {ago(alert['resolved_at'])}"
+        rows.append([alert["key"], alert["severity"].upper(), state,
+                     short_time(alert["first_seen"]), alert["reason"], "; ".join(notes)])
+    if rows:
+        print(table(["KEY", "SEVERITY", "STATE", "SINCE", "REASON", "NOTES"], rows))
+    else:
+        print("no firing or recently resolved alerts")
+    for silence in data["silences"]:
+        print(f"silence: {silence['match']} until {short_time(silence['until'])} by"
+              f" {silence['created_by']}: {silence['reason']}")
+    for channel in data["channels"]:
+        if channel.get("failures"):
+            print(f"channel {channel['name']} ({channel['type']}) FAILING since"
+                  f" {short_time(channel['failing_since'])}: {channel['last_error']}")
+    return 0
+
+
+NAGIOS = {"ok": (0, "OK"), "warning": (1, "WARNING"), "critical": (2, "CRITICAL")}
+
+
+def cmd_check(client: Client, args: argparse.Namespace) -> int:
+    """Nagios/Icinga plugin: one status line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
+    try:
+        data = client.call("GET", "/v1/health" + (f"?job={args.job}" if args.job else ""))
+    except CliError as exc:
+        print(f"KBACKUP UNKNOWN - {exc}")
+        return 3
+    if data["status"] not in NAGIOS:
+        print("KBACKUP UNKNOWN - health not evaluated yet (the daemon has just started)")
+        return 3
+    code, label = NAGIOS[data["status"]]
+    problems = sorted((c for c in data["checks"] if c["severity"] != "ok"),
+                      key=lambda c: (c["severity"] != "critical", c["key"]))
+    counts = {s: sum(1 for c in data["checks"] if c["severity"] == s) for s in NAGIOS}
+    scope = f"job {args.job}" if args.job else "kbackupd"
+    if problems:
+        text = "; ".join(problem_text(c) + (" (silenced)" if c.get("silenced") else "")
+                         for c in problems)
+    else:
+        text = f"{scope}: {counts['ok']} checks OK"
+    perf = " ".join(f"{s}={n}" for s, n in counts.items())
+    print(f"KBACKUP {label} - {text} | {perf}")
+    return code
+
+
 def emit_json(data: Any) -> int:
     print(json.dumps(data, indent=2))
     return 0
@@ -627,6 +735,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["check"])
     p = sub.add_parser("catalog", help="catalog commands")
     p.add_argument("action", choices=["rescan"])
+    p = sub.add_parser("alerts", help="firing alerts; silence, unsilence, test the channels",
+                       description="kbackupctl alerts [list] | silence JOB|KEY --for 2h"
+                       " --reason TEXT | unsilence JOB|KEY | test [CHANNEL]")
+    p.add_argument("action", nargs="?", default="list",
+                   choices=["list", "silence", "unsilence", "test"])
+    p.add_argument("target", nargs="?", help="JOB, 'daemon' or alert KEY; CHANNEL for test")
+    p.add_argument("--for", dest="duration", help="how long a silence lasts, e.g. 2h")
+    p.add_argument("--reason", help="why (shown with the silence)")
+    p = sub.add_parser("check", help="Nagios/Icinga check: one line, exit 0/1/2/3")
+    p.add_argument("job", nargs="?")
     return parser
 
 
@@ -644,6 +762,8 @@ COMMANDS = {
     "prune": cmd_prune,
     "reload": cmd_reload,
     "catalog": cmd_rescan,
+    "alerts": cmd_alerts,
+    "check": cmd_check,
 }
 
 

@@ -20,12 +20,13 @@ from typing import Any
 import sdnotify
 
 from kbackup import __version__
+from kbackup.alerts.monitor import Monitor
 from kbackup.catalog import Catalog, iso, parse_iso, utcnow
 from kbackup.config import Config, ConfigError, config_dir_from_env, load_config
 from kbackup.logs import setup_logging
 from kbackup.repository import clean_incomplete, list_manifests
 from kbackup.runner import Runner
-from kbackup.scheduler import Clock, Scheduler
+from kbackup.scheduler import Clock, Scheduler, clock_from_env
 from kbackup.storage import Storage, StorageError, open_storage
 from kbackup.views import backup_view
 
@@ -45,6 +46,9 @@ class Daemon:
         self.storages = build_storages(config)
         self.runner = Runner(config, self.catalog, self.storages)
         self.scheduler = Scheduler(self.catalog, self._launch, self.clock)
+        self.monitor = Monitor(config, self.catalog, self.storages, self.clock,
+                               lambda: list(self.runner.active.values()))  # health, alerts
+        self.runner.on_finish = self.monitor.run_finished
         self.notifier = sdnotify.SystemdNotifier()
         self.started_at = utcnow()
         self.stopping = asyncio.Event()
@@ -120,6 +124,7 @@ class Daemon:
         self.scheduler.configure(self.config)
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self.api_runner = await start_api(self)
+        await self.monitor.start()
         self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         self.notify("READY=1")
         self._update_status()
@@ -174,6 +179,7 @@ class Daemon:
         self.storages = storages
         await self.runner.reconfigure(new, storages)
         self.scheduler.configure(new)
+        self.monitor.reconfigure(new, storages)
         self.last_reload_error = None
         log.info("event=reload.ok jobs=%d", len(new.jobs))
         self.notify("READY=1")
@@ -191,6 +197,7 @@ class Daemon:
                 await task
         if getattr(self, "api_runner", None) is not None:
             await self.api_runner.cleanup()
+        await self.monitor.stop()
         self.catalog.close()
         log.info("event=daemon.stopped")
 
@@ -223,6 +230,7 @@ class Daemon:
                 "size_bytes": last_backup["size_bytes"],
             },
             "next_run": iso(next_run),
+            "health": self.monitor.job_health(name),
         }
 
     def status(self) -> dict[str, Any]:
@@ -235,6 +243,7 @@ class Daemon:
                 "running": len(self.runner.active),
                 "max_concurrent_jobs": self.config.daemon.max_concurrent_jobs,
                 "last_reload_error": self.last_reload_error,
+                "health": self.monitor.daemon_health(),
             },
             "jobs": [self.job_status(name) for name in sorted(self.config.jobs)],
         }
@@ -280,7 +289,7 @@ class Daemon:
 
 
 async def serve(config: Config) -> int:
-    daemon = Daemon(config)
+    daemon = Daemon(config, clock_from_env())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, daemon.stopping.set)
     loop.add_signal_handler(signal.SIGINT, daemon.stopping.set)

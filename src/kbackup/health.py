@@ -125,7 +125,7 @@ def human_duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds}s"
     minutes = seconds // 60
-    if minutes < 120:
+    if minutes < 60:
         return f"{minutes}m"
     hours, minutes = divmod(minutes, 60)
     if hours < 72:

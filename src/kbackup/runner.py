@@ -87,6 +87,8 @@ class Runner:
         self.storages = storages
         self.limiter = Limiter(config.daemon.max_concurrent_jobs)
         self.active: dict[str, ActiveRun] = {}  # by exclusivity key (job name for writers)
+        # Called with (run, status, error) once a run is recorded as finished (health, alerts).
+        self.on_finish: Callable[[ActiveRun, str, str | None], None] | None = None
 
     async def reconfigure(self, config: Config, storages: dict[str, Storage]) -> None:
         """Running jobs keep the config they started with; new runs get the new one."""
@@ -206,6 +208,11 @@ class Runner:
             self.catalog.finish_run(run.id, status, error, backup_id=backup_id)
             run.progress.phase = status
             self.active.pop(key, None)
+            if self.on_finish is not None:
+                try:
+                    self.on_finish(run, status, error)
+                except Exception:  # a hook must never break the runner
+                    log.exception("event=run.hook_failed run=%s", run.id)
             run.done.set()
 
     def find(self, run_id: str) -> ActiveRun | None:

@@ -119,6 +119,10 @@ class AlertStore:
             "UPDATE alerts SET state='resolved', resolved_at=?, resolved_reason=? WHERE id=?",
             (iso(now), reason, alert_id))
 
+    def forget_resolved(self, before: datetime) -> None:
+        self.db.execute("DELETE FROM alerts WHERE state='resolved' AND resolved_at < ?",
+                        (iso(before),))
+
     def get_alert(self, alert_id: int) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone()
         return _alert_row(row) if row else None
@@ -256,3 +260,23 @@ class AlertStore:
             "SELECT id, kind, started_at, error FROM runs WHERE job=? AND status='failed'"
             " ORDER BY started_at DESC, rowid DESC LIMIT ?", (job, limit))
         return [f"{r['started_at']} {r['kind']} {r['id']}: {r['error']}" for r in rows]
+
+    # ------------------------------------------------------------------ notifications, metrics
+
+    def previous_backup_status(self, job: str, run_id: str) -> str | None:
+        """The status of the backup run before `run_id` (clean daemon stops do not count)."""
+        row = self.db.execute(
+            "SELECT status FROM runs WHERE job=? AND kind='backup' AND status != 'running'"
+            " AND id != ? AND COALESCE(error, '') NOT LIKE 'aborted: daemon%'"
+            " ORDER BY started_at DESC, rowid DESC LIMIT 1", (job, run_id)).fetchone()
+        return row["status"] if row else None
+
+    def backup_summary(self, backup_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT size_bytes, started_at, finished_at FROM backups"
+                              " WHERE id=?", (backup_id,)).fetchone()
+        return dict(row) if row else None
+
+    def run_counts(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT job, kind, status, count(*) AS n FROM runs"
+                               " WHERE status != 'running' GROUP BY job, kind, status")
+        return [dict(r) for r in rows]

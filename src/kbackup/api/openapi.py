@@ -43,7 +43,18 @@ OPENAPI: dict[str, Any] = {
         "/v1/status": {
             "get": _op("Daemon and per-job state: last run, last backup, next run", "read")
         },
-        "/v1/health": {"get": _op("Liveness", "read")},
+        "/v1/health": {"get": _op("Health checks (OK/WARNING/CRITICAL with reasons) and the"
+                                  " overall status; ?job=NAME for one job", "read",
+                                  [_query_param("job")])},
+        "/v1/alerts": {"get": _op("Firing and recently resolved alerts, silences, channels"
+                                  " (Prometheus metrics: GET /metrics, text format)", "read")},
+        "/v1/alerts/silence": {"post": _op(
+            "Silence a job, 'daemon' or an alert key: body {\"match\", \"for\": \"2h\","
+            " \"reason\"}", "admin")},
+        "/v1/alerts/unsilence": {"post": _op("Lift a silence: body {\"match\"}", "admin")},
+        "/v1/alerts/test": {"post": _op(
+            "Send a test message through each channel (body {\"channel\": NAME} for one);"
+            " per channel ok or the exact error", "admin")},
         "/v1/jobs": {"get": _op("Configured jobs", "read")},
         "/v1/jobs/{job}/run": {
             "post": _op("Start a backup of a job now", "admin", [_path_param("job")], ok="202")

@@ -92,10 +92,6 @@ async def get_status(request: web.Request) -> web.Response:
     return web.json_response(request.app[DAEMON].status())
 
 
-async def get_health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 async def get_jobs(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     jobs = []
@@ -276,7 +272,6 @@ def build_app(daemon: Daemon) -> web.Application:
     app = web.Application(middlewares=[guard])
     app[DAEMON] = daemon
     app.router.add_get("/v1/status", get_status)
-    app.router.add_get("/v1/health", get_health)
     app.router.add_get("/v1/jobs", get_jobs)
     app.router.add_post("/v1/jobs/{job}/run", post_run)
     app.router.add_post("/v1/jobs/{job}/prune", post_prune)
@@ -291,6 +286,9 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/v1/reload", post_reload)
     app.router.add_post("/v1/catalog/rescan", post_rescan)
     app.router.add_get("/v1/openapi.json", get_openapi)
+    from kbackup.api.alerts_routes import register  # /v1/health, /v1/alerts*, /metrics
+
+    register(app)
     return app
 
 
