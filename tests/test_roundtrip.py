@@ -200,3 +200,19 @@ def test_a_failing_target_makes_the_backup_partial(kb: KbEnv, pg: PgServer,
     assert manifest["components"][0]["database"]["row_counts"] == SHOP_COUNTS
     verified = kb.ctl("verify", backup["id"], "--level", "structure", "--wait")
     assert verified.returncode == 0, verified.stderr
+
+
+def test_storage_check_probes_every_target(kb: KbEnv) -> None:
+    blocker = kb.base / "not-a-directory"
+    blocker.write_text("a file where the target directory should be")
+    kb.write_daemon(extra=f'[storage.broken]\ntype = "local"\npath = "{blocker}/store"\n')
+    kb.start()
+    result = kb.ctl("storage", "check")
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("broken (local ") and "FAILED: write: " in lines[0]
+    assert lines[1].startswith("local (local ") and ": OK (write " in lines[1]
+    assert kb.ctl("storage", "check", "local").returncode == 0
+    assert not list(kb.store.rglob("*probe*"))  # the probe cleans up after itself
+    unknown = kb.ctl("storage", "check", "nowhere")
+    assert unknown.returncode == 1 and "no storage target named 'nowhere'" in unknown.stderr

@@ -480,6 +480,19 @@ def cmd_prune(client: Client, args: argparse.Namespace) -> int:
     return 1 if report["errors"] else 0
 
 
+def cmd_storage(client: Client, args: argparse.Namespace) -> int:
+    body = {"target": args.target} if args.target else {}
+    results = client.call("POST", "/v1/storage/check", body)
+    if args.json:
+        emit_json(results)
+    else:
+        for item in results:
+            timings = ", ".join(f"{step} {ms:.0f} ms" for step, ms in item["steps_ms"].items())
+            verdict = "OK" if item["ok"] else f"FAILED: {item.get('error')}"
+            print(f"{item['description']}: {verdict}" + (f" ({timings})" if timings else ""))
+    return 0 if all(item["ok"] for item in results) else 1
+
+
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:
     path = "/v1/runs" + (f"?job={args.job}" if args.job else "")
     data = client.call("GET", path)
@@ -726,6 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="apply JOB's retention policy now")
     p.add_argument("job")
     p.add_argument("--dry-run", action="store_true", help="show keep/remove, remove nothing")
+    p = sub.add_parser("storage", help="storage target commands")
+    p.add_argument("action", choices=["check"])
+    p.add_argument("target", nargs="?", help="one target (default: all)")
     p = sub.add_parser("restores", help="restore history (audit trail)")
     p.add_argument("job", nargs="?")
     p = sub.add_parser("runs", help="recent runs")
@@ -760,6 +776,7 @@ COMMANDS = {
     "restores": cmd_restores,
     "keys": cmd_keys,
     "prune": cmd_prune,
+    "storage": cmd_storage,
     "reload": cmd_reload,
     "catalog": cmd_rescan,
     "alerts": cmd_alerts,

@@ -32,6 +32,7 @@ from kbackup.views import backup_view
 
 log = logging.getLogger("kbackup.daemon")
 ORPHAN_AGE = timedelta(days=1)
+STARTUP_STORAGE_CHECK = 20.0
 
 
 def build_storages(config: Config) -> dict[str, Storage]:
@@ -110,9 +111,12 @@ class Daemon:
         known = {r["id"] for r in interrupted}
         for storage in self.storages.values():
             try:
-                removed = await clean_incomplete(storage, known, utcnow(), ORPHAN_AGE)
-            except (StorageError, OSError) as exc:
-                log.warning("event=storage.unreachable target=%s error=%r", storage.name, str(exc))
+                # Bounded: an unreachable off-site target must not hold back READY=1.
+                async with asyncio.timeout(STARTUP_STORAGE_CHECK):
+                    removed = await clean_incomplete(storage, known, utcnow(), ORPHAN_AGE)
+            except (StorageError, OSError, TimeoutError) as exc:
+                log.warning("event=storage.unreachable target=%s error=%r", storage.name,
+                            str(exc) or "no answer within the start-up check")
                 continue
             for key in removed:
                 log.warning("event=partial.removed target=%s key=%s", storage.name, key)
@@ -247,6 +251,15 @@ class Daemon:
             },
             "jobs": [self.job_status(name) for name in sorted(self.config.jobs)],
         }
+
+    async def check_storage(self, target: str | None) -> list[dict[str, Any]]:
+        """Write, read back, list and delete a probe object on each (or one) target."""
+        from kbackup.storage.probe import probe
+
+        if target is not None and target not in self.storages:
+            raise KeyError(target)
+        names = [target] if target else sorted(self.storages)
+        return [await probe(self.storages[name]) for name in names]
 
     async def rescan(self) -> dict[str, Any]:
         """Rebuild the backup index from the manifests on every storage target."""

@@ -82,6 +82,9 @@ OPENAPI: dict[str, Any] = {
         "/v1/catalog/rescan": {
             "post": _op("Rebuild the catalog from manifests in storage", "admin")
         },
+        "/v1/storage/check": {"post": _op(
+            "Write, read back, list and delete a probe object; body {\"target\": NAME} or {}",
+            "admin")},
         "/v1/openapi.json": {"get": _op("This document", "read")},
     },
     "components": {

@@ -231,6 +231,17 @@ async def post_prune(request: web.Request) -> web.Response:
     return web.json_response(report)
 
 
+async def post_storage_check(request: web.Request) -> web.Response:
+    daemon = daemon_of(request)
+    body = await request.json() if request.can_read_body else {}
+    target = body.get("target")
+    try:
+        return web.json_response(await daemon.check_storage(target))
+    except KeyError:
+        known = ", ".join(sorted(daemon.storages)) or "none"
+        return error(404, f"no storage target named {target!r} (targets: {known})")
+
+
 async def get_runs(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     runs = daemon.catalog.runs(request.query.get("job"), int(request.query.get("limit", 50)))
@@ -285,6 +296,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/v1/runs/{id}", get_run)
     app.router.add_post("/v1/reload", post_reload)
     app.router.add_post("/v1/catalog/rescan", post_rescan)
+    app.router.add_post("/v1/storage/check", post_storage_check)
     app.router.add_get("/v1/openapi.json", get_openapi)
     from kbackup.api.alerts_routes import register  # /v1/health, /v1/alerts*, /metrics
 
