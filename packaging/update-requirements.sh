@@ -20,8 +20,19 @@ unset PIP_FIND_LINKS PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_CONSTRAINT 2>/dev/nul
 "$tool/venv/bin/pip" install -q --upgrade pip pip-tools
 # --strip-extras: pip's hash-checking mode wants plain pins; psycopg[binary] still brings
 # psycopg-binary because pip-compile lists it as its own pinned requirement.
-"$tool/venv/bin/pip-compile" --quiet --generate-hashes --strip-extras --no-emit-index-url \
-    --resolver=backtracking --output-file packaging/requirements.txt pyproject.toml
-# The header pip-compile writes names the temporary path; make it say how to regenerate.
-sed -i 's|^#    pip-compile .*|#    packaging/update-requirements.sh|' packaging/requirements.txt
-echo "packaging/requirements.txt: $(grep -c '^[a-z]' packaging/requirements.txt) pinned packages"
+compile() {  # compile OUTPUT INPUT... [extra pip-compile options]
+    local out=$1
+    shift
+    "$tool/venv/bin/pip-compile" --quiet --generate-hashes --strip-extras --no-emit-index-url \
+        --resolver=backtracking --output-file "$out" "$@" 2>/dev/null
+    # The header pip-compile writes names a temporary path: say how to regenerate instead,
+    # and make hash checking explicit in the file itself (pip honours option lines), so the
+    # install fails on any entry without a hash even if someone edits the file by hand.
+    sed -i 's|^#    pip-compile .*|#    packaging/update-requirements.sh|' "$out"
+    sed -i '0,/^[a-z]/s//--require-hashes\n&/' "$out"
+    echo "$out: $(grep -c '^[a-z]' "$out") pinned packages"
+}
+# --allow-unsafe: setuptools is exactly what this file is for.
+compile packaging/build-requirements.txt packaging/build-requirements.in --allow-unsafe
+# Runtime dependencies: pyproject.toml's [project.dependencies], nothing from the test extra.
+compile packaging/requirements.txt pyproject.toml
