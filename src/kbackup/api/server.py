@@ -326,7 +326,9 @@ def bind_socket(path: Path, group: str | None) -> socket.socket:
     os.chmod(path, 0o660)
     if group:
         try:
-            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+            gid = grp.getgrnam(group).gr_gid
+            if os.stat(path).st_gid != gid:  # skip the syscall when the group already fits
+                os.chown(path, -1, gid)
         except KeyError:
             log.warning("event=socket.group_missing group=%s socket=%s", group, path)
         except PermissionError as exc:
