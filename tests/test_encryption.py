@@ -282,3 +282,28 @@ def test_config_errors_for_encryption(kb: KbEnv, pg: PgServer, marked_db: str) -
     result = kb.ctl("config", "check")
     assert result.returncode == 1
     assert "encryption.recipients: 'ABCD1234' is not a full fingerprint" in result.stderr
+
+
+def test_rotation_keeps_old_backups_restorable(kb: KbEnv, pg: PgServer, marked_db: str) -> None:
+    old_secret = symmetric_job(kb, pg, marked_db, None)
+    kb.start()
+    old = kb.run_backup()
+    new_secret = kb.base / "secrets" / "new-pass"
+    new_secret.write_text("the new passphrase after rotation\n")
+    job = kb.jobs_dir / "shop.toml"
+    job.write_text(job.read_text().replace(str(old_secret), str(new_secret)))
+    assert kb.ctl("reload").returncode == 0
+    new = kb.run_backup()
+    name, result = restore_into_new(kb, pg, new["id"])
+    try:
+        assert result.returncode == 0, result.stderr
+    finally:
+        pg.drop_database(name)
+    name, result = restore_into_new(kb, pg, old["id"])  # the job's passphrase is the new one
+    assert result.returncode == 1 and "wrong passphrase or key" in result.stderr
+    name, result = restore_into_new(kb, pg, old["id"], "--passphrase-file", str(old_secret))
+    try:
+        assert result.returncode == 0, result.stderr
+        assert table_counts(pg, name)["public.customers"] == 51
+    finally:
+        pg.drop_database(name)

@@ -363,11 +363,12 @@ def print_plan(plan: dict[str, Any]) -> None:
 
 def restore_request(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"backup": args.backup, "job": args.job}
-    for name in ("component", "to_database", "files_to", "gpg_homedir"):
+    for name in ("component", "to_database", "files_to", "gpg_homedir", "passphrase_file"):
         if getattr(args, name):
             body[name] = getattr(args, name)
-    if args.files_to:
-        body["files_to"] = os.path.abspath(args.files_to)
+    for name in ("files_to", "gpg_homedir", "passphrase_file"):  # the daemon's cwd differs
+        if getattr(args, name):
+            body[name] = os.path.abspath(getattr(args, name))
     if args.tables:
         body["tables"] = [t.strip() for t in args.tables.split(",") if t.strip()]
     for flag in ("schema_only", "data_only", "in_place", "no_safety_backup", "clean",
@@ -734,6 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--detach", action="store_true", help="print the run id and return")
     p.add_argument("--gpg-homedir", help="GnuPG home with the private key of an encrypted"
                                          " backup (readable by the daemon)")
+    p.add_argument("--passphrase-file", help="the passphrase of a gpg-symmetric backup made"
+                                             " before a passphrase change (readable by the"
+                                             " daemon)")
     p = sub.add_parser("keys", help="encryption keys the jobs need, and whether they are usable")
     p.add_argument("action", choices=["check"])
     p = sub.add_parser("prune", help="apply JOB's retention policy now")

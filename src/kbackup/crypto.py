@@ -269,7 +269,12 @@ class Decryptor:
     for symmetric backups). Temporary homedirs for imported key files are removed on close()."""
 
     def __init__(self, config: Config, encryption: EncryptionConfig,
-                 gpg_homedir: Path | None = None):
+                 gpg_homedir: Path | None = None, passphrase_file: Path | None = None):
+        # A passphrase file given for this restore wins: after a rotation, old backups need
+        # the old passphrase while the job's config names the new one.
+        if passphrase_file is not None:
+            encryption = encryption.model_copy(update={"passphrase_file": passphrase_file,
+                                                       "passphrase_credential": None})
         self.encryption = encryption
         self.passphrase: str | None = None
         self.cleanup: Path | None = None

@@ -73,6 +73,7 @@ class RestoreRequest:
     no_safety_backup: bool = False
     force: bool = False
     gpg_homedir: str | None = None
+    passphrase_file: str | None = None
     dry_run: bool = False
     yes: bool = False
 
@@ -291,7 +292,8 @@ class RestoreRun:
         self.safety_backup_id: str | None = None
         self.request = RestoreRequest(**plan.request)
         homedir = Path(self.request.gpg_homedir) if self.request.gpg_homedir else None
-        self.decryptor = Decryptor(config, self.job.encryption, homedir)
+        passphrase = Path(self.request.passphrase_file) if self.request.passphrase_file else None
+        self.decryptor = Decryptor(config, self.job.encryption, homedir, passphrase)
 
     def component(self, name: str) -> Component:
         return next(c for c in self.manifest.components if c.name == name)
