@@ -7,10 +7,13 @@ about it. Leaving the context early (failure, timeout, shutdown) stops the sourc
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
+
+from kbackup.process import last_error_line, read_stderr_tail
 
 
 class SourceError(Exception):
@@ -28,6 +31,27 @@ class SourceStream(ABC):
     def index(self) -> bytes | None:
         """An optional listing stored beside the component (file trees: path, size, sha256)."""
         return None
+
+
+class ProcessStream(SourceStream):
+    """A source that is a child process writing to stdout (pg_dump, pg_dumpall)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, what: str):
+        self.proc = proc
+        self.what = what  # "database shop: pg_dump", named in errors
+        self.stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        assert self.proc.stdout is not None
+        while chunk := await self.proc.stdout.read(1 << 20):
+            yield chunk
+
+    async def check_exit(self) -> None:
+        code = await self.proc.wait()
+        stderr = await self.stderr_task
+        if code != 0:
+            raise SourceError(f"{self.what} failed (exit {code}): "
+                              + last_error_line(stderr, "no error message"))
 
 
 class Source(ABC):

@@ -18,8 +18,8 @@ from psycopg import sql
 
 from kbackup.config import PostgresSource as PostgresConfig
 from kbackup.config import read_secret_file
-from kbackup.process import kill_tree, last_error_line, read_stderr_tail, spawn
-from kbackup.sources.base import Source, SourceError, SourceStream
+from kbackup.process import kill_tree, spawn
+from kbackup.sources.base import ProcessStream, Source, SourceError, SourceStream
 
 TABLES_QUERY = """
 SELECT n.nspname, c.relname
@@ -52,7 +52,7 @@ def one_line(exc: BaseException) -> str:
     return text[0] if text else exc.__class__.__name__
 
 
-class PostgresStream(SourceStream):
+class PostgresStream(ProcessStream):
     def __init__(
         self,
         source: PostgresDatabase,
@@ -60,11 +60,10 @@ class PostgresStream(SourceStream):
         proc: asyncio.subprocess.Process,
         info: dict[str, Any],
     ):
+        super().__init__(proc, f"database {source.name}: pg_dump")
         self.source = source
         self.conn = conn
-        self.proc = proc
         self.info = info
-        self.stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
         self.count_task: asyncio.Task[dict[str, int]] | None = None
         if source.config.row_counts == "exact":
             self.count_task = asyncio.create_task(self._count_rows())
@@ -72,19 +71,8 @@ class PostgresStream(SourceStream):
     async def _count_rows(self) -> dict[str, int]:
         return await count_rows(self.conn)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        assert self.proc.stdout is not None
-        while chunk := await self.proc.stdout.read(1 << 20):
-            yield chunk
-
     async def finish(self) -> dict[str, Any]:
-        code = await self.proc.wait()
-        stderr = await self.stderr_task
-        if code != 0:
-            raise SourceError(
-                f"database {self.source.name}: pg_dump failed (exit {code}): "
-                + last_error_line(stderr, "no error message")
-            )
+        await self.check_exit()
         tables: dict[str, int] | None = None
         if self.count_task is not None:
             try:
@@ -189,23 +177,13 @@ class PostgresDatabase(Source):
                 await conn.close()
 
 
-class GlobalsStream(SourceStream):
+class GlobalsStream(ProcessStream):
     def __init__(self, source: PostgresGlobals, proc: asyncio.subprocess.Process):
+        super().__init__(proc, f"database {source.name}: pg_dumpall --globals-only")
         self.source = source
-        self.proc = proc
-        self.stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        assert self.proc.stdout is not None
-        while chunk := await self.proc.stdout.read(1 << 20):
-            yield chunk
 
     async def finish(self) -> dict[str, Any]:
-        code = await self.proc.wait()
-        stderr = await self.stderr_task
-        if code != 0:
-            raise SourceError(f"database {self.source.name}: pg_dumpall --globals-only failed"
-                              f" (exit {code}): {last_error_line(stderr, 'no error message')}")
+        await self.check_exit()
         return {"format": "pg_dumpall --globals-only (SQL)",
                 "role_passwords": self.source.config.include_role_passwords}
 
