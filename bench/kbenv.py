@@ -7,6 +7,8 @@ time measured is the one a person sees: `kbackupctl run JOB --wait` from call to
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from typing import Any
 BIN = Path(sys.executable).parent
 KBACKUPD = str(BIN / "kbackupd")
 KBACKUPCTL = str(BIN / "kbackupctl")
+COMPONENT = "bench"  # the [[postgres]] name of every bench job: `restore --component bench`
 
 
 @dataclass
@@ -30,6 +33,7 @@ class KbRun:
     seconds: float
     peak_rss_bytes: int
     idle_rss_bytes: int
+    backup_id: str
     backup: dict[str, Any]
 
     @property
@@ -87,6 +91,14 @@ path = "{self.store}"
 """
         )
 
+    def write_passphrase(self) -> Path:
+        """A gpg-symmetric passphrase file, 0600 from its creation (never world-readable)."""
+        path = self.base / "backup-pass"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+        return path
+
     def write_job(
         self,
         name: str,
@@ -95,12 +107,22 @@ path = "{self.store}"
         files: Path | None = None,
         row_counts: str | None = None,
         zstd_level: int | None = None,
+        passphrase_file: Path | None = None,
     ) -> None:
         text = 'targets = ["local"]\ntimeout = "6h"\n'
         if zstd_level is not None:
             text += f"\n[compression]\nlevel = {zstd_level}\n"
-        # The same pg_dump binary as the baselines, not /usr/bin's pg_wrapper script.
-        text += f'\n[[postgres]]\nname = "bench"\ndsn = "{dsn}"\npg_dump = "{pg_dump}"\n'
+        if passphrase_file is not None:
+            text += (
+                f'\n[encryption]\nmode = "gpg-symmetric"\npassphrase_file = "{passphrase_file}"\n'
+            )
+        # The same pg_dump (and pg_restore) binaries as the baselines, not /usr/bin's
+        # pg_wrapper script.
+        pg_restore = str(Path(pg_dump).with_name("pg_restore"))
+        text += (
+            f'\n[[postgres]]\nname = "{COMPONENT}"\ndsn = "{dsn}"\npg_dump = "{pg_dump}"\n'
+            f'pg_restore = "{pg_restore}"\n'
+        )
         if row_counts is not None:
             text += f'row_counts = "{row_counts}"\n'
         if files is not None:
@@ -114,6 +136,28 @@ path = "{self.store}"
             text=True,
             timeout=timeout,
         )
+
+    def timed_ctl(self, *args: str) -> tuple[float, str]:
+        """Wall seconds of one kbackupctl call, from call to exit, and its stdout.
+
+        A failure raises with the daemon's log tail: a benchmark of a failed run means nothing.
+        """
+        begin = time.perf_counter()
+        result = self.ctl(*args, timeout=6 * 3600)
+        seconds = time.perf_counter() - begin
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"kbackupctl {' '.join(args)} failed ({result.returncode}):"
+                f" {result.stderr.strip()}\n--- kbackupd log ---\n{self.logs()}"
+            )
+        return seconds, result.stdout
+
+    def peak_rss(self) -> int:
+        """The running daemon's VmHWM so far."""
+        peak = vm_hwm(self.proc.pid) if self.proc is not None else None
+        if peak is None:
+            raise RuntimeError(f"kbackupd is not running:\n{self.logs()}")
+        return peak
 
     def start(self, timeout: float = 30.0) -> None:
         with open(self.log, "ab") as log:
@@ -146,34 +190,35 @@ path = "{self.store}"
             return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-tail:])
 
-    def measure(self, job: str) -> KbRun:
-        """Fresh daemon, one timed backup, its peak RSS, then the daemon is stopped again."""
+    def measure(self, job: str, keep: bool = False) -> KbRun:
+        """Fresh daemon, one timed backup, its peak RSS, then the daemon is stopped again.
+
+        keep=True leaves the backup in the storage, for the restore cases to restore.
+        """
         self.start()
         try:
-            assert self.proc is not None
-            idle = vm_hwm(self.proc.pid) or 0  # started and answering, nothing run yet
-            begin = time.perf_counter()
-            result = self.ctl("run", job, "--wait", timeout=6 * 3600)
-            seconds = time.perf_counter() - begin
-            peak = vm_hwm(self.proc.pid)
-            if peak is None:
-                raise RuntimeError(f"kbackupd died during the run:\n{self.logs()}")
-            if result.returncode != 0:
-                raise RuntimeError(
-                    f"kbackupctl run {job} failed ({result.returncode}): {result.stderr.strip()}"
-                    f"\n--- kbackupd log ---\n{self.logs()}"
-                )
-            backup_id = result.stdout.strip().splitlines()[-1]
+            idle = self.peak_rss()  # started and answering, nothing run yet
+            seconds, stdout = self.timed_ctl("run", job, "--wait")
+            peak = self.peak_rss()
+            backup_id = stdout.strip().splitlines()[-1]
             shown = self.ctl("--json", "show", backup_id)
             if shown.returncode != 0:
                 raise RuntimeError(f"kbackupctl show {backup_id} failed: {shown.stderr.strip()}")
             backup = json.loads(shown.stdout)
         finally:
             self.stop()
-        # Keep the disk use flat over many runs: the size is in the manifest already.
-        shutil.rmtree(self.store / job, ignore_errors=True)
-        return KbRun(job, seconds, peak, idle, backup)
+        if not keep:  # keep the disk use flat over many runs: the size is in the manifest
+            shutil.rmtree(self.store / job, ignore_errors=True)
+        return KbRun(job, seconds, peak, idle, backup_id, backup)
 
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.sockdir, ignore_errors=True)
+        # gpg may have started an agent in the daemon's keyring dir: stop it by its homedir.
+        gnupg = self.state / "gnupg"
+        if gnupg.is_dir() and shutil.which("gpgconf"):
+            subprocess.run(
+                ["gpgconf", "--homedir", str(gnupg), "--kill", "all"],
+                capture_output=True,
+                check=False,
+            )

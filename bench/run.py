@@ -4,10 +4,13 @@ One run builds a throwaway PostgreSQL cluster and a files folder, then times, in
 round by round so drift hits every case alike:
   (a) pg_dump -Fc db > file           what most people do today
   (b) pg_dump -Fc -Z0 db > /dev/null  the floor: no compression, no storage
-  (c) kbackupctl run JOB --wait       database only (like-for-like with a/b), and database +
-                                      files; each on a fresh kbackupd, whose VmHWM is its peak
+  (c) kbackupctl run JOB --wait       database only (like-for-like with a/b), the same with
+                                      gpg-symmetric encryption, and database + files; each on
+                                      a fresh kbackupd, whose VmHWM is its peak
 plus one database-only kbackup run with row_counts = "none", to price the exact row counts.
-It prints a table, writes JSON to --output and removes everything it built (unless --keep).
+Then the restores of the last round's dump and backups, and the CLI's start-up time
+(restorebench.py). It prints tables, writes JSON to --output and removes everything it built
+(unless --keep).
 
     make bench BENCH_ARGS="--quick"
     .venv/bin/python bench/run.py --scale 100 --runs 3
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -29,7 +31,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -37,6 +38,7 @@ from typing import IO, Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kbenv import KbEnv, KbRun, vm_hwm  # noqa: E402
+from machine import describe_busy, host_info, other_cpu_busy  # noqa: E402
 from pgcluster import (  # noqa: E402
     Cluster,
     database_size,
@@ -44,6 +46,14 @@ from pgcluster import (  # noqa: E402
     log,
     make_files,
     pg_bindir,
+)
+from restorebench import (  # noqa: E402
+    RestoreInputs,
+    format_table,
+    mb,
+    measure_restores,
+    render_restores,
+    versus,
 )
 
 DBNAME = "bench"
@@ -106,17 +116,12 @@ class Case:
         }
 
 
-def mb(n: int | float | None) -> str:
-    """Decimal megabytes (10^6), as everywhere in this report."""
-    return "-" if n is None else f"{n / 1e6:,.0f} MB"
-
-
 def render_table(cases: list[Case], fc: Case, floor: Case) -> str:
     headers = ["case", "runs", "min", "median", "vs pg_dump -Fc", "vs floor", "stored", "peak RSS"]
     rows = []
     for case in cases:
-        speed = fc.median / case.median
         over = (case.median / floor.median - 1) * 100
+        mark = "*" if case.note else ""
         rss = max(case.peak_rss_bytes) if case.peak_rss_bytes else None
         rows.append(
             [
@@ -124,23 +129,13 @@ def render_table(cases: list[Case], fc: Case, floor: Case) -> str:
                 str(len(case.seconds)),
                 f"{case.minimum:.1f} s",
                 f"{case.median:.1f} s",
-                "baseline" if case is fc else f"{speed:.2f}x faster" + ("*" if case.note else ""),
-                "floor" if case is floor else f"{over:+.0f}%" + ("*" if case.note else ""),
+                "baseline" if case is fc else versus(fc.median, case.median) + mark,
+                "floor" if case is floor else f"{over:+.0f}%" + mark,
                 mb(max(case.stored_bytes)) if case.stored_bytes else "- (/dev/null)",
                 f"{mb(rss)} ({case.rss_of})" if rss else "-",
             ]
         )
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    right = {1, 2, 3}
-    lines = []
-    for row in [headers, *rows]:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return format_table(headers, rows, {1, 2, 3})
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -184,12 +179,14 @@ def timed(argv: list[str], stdout: IO[bytes] | int) -> tuple[float, int]:
     return seconds, peak
 
 
-def pg_dump_fc(cluster: Cluster, out: Path) -> tuple[float, int, int]:
+def pg_dump_fc(cluster: Cluster, out: Path, keep: bool = False) -> tuple[float, int, int]:
+    """keep=True leaves the file for the pg_restore cases."""
     argv = [cluster.tool("pg_dump"), "-Fc", "--no-password", f"--dbname={cluster.dsn(DBNAME)}"]
     with open(out, "wb") as fh:
         seconds, rss = timed(argv, fh)
     size = out.stat().st_size
-    out.unlink()
+    if not keep:
+        out.unlink()
     return seconds, rss, size
 
 
@@ -213,88 +210,7 @@ def read_tree(root: Path) -> None:
                     pass
 
 
-# ----------------------------------------------------------------------------- context
-
-
-def _cpu_ticks() -> dict[int, tuple[str, int]]:
-    """utime + stime of every process (all its threads), by pid."""
-    ticks = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        comm = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        ticks[int(stat.parent.name)] = (comm, int(fields[11]) + int(fields[12]))
-    return ticks
-
-
-def other_cpu_busy(seconds: float = 2.0) -> dict[str, Any]:
-    """Machine-wide CPU use over a moment when the benchmark runs nothing, and who used it:
-    other people's work on the machine would otherwise silently inflate the wall times."""
-
-    def totals() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields[:8]), fields[3] + fields[4]  # all, idle + iowait
-
-    (total0, idle0), procs0 = totals(), _cpu_ticks()
-    time.sleep(seconds)
-    (total1, idle1), procs1 = totals(), _cpu_ticks()
-    total = max(total1 - total0, 1)
-    hz = os.sysconf("SC_CLK_TCK")
-    users = []
-    for pid, (comm, ticks) in procs1.items():
-        used = ticks - procs0.get(pid, (comm, ticks))[1]
-        if used > 0:
-            users.append({"pid": pid, "comm": comm, "cpu_pct": round(100 * used / hz / seconds)})
-    users.sort(key=lambda u: -u["cpu_pct"])
-    return {
-        "busy_pct": round(100.0 * (total - (idle1 - idle0)) / total, 1),
-        "top": [u for u in users[:3] if u["cpu_pct"] >= 5],
-    }
-
-
-def describe_busy(busy: dict[str, Any]) -> str:
-    top = ", ".join(f"{u['comm']} {u['cpu_pct']}%" for u in busy["top"])
-    return f"{busy['busy_pct']:.0f}%" + (f" ({top} of one core)" if top else "")
-
-
-def _command_output(argv: list[str]) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-
-
-def host_info(cluster: Cluster) -> dict[str, Any]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_total = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_total = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return {
-        "hostname": platform.node(),
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu,
-        "mem_total_bytes": mem_total,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "postgres_server": cluster.server_version(),
-        "pg_dump": _command_output([cluster.tool("pg_dump"), "--version"]),
-        "kbackup": metadata.version("kbackupd"),
-        "zstandard": metadata.version("zstandard"),
-    }
+# ----------------------------------------------------------------------------- options
 
 
 def resolve_options(args: argparse.Namespace) -> dict[str, int]:
@@ -308,14 +224,19 @@ def resolve_options(args: argparse.Namespace) -> dict[str, int]:
         value = getattr(args, key)
         if value is not None:
             chosen[key] = value
-    if chosen["scale"] < 1 or chosen["runs"] < 1 or chosen["text_mb"] < 0 or chosen["files_mb"] < 0:
-        raise SystemExit("bench: --scale and --runs must be >= 1, sizes >= 0")
+    # As many restore rounds as backup rounds unless told: medians mean the same thing.
+    chosen["restore_runs"] = chosen["runs"] if args.restore_runs is None else args.restore_runs
+    if min(chosen["scale"], chosen["runs"], chosen["restore_runs"]) < 1 or min(
+        chosen["text_mb"], chosen["files_mb"]
+    ) < 0:
+        raise SystemExit("bench: --scale, --runs and --restore-runs must be >= 1, sizes >= 0")
     return chosen
 
 
 def check_disk(workdir: Path, opts: dict[str, int]) -> None:
-    """Fail early rather than after ten minutes of loading: roughly data + dumps + backups."""
-    need = (opts["scale"] * 16 * 2.5 + opts["text_mb"] * 3 + opts["files_mb"] * 2.2) * 1e6
+    """Fail early rather than after ten minutes of loading: roughly data + dumps + backups,
+    plus the restored copy of the database and the WAL its restore writes."""
+    need = (opts["scale"] * 16 * 4.5 + opts["text_mb"] * 5 + opts["files_mb"] * 2.2) * 1e6
     free = shutil.disk_usage(workdir).free
     if free < need:
         raise SystemExit(f"bench: {workdir} has {mb(free)} free, this run needs about {mb(need)}")
@@ -332,11 +253,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scale", type=int, help="pgbench scale (default $BENCH_SCALE or 100)")
     p.add_argument("--text-mb", type=int, help="MB of text rows added (default 200)")
     p.add_argument("--files-mb", type=int, help="MB of PDF-sized random files (default 200)")
-    p.add_argument("--runs", type=int, help="measured runs per case (default 2)")
+    p.add_argument("--runs", type=int, help="measured runs per backup case (default 2)")
+    p.add_argument(
+        "--restore-runs", type=int, help="measured runs per restore case (default: --runs)"
+    )
     p.add_argument(
         "--zstd-level", type=int, help="kbackup [compression] level (default: kbackup's)"
     )
-    p.add_argument("--quick", action="store_true", help="scale 5, 20 MB text, 20 MB files, 1 run")
+    p.add_argument(
+        "--quick", action="store_true", help="scale 5, 20 MB text, 20 MB files, 1 run of each"
+    )
     p.add_argument("--keep", action="store_true", help="leave the cluster and temp dir behind")
     p.add_argument("--workdir", type=Path, help="parent of the temp dir (default: $TMPDIR or /tmp)")
     p.add_argument(
@@ -373,6 +299,8 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
         kb.write_job("bench-db", dsn, pg_dump, zstd_level=level)
         kb.write_job("bench", dsn, pg_dump, files=files, zstd_level=level)
         kb.write_job("bench-db-nocount", dsn, pg_dump, row_counts="none", zstd_level=level)
+        passphrase = kb.write_passphrase()
+        kb.write_job("bench-db-gpg", dsn, pg_dump, zstd_level=level, passphrase_file=passphrase)
 
         busy_before = other_cpu_busy()
         log("warm-up: one untimed pg_dump -Z0 and a read of the files (page cache)")
@@ -382,6 +310,9 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
         fc = Case("pg_dump_fc", "pg_dump -Fc > file", rss_of="pg_dump")
         floor = Case("pg_dump_z0_devnull", "pg_dump -Fc -Z0 > /dev/null (floor)", rss_of="pg_dump")
         kb_db = Case("kbackup_db", "kbackup, database only", rss_of="kbackupd")
+        kb_gpg = Case(
+            "kbackup_db_gpg", "kbackup, database only, gpg-symmetric", rss_of="kbackupd"
+        )
         kb_nocount = Case(
             "kbackup_db_no_row_counts",
             'kbackup, database only, row_counts="none"',
@@ -393,10 +324,13 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
             rss_of="kbackupd",
             note="not like-for-like: also backs up the files folder",
         )
+        kept: dict[str, str] = {}  # job -> the last round's backup id, for the restores
+        dump = base / "pg_dump.fc"
         for round_no in range(1, opts["runs"] + 1):
             tag = f"round {round_no}/{opts['runs']}"
+            last = round_no == opts["runs"]
             log(f"{tag}: pg_dump -Fc > file")
-            seconds, rss, size = pg_dump_fc(cluster, base / "pg_dump.fc")
+            seconds, rss, size = pg_dump_fc(cluster, dump, keep=last)
             fc.seconds.append(seconds)
             fc.peak_rss_bytes.append(rss)
             fc.stored_bytes.append(size)
@@ -406,10 +340,13 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
             floor.seconds.append(seconds)
             floor.peak_rss_bytes.append(rss)
             log(f"{tag}:   {seconds:.1f} s")
-            for case, job in ((kb_db, "bench-db"), (kb_all, "bench")):
+            for case, job in ((kb_db, "bench-db"), (kb_gpg, "bench-db-gpg"), (kb_all, "bench")):
                 log(f"{tag}: kbackupctl run {job} --wait")
-                run = kb.measure(job)
+                restored_later = last and job != "bench"
+                run = kb.measure(job, keep=restored_later)
                 case.add_kb(run)
+                if restored_later:
+                    kept[job] = run.backup_id
                 log(
                     f"{tag}:   {run.seconds:.1f} s, {mb(run.stored_bytes)},"
                     f" peak RSS {mb(run.peak_rss_bytes)}"
@@ -419,15 +356,22 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
         kb_nocount.add_kb(run)
         log(f"  {run.seconds:.1f} s")
         floor.raw_bytes = kb_db.raw_bytes  # what -Z0 wrote to /dev/null, as kbackup counted it
+        cpu_after = other_cpu_busy()  # before the restores: they leave the server writing
 
-        cases = [fc, floor, kb_db, kb_nocount, kb_all]
+        inputs = RestoreInputs(dump, kept["bench-db"], kept["bench-db-gpg"])
+        restores = measure_restores(cluster, kb, inputs, opts["restore_runs"])
+        cpu_end = other_cpu_busy()
+
+        cases = [fc, floor, kb_db, kb_gpg, kb_nocount, kb_all]
         overhead = kb_db.median - kb_nocount.median
+        gpg_cost = kb_gpg.median - kb_db.median
         return {
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "host": host_info(cluster),
             # Other work on the machine skews wall times: say whether there was any.
             "cpu_before": busy_before,
-            "cpu_after": other_cpu_busy(),
+            "cpu_after": cpu_after,
+            "cpu_after_restores": cpu_end,
             "options": {**opts, "zstd_level": level, "zstd_level_note": "None = kbackup default"},
             "dataset": {
                 "pgbench_scale": opts["scale"],
@@ -446,6 +390,14 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
                 "overhead_pct": round(overhead / kb_nocount.median * 100, 1),
                 "note": "row_counts=none measured once; compare with care when runs == 1",
             },
+            "encryption_overhead": {
+                "plain_median_s": round(kb_db.median, 3),
+                "gpg_symmetric_median_s": round(kb_gpg.median, 3),
+                "overhead_s": round(gpg_cost, 3),
+                "overhead_pct": round(gpg_cost / kb_db.median * 100, 1),
+                "note": "AES256 via a gpg child process (not in peak RSS); same rounds, same data",
+            },
+            "restore": restores,
             "_cases": cases,
         }
     finally:
@@ -465,6 +417,7 @@ def report(result: dict[str, Any]) -> str:
     cases: list[Case] = result.pop("_cases")
     fc, floor = cases[0], cases[1]
     host, data, rc = result["host"], result["dataset"], result["row_count_overhead"]
+    enc = result["encryption_overhead"]
     level = result["options"]["zstd_level"]
     idle_rss = max(b for c in cases for b in c.idle_rss_bytes)
     lines = [
@@ -479,20 +432,28 @@ def report(result: dict[str, Any]) -> str:
         f"kbackup zstd level: {'default' if level is None else level};"
         f" ratios use medians; times are wall clock, page cache warm",
         f"machine CPU busy while the benchmark idled: before {describe_busy(result['cpu_before'])},"
-        f" after {describe_busy(result['cpu_after'])}",
+        f" after the backups {describe_busy(result['cpu_after'])},"
+        f" after the restores {describe_busy(result['cpu_after_restores'])}",
         "",
         render_table(cases, fc, floor),
         "",
         f"exact row counts cost {rc['overhead_s']:+.1f} s ({rc['overhead_pct']:+.0f}%) on the"
         f' database-only backup (median with counts vs one run with row_counts="none")'
         + (": negative, so within this run's noise" if rc["overhead_s"] < 0 else ""),
-        "vs pg_dump -Fc = median(pg_dump -Fc) / median(case); vs floor = time over"
-        " pg_dump -Fc -Z0 > /dev/null",
+        f"gpg-symmetric encryption costs {enc['overhead_s']:+.1f} s ({enc['overhead_pct']:+.0f}%)"
+        " on the database-only backup (medians, same rounds)"
+        + (": negative, so within this run's noise" if enc["overhead_s"] < 0 else ""),
+        "vs pg_dump -Fc = median(pg_dump -Fc) / median(case) (below 1: shown as x slower);"
+        " vs floor = time over pg_dump -Fc -Z0 > /dev/null",
         "peak RSS: kbackupd = VmHWM of the daemon process (a fresh daemon per run; its pg_dump"
-        f" child not included; {mb(idle_rss)} before the run); pg_dump = its VmHWM, sampled",
+        f" and gpg children not included; {mb(idle_rss)} before the run); pg_dump = its VmHWM,"
+        " sampled",
         "* the database + files backup does more work than the pg_dump baselines",
+        *render_restores(result["restore"]),
     ]
-    busiest = max(result["cpu_before"]["busy_pct"], result["cpu_after"]["busy_pct"])
+    busiest = max(
+        result[key]["busy_pct"] for key in ("cpu_before", "cpu_after", "cpu_after_restores")
+    )
     if busiest > BUSY_WARNING_PCT:
         lines.append(
             f"WARNING: other work kept the machine {busiest:.0f}% busy: these times are inflated"

@@ -464,7 +464,8 @@ class FilesSource(Strict):
 
 class CompressionConfig(Strict):
     algorithm: Literal["zstd"] = "zstd"
-    level: int = Field(default=3, ge=1, le=19)
+    # Level 1: the dump must not wait for the compressor on a small server (bench/ compares).
+    level: int = Field(default=1, ge=1, le=19)
     threads: int = Field(default=0, ge=0, le=64)  # 0 = one per CPU
 
 

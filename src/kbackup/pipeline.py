@@ -20,6 +20,7 @@ import zstandard
 from kbackup.storage.base import ObjectWriter
 
 CHUNK = 1 << 20
+DECODE_PIECE = 64 << 10
 
 
 class Stage(Protocol):
@@ -230,14 +231,18 @@ class StoredStream:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Decoded bytes; raises CorruptObject at the end if size or sha256 differ."""
+        # Decoding multiplies: 1 MiB of well-compressed zstd can be 50 MiB of dump. Small
+        # pieces keep each decoded chunk (and the daemon's memory) bounded.
+        piece = DECODE_PIECE if self.stages else CHUNK
         try:
             async for chunk in rechunk(self.source):
-                try:
-                    out = await asyncio.to_thread(self._decode, chunk)
-                except CorruptObject as exc:
-                    raise CorruptObject(f"{self.name}: {exc}") from None
-                if out:
-                    yield out
+                for start in range(0, len(chunk), piece):
+                    try:
+                        out = await asyncio.to_thread(self._decode, chunk[start:start + piece])
+                    except CorruptObject as exc:
+                        raise CorruptObject(f"{self.name}: {exc}") from None
+                    if out:
+                        yield out
             tail = await asyncio.to_thread(self._finish)
             if tail:
                 yield tail
