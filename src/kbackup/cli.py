@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -279,7 +278,7 @@ def wait_for_run(client: Client, run_id: str) -> dict[str, Any]:
     last_phase = None
     try:
         while True:
-            run = client.call("GET", f"/v1/runs/{run_id}")
+            run = client.call("GET", f"/v1/runs/{run_id}?wait=0.5")
             progress = run.get("progress") or {}
             if bar is not None:
                 bar.update(
@@ -293,7 +292,6 @@ def wait_for_run(client: Client, run_id: str) -> dict[str, Any]:
                 print(f"{run_id}: {last_phase}", file=sys.stderr)
             if run["status"] != "running":
                 return run
-            time.sleep(0.5)
     finally:
         if bar is not None:
             bar.stop()

@@ -6,6 +6,8 @@ caller is identified per request with SO_PEERCRED, never by anything the client 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import grp
 import logging
 import os
@@ -260,7 +262,16 @@ async def get_run(request: web.Request) -> web.Response:
         return error(404, f"no run with id {run_id!r}")
     active = daemon.runner.find(run_id)
     if active:
-        run["progress"] = active.progress.as_dict()
+        # ?wait=SECONDS: answer as soon as the run ends (or after SECONDS), so a waiting
+        # client learns the end at once instead of at its next poll.
+        wait = min(float(request.query.get("wait", 0) or 0), 10.0)
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await active.done.wait()
+            run = daemon.catalog.get_run(run_id) or run
+        if not active.done.is_set():
+            run["progress"] = active.progress.as_dict()
     return web.json_response(run)
 
 
