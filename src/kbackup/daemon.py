@@ -317,6 +317,20 @@ async def serve(config: Config) -> int:
     return 0
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives every thread that allocates its own arena; the streaming pipeline hops
+    between worker threads, so memory fragments across many arenas. Two are enough here
+    (the same as MALLOC_ARENA_MAX=2, but independent of how the daemon is started)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kbackupd", description="kbackup daemon")
     parser.add_argument("--config-dir", help="default: $KBACKUP_CONFIG_DIR or /etc/kbackup")
@@ -332,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{config.directory}: OK, {len(config.jobs)} job(s)")
         return 0
     setup_logging(config.daemon.log_level)
+    limit_malloc_arenas()
     return asyncio.run(serve(config))
 
 
