@@ -297,6 +297,17 @@ def wait_for_run(client: Client, run_id: str) -> dict[str, Any]:
             bar.stop()
 
 
+def follow(client: Client, run_id: str, label: str, as_json: bool) -> bool:
+    """Wait for a run with progress; on failure say why. True if it completed."""
+    run = wait_for_run(client, run_id)
+    if as_json:
+        emit_json(run)
+    if run["status"] != "complete":
+        print(f"{label} FAILED: {run.get('error')}", file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_run(client: Client, args: argparse.Namespace) -> int:
     started = client.call("POST", f"/v1/jobs/{args.job}/run")
     run_id = started["run_id"]
@@ -312,11 +323,7 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
             return emit_json(started)
         print(run_id)
         return 0
-    run = wait_for_run(client, run_id)
-    if args.json:
-        emit_json(run)
-    if run["status"] != "complete":
-        print(f"backup {run_id} of job {args.job} FAILED: {run.get('error')}", file=sys.stderr)
+    if not follow(client, run_id, f"backup {run_id} of job {args.job}", args.json):
         return 1
     if not args.json:
         backup = client.call("GET", f"/v1/backups/{run_id}")
@@ -404,11 +411,7 @@ def cmd_restore(client: Client, args: argparse.Namespace) -> int:
     if args.detach:
         print(run_id)
         return 0
-    run = wait_for_run(client, run_id)
-    if args.json:
-        emit_json(run)
-    if run["status"] != "complete":
-        print(f"restore {run_id} FAILED: {run.get('error')}", file=sys.stderr)
+    if not follow(client, run_id, f"restore {run_id}", args.json):
         return 1
     if not args.json:
         record = next((r for r in client.call("GET", f"/v1/restores?job={planned['job']}")

@@ -8,13 +8,15 @@ restored when running as root, modes only otherwise.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import posixpath
 import queue
 import tarfile
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,21 @@ class TarThread:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+async def pump_tar(chunks: AsyncIterator[bytes], consume: Callable[[Any], list[dict[str, Any]]],
+                   on_chunk: Callable[[int], None]) -> list[dict[str, Any]]:
+    """Feed a decoded archive stream to a tar consumer in its thread; what it returns.
+
+    If the stream fails (bad checksum, wrong key), that error wins over the consumer's
+    complaint about the truncated archive it then sees."""
+    tar = TarThread(consume)
+    try:
+        async for chunk in chunks:
+            on_chunk(len(chunk))
+            await asyncio.to_thread(tar.feed, chunk)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(tar.finish)
+        raise
+    return await asyncio.to_thread(tar.finish)

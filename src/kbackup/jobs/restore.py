@@ -28,7 +28,7 @@ from typing import Any
 from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config, JobConfig
 from kbackup.crypto import Decryptor, GpgFailed, KeyProblem
-from kbackup.extract import TarThread, UnsafeArchive, extract_stream
+from kbackup.extract import UnsafeArchive, extract_stream, pump_tar
 from kbackup.jobs.backup import BackupRun
 from kbackup.jobs.pgtools import (
     CannotCreateDatabase,
@@ -427,14 +427,9 @@ class RestoreRun:
         await asyncio.to_thread(into.mkdir, parents=True, exist_ok=into == final)
         self.progress.phase = f"extracting files into {final}"
         try:
-            extractor = TarThread(lambda r: extract_stream(r, into, os.geteuid() == 0))
             stream = open_object(self.storage, self.manifest, component, component, self.decryptor)
-            try:
-                async for chunk in stream.chunks():
-                    self._advance(len(chunk))
-                    await asyncio.to_thread(extractor.feed, chunk)
-            finally:
-                await asyncio.to_thread(extractor.finish)
+            await pump_tar(stream.chunks(),
+                           lambda r: extract_stream(r, into, os.geteuid() == 0), self._advance)
         except BaseException:
             if into != final:
                 await asyncio.to_thread(shutil.rmtree, into, True)

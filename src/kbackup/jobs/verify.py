@@ -27,7 +27,7 @@ from typing import Any
 from kbackup.catalog import Catalog, utcnow
 from kbackup.config import Config, EncryptionConfig, JobConfig
 from kbackup.crypto import Decryptor, GpgFailed, KeyProblem
-from kbackup.extract import TarThread, extract_stream, list_stream
+from kbackup.extract import extract_stream, list_stream, pump_tar
 from kbackup.jobs.pgtools import (
     Login,
     PgError,
@@ -159,13 +159,7 @@ class VerifyRun:
     async def _structure_files(self, storage: Storage, component: Component) -> None:
         index = await read_index(storage, self.manifest, component, self.decryptor)
         stream = open_object(storage, self.manifest, component, component, self.decryptor)
-        extractor = TarThread(list_stream)
-        try:
-            async for chunk in stream.chunks():
-                self._advance(len(chunk))
-                await asyncio.to_thread(extractor.feed, chunk)
-        finally:
-            found = await asyncio.to_thread(extractor.finish)
+        found = await pump_tar(stream.chunks(), list_stream, self._advance)
         compare_entries(component.name, index, found)
 
     async def _restore_test_db(self, storage: Storage, component: Component) -> None:
@@ -207,14 +201,10 @@ class VerifyRun:
         base.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"verify-{self.manifest.id[-6:]}-", dir=base))
         try:
-            extractor = TarThread(lambda reader: extract_stream(reader, scratch, False))
             stream = open_object(storage, self.manifest, component, component, self.decryptor)
-            try:
-                async for chunk in stream.chunks():
-                    self._advance(len(chunk))
-                    await asyncio.to_thread(extractor.feed, chunk)
-            finally:
-                written = await asyncio.to_thread(extractor.finish)
+            written = await pump_tar(stream.chunks(),
+                                     lambda reader: extract_stream(reader, scratch, False),
+                                     self._advance)
             compare_entries(component.name, index, written)
             self.details[f"files_{component.name}"] = len(written)
         finally:
