@@ -653,3 +653,28 @@ def test_no_scratch_database_is_left_behind(pg: PgServer) -> None:
     while pg.databases("kbackup_verify_"):
         assert time.monotonic() < deadline, pg.databases("kbackup_verify_")
         time.sleep(0.5)
+
+
+def test_unwritable_restore_target_is_refused_before_the_safety_backup(
+    kb: KbEnv, pg: PgServer, shop_db: str, pdf_tree: Path
+) -> None:
+    """A read-only place (here a read-only bind mount) fails at planning, not half-way."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    readonly = kb.base / "readonly"
+    readonly.mkdir()
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(readonly), str(readonly)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount read-only here: {mounted.stderr.strip()}")
+    try:
+        kb.shop_job(pg, shop_db, pdf_tree)
+        kb.start()
+        backup = kb.run_backup()
+        result = restore(kb, backup["id"], "--component", "pdfs", "--files-to",
+                         str(readonly / "pdfs"))
+        assert result.returncode != 0
+        assert f"--files-to {readonly / 'pdfs'}: {readonly} is not writable" in result.stderr
+        assert [b["trigger"] for b in kb.ctl_json("backups")] == ["manual"]
+    finally:
+        subprocess.run(["umount", str(readonly)], capture_output=True)

@@ -241,6 +241,18 @@ async def _plan_database(job: JobConfig, component: Component, request: RestoreR
                 size_bytes=component.raw_bytes)
 
 
+def _check_writable(path: Path, option: str) -> None:
+    """Refuse at planning time what would fail after the safety backup: the daemon must be
+    able to create `path` (its nearest existing ancestor must be writable, and under the
+    package's sandbox only ReadWritePaths= are)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RestoreRefused(f"{option} {path}: {probe} is not writable by the daemon (under"
+                             " systemd add it to ReadWritePaths= with `systemctl edit kbackupd`)")
+
+
 def _plan_files(job: JobConfig, component: Component, request: RestoreRequest,
                 safety: list[str]) -> Step:
     size = (component.files or {}).get("total_bytes", component.raw_bytes)
@@ -250,6 +262,7 @@ def _plan_files(job: JobConfig, component: Component, request: RestoreRequest,
             raise RestoreRefused(f"--files-to must be an absolute path, got {request.files_to!r}")
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise RestoreRefused(f"--files-to {target} exists and is not an empty directory")
+        _check_writable(target, "--files-to")
         return Step(component.name, "files-new", str(target),
                     f"extract {component.files and component.files.get('file_count')} files"
                     f" into {target}", size_bytes=size)
@@ -258,6 +271,7 @@ def _plan_files(job: JobConfig, component: Component, request: RestoreRequest,
         if source is None:
             raise RestoreRefused(f"files {component.name}: not configured in job {job.name}, so"
                                  " its live path is unknown; use --files-to DIR")
+        _check_writable(source.path.parent, "--in-place")  # extracted beside, then swapped
         if not source.path.exists():  # a new server: nothing to replace, nothing to back up
             return Step(component.name, "files-replace", str(source.path),
                         f"{source.path} does not exist: extract the files there", size_bytes=size)
