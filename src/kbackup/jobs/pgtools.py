@@ -256,4 +256,7 @@ def failure(step: str, code: int, stderr: list[str]) -> PgError:
         return PgError(f"{step} failed (exit {code}): {last_error_line(stderr, 'no message')}")
     reason = lines[at]
     reason += "".join(f" {line}" for line in lines[at + 1:at + 3] if line.startswith("DETAIL:"))
+    if "must be member of role" in reason or "must be owner of" in reason:
+        reason += (" (the restore login may not set the dump's owners: add --no-owner, or set"
+                   " restore_dsn to a role that may)")
     return PgError(f"{step} failed (exit {code}): {reason}")
