@@ -214,8 +214,9 @@ class GpgProcess:
 
 
 @dataclass
-class GpgEncryptStage:
-    """Pipeline stage: encrypt to a passphrase or to recipients."""
+class GpgStage:
+    """gpg as a pipeline stage, encrypting or decrypting as argv says; meta is what the
+    manifest records about it (empty when decrypting)."""
 
     argv: list[str]
     passphrase: str | None
@@ -248,7 +249,7 @@ def encryption_meta(encryption: EncryptionConfig) -> dict[str, Any]:
     return meta
 
 
-def encrypt_stage(config: Config, encryption: EncryptionConfig) -> GpgEncryptStage | None:
+def encrypt_stage(config: Config, encryption: EncryptionConfig) -> GpgStage | None:
     if encryption.mode == "none":
         return None
     home = _homedir(keyring_dir(config, encryption))
@@ -257,11 +258,11 @@ def encrypt_stage(config: Config, encryption: EncryptionConfig) -> GpgEncryptSta
     meta = encryption_meta(encryption)
     if encryption.mode == "gpg-symmetric":
         argv += ["--s2k-digest-algo", "SHA512", "--symmetric"]
-        return GpgEncryptStage(argv, passphrase_from(encryption), meta)
+        return GpgStage(argv, passphrase_from(encryption), meta)
     argv += ["--trust-model", "always", "--encrypt"]
     for fingerprint in encryption.recipients:
         argv += ["--recipient", fingerprint]
-    return GpgEncryptStage(argv, None, meta)
+    return GpgStage(argv, None, meta)
 
 
 class Decryptor:
@@ -332,10 +333,10 @@ class Decryptor:
             raise KeyProblem(f"no private key for {', '.join(sorted(wanted))} in {home}:"
                              " this backup cannot be decrypted with the keys given")
 
-    def stage(self, meta: dict[str, Any]) -> GpgDecryptStage:
+    def stage(self, meta: dict[str, Any]) -> GpgStage:
         home, passphrase = self.for_backup(meta)
         argv = [GPG, *BASE_ARGS, "--homedir", str(home), "--decrypt", "--output", "-"]
-        return GpgDecryptStage(argv, passphrase)
+        return GpgStage(argv, passphrase, {})
 
     def close(self) -> None:
         if self.cleanup is not None:
@@ -343,22 +344,3 @@ class Decryptor:
                            capture_output=True, check=False)
             shutil.rmtree(self.cleanup, ignore_errors=True)
             self.cleanup = None
-
-
-class GpgDecryptStage:
-    extension = ".gpg"
-
-    def __init__(self, argv: list[str], passphrase: str | None):
-        self._gpg = GpgProcess(argv, passphrase)
-
-    def process(self, data: bytes) -> bytes:
-        return self._gpg.process(data)
-
-    def finish(self) -> bytes:
-        return self._gpg.finish()
-
-    def close(self) -> None:
-        self._gpg.close()
-
-    def describe(self) -> dict[str, object]:
-        return {}
