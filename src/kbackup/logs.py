@@ -23,7 +23,8 @@ class _Formatter(logging.Formatter):
             line += " exception=" + repr(self.formatException(record.exc_info))
         if self.journal:
             return line
-        return f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {line}"
+        stamp = self.formatTime(record, '%Y-%m-%dT%H:%M:%S')
+        return f"{stamp}.{int(record.msecs):03d} {line}"
 
 
 def setup_logging(level: str = "info") -> None:

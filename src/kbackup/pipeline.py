@@ -104,6 +104,9 @@ async def rechunk(source: AsyncIterator[bytes], size: int = CHUNK) -> AsyncItera
     """Gather small pipe reads into chunks worth a thread hop."""
     buffer = bytearray()
     async for piece in source:
+        if not buffer and len(piece) >= size:
+            yield piece  # already big enough: no copy
+            continue
         buffer += piece
         if len(buffer) >= size:
             yield bytes(buffer)

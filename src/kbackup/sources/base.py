@@ -8,12 +8,14 @@ about it. Leaving the context early (failure, timeout, shutdown) stops the sourc
 from __future__ import annotations
 
 import asyncio
+import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from kbackup.process import last_error_line, read_stderr_tail
+from kbackup.handoff import ChunkQueue, pipe_for_child, read_pipe
+from kbackup.process import last_error_line, read_stderr_tail, spawn
 
 
 class SourceError(Exception):
@@ -33,18 +35,33 @@ class SourceStream(ABC):
         return None
 
 
+async def spawn_source(argv: Sequence[str], env: Mapping[str, str]
+                       ) -> tuple[asyncio.subprocess.Process, ChunkQueue]:
+    """Start a child whose stdout is read by a thread (see kbackup.handoff for why).
+
+    Raises FileNotFoundError when the program is missing, like spawn()."""
+    read_fd, write_fd = pipe_for_child()
+    try:
+        proc = await spawn(argv, env=env, stdout=write_fd)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return proc, ChunkQueue(read_pipe(read_fd), name=f"read-{os.path.basename(argv[0])}")
+
+
 class ProcessStream(SourceStream):
     """A source that is a child process writing to stdout (pg_dump, pg_dumpall)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, what: str):
+    def __init__(self, proc: asyncio.subprocess.Process, reader: ChunkQueue, what: str):
         self.proc = proc
+        self.reader = reader
         self.what = what  # "database shop: pg_dump", named in errors
         self.stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        assert self.proc.stdout is not None
-        while chunk := await self.proc.stdout.read(1 << 20):
-            yield chunk
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self.reader.chunks()
 
     async def check_exit(self) -> None:
         code = await self.proc.wait()
@@ -52,6 +69,8 @@ class ProcessStream(SourceStream):
         if code != 0:
             raise SourceError(f"{self.what} failed (exit {code}): "
                               + last_error_line(stderr, "no error message"))
+        if self.reader.error is not None:
+            raise SourceError(f"{self.what}: reading its output failed: {self.reader.error}")
 
 
 class Source(ABC):

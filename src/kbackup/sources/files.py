@@ -14,22 +14,15 @@ import fnmatch
 import hashlib
 import json
 import os
-import queue
 import stat
 import tarfile
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from kbackup.config import FilesSource as FilesConfig
+from kbackup.handoff import CHUNK, ChunkQueue, Stopped
 from kbackup.sources.base import Source, SourceError, SourceStream
-
-_DONE = object()
-
-
-class _Cancelled(Exception):
-    pass
 
 
 class _HashingReader:
@@ -46,31 +39,20 @@ class _HashingReader:
 class _QueueWriter:
     """File-like sink for tarfile that hands 1 MiB chunks to the event loop side."""
 
-    def __init__(self, out: queue.Queue[object], stop: threading.Event):
+    def __init__(self, out: ChunkQueue):
         self.out = out
-        self.stop = stop
         self.buffer = bytearray()
 
     def write(self, data: bytes) -> int:
         self.buffer += data
-        if len(self.buffer) >= 1 << 20:
+        if len(self.buffer) >= CHUNK:
             self.flush()
         return len(data)
 
     def flush(self) -> None:
         if self.buffer:
-            self.put(bytes(self.buffer))
+            self.out.put(bytes(self.buffer))
             self.buffer.clear()
-
-    def put(self, item: object) -> None:
-        while True:
-            if self.stop.is_set():
-                raise _Cancelled()
-            try:
-                self.out.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
 
 
 def iter_tree(root: Path, exclude: list[str], one_file_system: bool) -> Iterator[Path]:
@@ -102,12 +84,8 @@ def iter_tree(root: Path, exclude: list[str], one_file_system: bool) -> Iterator
 class FilesStream(SourceStream):
     def __init__(self, source: FileTree):
         self.source = source
-        self.queue: queue.Queue[object] = queue.Queue(maxsize=4)
-        self.stop = threading.Event()
         self.entries: list[dict[str, Any]] = []
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._produce, name=f"tar-{source.name}", daemon=True)
-        self.thread.start()
+        self.out = ChunkQueue(self._produce, name=f"tar-{source.name}")
 
     def _add(self, tar: tarfile.TarFile, path: Path, rel: str) -> None:
         info = tar.gettarinfo(str(path), arcname=rel)
@@ -131,8 +109,8 @@ class FilesStream(SourceStream):
             return  # sockets, fifos and devices are not backed up
         self.entries.append(entry)
 
-    def _produce(self) -> None:
-        writer = _QueueWriter(self.queue, self.stop)
+    def _produce(self, out: ChunkQueue) -> None:
+        writer = _QueueWriter(out)
         root = self.source.config.path
         try:
             with tarfile.open(
@@ -144,8 +122,8 @@ class FilesStream(SourceStream):
                 for path in iter_tree(
                     root, self.source.config.exclude, self.source.config.one_file_system
                 ):
-                    if self.stop.is_set():
-                        raise _Cancelled()
+                    if out.stopped:
+                        raise Stopped()
                     rel = path.relative_to(root).as_posix()
                     try:
                         self._add(tar, path, rel)
@@ -156,40 +134,22 @@ class FilesStream(SourceStream):
                             f"files {self.source.name}: cannot read {path}: {exc.strerror}"
                         ) from None
             writer.flush()
-        except _Cancelled:
-            return
         except SourceError as exc:
             prefix = f"files {self.source.name}: "  # iter_tree's errors do not name the source
-            self.error = exc if str(exc).startswith(prefix) else SourceError(prefix + str(exc))
+            raise exc if str(exc).startswith(prefix) else SourceError(prefix + str(exc)) from None
         except OSError as exc:
-            self.error = SourceError(f"files {self.source.name}: {exc}")
-        except BaseException as exc:  # noqa: BLE001 - handed to the event loop side
-            self.error = exc
-        with contextlib.suppress(_Cancelled):
-            writer.put(_DONE)
+            raise SourceError(f"files {self.source.name}: {exc}") from None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            item = await asyncio.to_thread(self._get)
-            if item is _DONE:
-                return
-            assert isinstance(item, bytes)
-            yield item
-
-    def _get(self) -> object:
-        while True:
-            try:
-                return self.queue.get(timeout=0.2)
-            except queue.Empty:
-                if not self.thread.is_alive() and self.queue.empty():
-                    return _DONE
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self.out.chunks()
 
     async def finish(self) -> dict[str, Any]:
-        await asyncio.to_thread(self.thread.join)
-        if self.error is not None:
-            if isinstance(self.error, SourceError):
-                raise self.error
-            raise SourceError(f"files {self.source.name}: {self.error}")
+        await asyncio.to_thread(self.out.thread.join)
+        error = self.out.error
+        if error is not None:
+            if isinstance(error, SourceError):
+                raise error
+            raise SourceError(f"files {self.source.name}: {error}")
         files = [e for e in self.entries if e["type"] == "file"]
         return {
             "path": str(self.source.config.path),
@@ -202,8 +162,7 @@ class FilesStream(SourceStream):
         return json.dumps({"entries": self.entries}, separators=(",", ":")).encode()
 
     def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
+        self.out.stop()
 
 
 class FileTree(Source):
