@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_busy_seconds
+
 BIN = Path(sys.executable).parent
 KBACKUPD = str(BIN / "kbackupd")
 KBACKUPCTL = str(BIN / "kbackupctl")
@@ -35,6 +37,7 @@ class KbRun:
     idle_rss_bytes: int
     backup_id: str
     backup: dict[str, Any]
+    cpu_seconds: float = 0.0
 
     @property
     def stored_bytes(self) -> int:
@@ -198,7 +201,9 @@ path = "{self.store}"
         self.start()
         try:
             idle = self.peak_rss()  # started and answering, nothing run yet
+            cpu_before = cpu_busy_seconds()
             seconds, stdout = self.timed_ctl("run", job, "--wait")
+            cpu = cpu_busy_seconds() - cpu_before
             peak = self.peak_rss()
             backup_id = stdout.strip().splitlines()[-1]
             shown = self.ctl("--json", "show", backup_id)
@@ -209,7 +214,7 @@ path = "{self.store}"
             self.stop()
         if not keep:  # keep the disk use flat over many runs: the size is in the manifest
             shutil.rmtree(self.store / job, ignore_errors=True)
-        return KbRun(job, seconds, peak, idle, backup_id, backup)
+        return KbRun(job, seconds, peak, idle, backup_id, backup, cpu)
 
     def cleanup(self) -> None:
         self.stop()

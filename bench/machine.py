@@ -31,6 +31,15 @@ def _cpu_ticks() -> dict[int, tuple[str, int]]:
     return ticks
 
 
+def cpu_busy_seconds() -> float:
+    """CPU-seconds the whole machine has been busy since boot (all cores; not idle, not
+    iowait). The difference over a case is what it cost the server, PostgreSQL's backend
+    included: steadier than wall time on a noisy shared machine."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    busy = sum(fields) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def other_cpu_busy(seconds: float = 2.0) -> dict[str, Any]:
     """Machine-wide CPU use over a moment when the benchmark runs nothing, and who used it:
     other people's work on the machine would otherwise silently inflate the wall times."""

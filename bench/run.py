@@ -38,7 +38,7 @@ from typing import IO, Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kbenv import KbEnv, KbRun, vm_hwm  # noqa: E402
-from machine import describe_busy, host_info, other_cpu_busy  # noqa: E402
+from machine import cpu_busy_seconds, describe_busy, host_info, other_cpu_busy  # noqa: E402
 from pgcluster import (  # noqa: E402
     Cluster,
     database_size,
@@ -72,6 +72,7 @@ class Case:
     key: str
     label: str
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)  # machine-wide, see cpu_busy_seconds
     stored_bytes: list[int] = field(default_factory=list)
     peak_rss_bytes: list[int] = field(default_factory=list)
     rss_of: str = ""
@@ -90,6 +91,7 @@ class Case:
 
     def add_kb(self, run: KbRun) -> None:
         self.seconds.append(run.seconds)
+        self.cpu_seconds.append(run.cpu_seconds)
         self.stored_bytes.append(run.stored_bytes)
         self.peak_rss_bytes.append(run.peak_rss_bytes)
         self.raw_bytes = run.raw_bytes
@@ -104,6 +106,9 @@ class Case:
             "seconds": [round(s, 3) for s in self.seconds],
             "min_s": round(self.minimum, 3),
             "median_s": round(self.median, 3),
+            "machine_cpu_seconds": [round(s, 2) for s in self.cpu_seconds],
+            "median_machine_cpu_s": round(statistics.median(self.cpu_seconds), 2)
+            if self.cpu_seconds else None,
             "speedup_vs_pg_dump_fc": round(fc.median / self.median, 3),
             "over_floor_pct": round((self.median / floor.median - 1) * 100, 1),
             "stored_bytes": max(self.stored_bytes) if self.stored_bytes else None,
@@ -117,7 +122,8 @@ class Case:
 
 
 def render_table(cases: list[Case], fc: Case, floor: Case) -> str:
-    headers = ["case", "runs", "min", "median", "vs pg_dump -Fc", "vs floor", "stored", "peak RSS"]
+    headers = ["case", "runs", "min", "median", "vs pg_dump -Fc", "vs floor", "CPU", "stored",
+               "peak RSS"]
     rows = []
     for case in cases:
         over = (case.median / floor.median - 1) * 100
@@ -131,11 +137,12 @@ def render_table(cases: list[Case], fc: Case, floor: Case) -> str:
                 f"{case.median:.1f} s",
                 "baseline" if case is fc else versus(fc.median, case.median) + mark,
                 "floor" if case is floor else f"{over:+.0f}%" + mark,
+                f"{statistics.median(case.cpu_seconds):.1f} s" if case.cpu_seconds else "-",
                 mb(max(case.stored_bytes)) if case.stored_bytes else "- (/dev/null)",
                 f"{mb(rss)} ({case.rss_of})" if rss else "-",
             ]
         )
-    return format_table(headers, rows, {1, 2, 3})
+    return format_table(headers, rows, {1, 2, 3, 6})
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -330,13 +337,17 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
             tag = f"round {round_no}/{opts['runs']}"
             last = round_no == opts["runs"]
             log(f"{tag}: pg_dump -Fc > file")
+            cpu = cpu_busy_seconds()
             seconds, rss, size = pg_dump_fc(cluster, dump, keep=last)
+            fc.cpu_seconds.append(cpu_busy_seconds() - cpu)
             fc.seconds.append(seconds)
             fc.peak_rss_bytes.append(rss)
             fc.stored_bytes.append(size)
             log(f"{tag}:   {seconds:.1f} s, {mb(size)}")
             log(f"{tag}: pg_dump -Fc -Z0 > /dev/null")
+            cpu = cpu_busy_seconds()
             seconds, rss = pg_dump_floor(cluster)
+            floor.cpu_seconds.append(cpu_busy_seconds() - cpu)
             floor.seconds.append(seconds)
             floor.peak_rss_bytes.append(rss)
             log(f"{tag}:   {seconds:.1f} s")
@@ -445,6 +456,8 @@ def report(result: dict[str, Any]) -> str:
         + (": negative, so within this run's noise" if enc["overhead_s"] < 0 else ""),
         "vs pg_dump -Fc = median(pg_dump -Fc) / median(case) (below 1: shown as x slower);"
         " vs floor = time over pg_dump -Fc -Z0 > /dev/null",
+        "CPU = median CPU-seconds the whole machine was busy during the case (all processes,"
+        " PostgreSQL's backend included): steadier than wall time on a shared machine",
         "peak RSS: kbackupd = VmHWM of the daemon process (a fresh daemon per run; its pg_dump"
         f" and gpg children not included; {mb(idle_rss)} before the run); pg_dump = its VmHWM,"
         " sampled",
