@@ -31,26 +31,26 @@ def _cpu_ticks() -> dict[int, tuple[str, int]]:
     return ticks
 
 
+def _cpu_totals() -> tuple[int, int]:
+    """Machine-wide ticks since boot: (all, idle + iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[3] + fields[4]
+
+
 def cpu_busy_seconds() -> float:
     """CPU-seconds the whole machine has been busy since boot (all cores; not idle, not
     iowait). The difference over a case is what it cost the server, PostgreSQL's backend
     included: steadier than wall time on a noisy shared machine."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    busy = sum(fields) - fields[3] - fields[4]
-    return busy / os.sysconf("SC_CLK_TCK")
+    total, idle = _cpu_totals()
+    return (total - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def other_cpu_busy(seconds: float = 2.0) -> dict[str, Any]:
     """Machine-wide CPU use over a moment when the benchmark runs nothing, and who used it:
     other people's work on the machine would otherwise silently inflate the wall times."""
-
-    def totals() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields[:8]), fields[3] + fields[4]  # all, idle + iowait
-
-    (total0, idle0), procs0 = totals(), _cpu_ticks()
+    (total0, idle0), procs0 = _cpu_totals(), _cpu_ticks()
     time.sleep(seconds)
-    (total1, idle1), procs1 = totals(), _cpu_ticks()
+    (total1, idle1), procs1 = _cpu_totals(), _cpu_ticks()
     total = max(total1 - total0, 1)
     hz = os.sysconf("SC_CLK_TCK")
     users = []

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from kbackup.handoff import ChunkQueue, pipe_for_child, read_pipe
-from kbackup.process import last_error_line, read_stderr_tail, spawn
+from kbackup.process import kill_tree, last_error_line, read_stderr_tail, spawn
 
 
 class SourceError(Exception):
@@ -49,6 +49,12 @@ async def spawn_source(argv: Sequence[str], env: Mapping[str, str]
     finally:
         os.close(write_fd)
     return proc, ChunkQueue(read_pipe(read_fd), name=f"read-{os.path.basename(argv[0])}")
+
+
+async def stop_source(proc: asyncio.subprocess.Process, reader: ChunkQueue) -> None:
+    """Kill the child's tree; its pipe then reaches EOF and the reader thread ends."""
+    await kill_tree(proc)
+    await asyncio.to_thread(reader.stop)
 
 
 class ProcessStream(SourceStream):

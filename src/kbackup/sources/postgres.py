@@ -19,13 +19,13 @@ from psycopg import sql
 from kbackup.config import PostgresSource as PostgresConfig
 from kbackup.config import read_secret_file
 from kbackup.handoff import ChunkQueue
-from kbackup.process import kill_tree
 from kbackup.sources.base import (
     ProcessStream,
     Source,
     SourceError,
     SourceStream,
     spawn_source,
+    stop_source,
 )
 
 TABLES_QUERY = """
@@ -177,10 +177,8 @@ class PostgresDatabase(Source):
         except psycopg.Error as exc:
             raise SourceError(f"database {self.name}: {one_line(exc)}") from None
         finally:
-            if proc is not None:
-                await kill_tree(proc)
-            if reader is not None:
-                await asyncio.to_thread(reader.stop)
+            if proc is not None and reader is not None:
+                await stop_source(proc, reader)
             if stream is not None:
                 for task in (stream.count_task, stream.stderr_task):
                     if task is not None and not task.done():
@@ -239,5 +237,4 @@ class PostgresGlobals(Source):
         try:
             yield GlobalsStream(self, proc, reader)
         finally:
-            await kill_tree(proc)
-            await asyncio.to_thread(reader.stop)
+            await stop_source(proc, reader)
