@@ -313,3 +313,8 @@ def kb(tmp_path: Path) -> Iterator[KbEnv]:
     finally:
         env.stop()
         shutil.rmtree(sockdir, ignore_errors=True)
+        # The daemon's gpg (encrypted jobs) started an agent in its keyring: stop it with the
+        # test, as systemd would with the service.
+        if (env.state / "gnupg").is_dir():
+            subprocess.run(["gpgconf", "--homedir", str(env.state / "gnupg"), "--kill", "all"],
+                           capture_output=True)

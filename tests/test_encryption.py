@@ -9,6 +9,7 @@ import re
 import sqlite3
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def new_key(home: Path, uid: str, passphrase: str = "", extra: tuple[str, ...] =
 
 
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("keys")
     owner = base / "owner"
     fingerprint = new_key(owner, "kbackup test <backup@example.com>", KEY_PASSPHRASE)
@@ -61,8 +62,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     certificate = (revoked_home / "openpgp-revocs.d" / f"{revoked}.rev").read_text()
     gpg(revoked_home, "--import", input=certificate.replace(":-----BEGIN", "-----BEGIN").encode())
     (base / "revoked-pub.asc").write_bytes(gpg(revoked_home, "--armor", "--export", revoked))
-    return {"base": base, "owner": owner, "fingerprint": fingerprint, "other": other,
-            "expired": expired, "revoked": revoked}
+    yield {"base": base, "owner": owner, "fingerprint": fingerprint, "other": other,
+           "expired": expired, "revoked": revoked}
+    # gpg started an agent per keyring: stop them, or they outlive the test run.
+    for home in (owner, stranger, expired_home, revoked_home):
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
 
 
 @pytest.fixture
