@@ -489,7 +489,7 @@ exit 1
 
 
 @pytest.mark.parametrize("case", ["missing-database", "missing-files-path", "missing-pg_dump",
-                                  "pg_dump-exits-1"])
+                                  "pg_dump-not-executable", "pg_dump-exits-1"])
 def test_failing_job_does_not_crash_the_daemon(
     kb: KbEnv, pg: PgServer, shop_db: str, pdf_tree: Path, tmp_path: Path, case: str
 ) -> None:
@@ -505,6 +505,12 @@ def test_failing_job_does_not_crash_the_daemon(
     elif case == "missing-pg_dump":
         source += 'pg_dump = "/nonexistent/pg_dump"\n'
         reason = "database shop: /nonexistent/pg_dump not found"
+    elif case == "pg_dump-not-executable":
+        script = tmp_path / "pg_dump-no-x"
+        script.write_text(FAILING_PG_DUMP)
+        script.chmod(0o644)
+        source += f'pg_dump = "{script}"\n'
+        reason = f"database shop: {script} not found or not executable"
     else:
         script = tmp_path / "pg_dump-fails.sh"
         script.write_text(FAILING_PG_DUMP)

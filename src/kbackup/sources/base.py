@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -35,14 +36,31 @@ class SourceStream(ABC):
         return None
 
 
+STDOUT_BUFFER = "1M"
+
+
+def with_large_stdout_buffer(argv: Sequence[str]) -> list[str]:
+    """pg_dump writes its archive through stdio, which buffers a pipe one 4 KiB page at a time:
+    a write() and a reader wake-up per page, 300 000 of them for a 1.2 GB dump. coreutils'
+    stdbuf gives its stdout a 1 MiB buffer instead (bench/: pg_dump's system time drops by a
+    third). The program is resolved first so that a missing one is still FileNotFoundError."""
+    program = shutil.which(argv[0])
+    if program is None:
+        raise FileNotFoundError(argv[0])
+    stdbuf = shutil.which("stdbuf")
+    prefix = [stdbuf, f"-o{STDOUT_BUFFER}"] if stdbuf else []
+    return [*prefix, program, *argv[1:]]
+
+
 async def spawn_source(argv: Sequence[str], env: Mapping[str, str]
                        ) -> tuple[asyncio.subprocess.Process, ChunkQueue]:
     """Start a child whose stdout is read by a thread (see kbackup.handoff for why).
 
-    Raises FileNotFoundError when the program is missing, like spawn()."""
+    Raises FileNotFoundError when the program is missing or not executable."""
+    command = with_large_stdout_buffer(argv)
     read_fd, write_fd = pipe_for_child()
     try:
-        proc = await spawn(argv, env=env, stdout=write_fd)
+        proc = await spawn(command, env=env, stdout=write_fd)
     except BaseException:
         os.close(read_fd)
         raise

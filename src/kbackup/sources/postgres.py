@@ -163,7 +163,7 @@ class PostgresDatabase(Source):
                 proc, reader = await spawn_source(argv, env)
             except FileNotFoundError:
                 raise SourceError(
-                    f"database {self.name}: {self.config.pg_dump} not found"
+                    f"database {self.name}: {self.config.pg_dump} not found or not executable"
                     ' (install postgresql-client or set pg_dump = "/path/to/pg_dump")'
                 ) from None
             info = {
@@ -232,8 +232,8 @@ class PostgresGlobals(Source):
         try:
             proc, reader = await spawn_source(argv, env)
         except FileNotFoundError:
-            raise SourceError(f"database {self.name}: {self.config.pg_dumpall} not found"
-                              " (install postgresql-client)") from None
+            raise SourceError(f"database {self.name}: {self.config.pg_dumpall} not found or not"
+                              " executable (install postgresql-client)") from None
         try:
             yield GlobalsStream(self, proc, reader)
         finally:
