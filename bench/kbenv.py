@@ -38,6 +38,8 @@ class KbRun:
     backup_id: str
     backup: dict[str, Any]
     cpu_seconds: float = 0.0
+    daemon_cpu_seconds: float = 0.0  # kbackupd's own threads (zstd included)
+    children_cpu_seconds: float = 0.0  # its children that ended in the run (pg_dump, gpg)
 
     @property
     def stored_bytes(self) -> int:
@@ -55,6 +57,14 @@ class KbRun:
             return None
         begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
         return (datetime.fromisoformat(end.replace("Z", "+00:00")) - begin).total_seconds()
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(own, waited-for children's) CPU-seconds of a process: utime+stime, cutime+cstime."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = [int(v) for v in text[text.rindex(")") + 2 :].split()[11:15]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (fields[0] + fields[1]) / hz, (fields[2] + fields[3]) / hz
 
 
 def vm_hwm(pid: int) -> int | None:
@@ -201,9 +211,12 @@ path = "{self.store}"
         self.start()
         try:
             idle = self.peak_rss()  # started and answering, nothing run yet
-            cpu_before = cpu_busy_seconds()
+            assert self.proc is not None
+            cpu_before, own_before = cpu_busy_seconds(), process_cpu(self.proc.pid)
             seconds, stdout = self.timed_ctl("run", job, "--wait")
             cpu = cpu_busy_seconds() - cpu_before
+            own_after = process_cpu(self.proc.pid)
+            own = [after - before for before, after in zip(own_before, own_after, strict=True)]
             peak = self.peak_rss()
             backup_id = stdout.strip().splitlines()[-1]
             shown = self.ctl("--json", "show", backup_id)
@@ -214,7 +227,7 @@ path = "{self.store}"
             self.stop()
         if not keep:  # keep the disk use flat over many runs: the size is in the manifest
             shutil.rmtree(self.store / job, ignore_errors=True)
-        return KbRun(job, seconds, peak, idle, backup_id, backup, cpu)
+        return KbRun(job, seconds, peak, idle, backup_id, backup, cpu, own[0], own[1])
 
     def cleanup(self) -> None:
         self.stop()

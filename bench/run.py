@@ -73,6 +73,8 @@ class Case:
     label: str
     seconds: list[float] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)  # machine-wide, see cpu_busy_seconds
+    daemon_cpu_seconds: list[float] = field(default_factory=list)  # kbackupd's own threads
+    children_cpu_seconds: list[float] = field(default_factory=list)  # pg_dump, gpg
     stored_bytes: list[int] = field(default_factory=list)
     peak_rss_bytes: list[int] = field(default_factory=list)
     rss_of: str = ""
@@ -92,6 +94,8 @@ class Case:
     def add_kb(self, run: KbRun) -> None:
         self.seconds.append(run.seconds)
         self.cpu_seconds.append(run.cpu_seconds)
+        self.daemon_cpu_seconds.append(run.daemon_cpu_seconds)
+        self.children_cpu_seconds.append(run.children_cpu_seconds)
         self.stored_bytes.append(run.stored_bytes)
         self.peak_rss_bytes.append(run.peak_rss_bytes)
         self.raw_bytes = run.raw_bytes
@@ -109,6 +113,8 @@ class Case:
             "machine_cpu_seconds": [round(s, 2) for s in self.cpu_seconds],
             "median_machine_cpu_s": round(statistics.median(self.cpu_seconds), 2)
             if self.cpu_seconds else None,
+            "median_kbackupd_cpu_s": _median(self.daemon_cpu_seconds),
+            "median_children_cpu_s": _median(self.children_cpu_seconds),
             "speedup_vs_pg_dump_fc": round(fc.median / self.median, 3),
             "over_floor_pct": round((self.median / floor.median - 1) * 100, 1),
             "stored_bytes": max(self.stored_bytes) if self.stored_bytes else None,
@@ -121,9 +127,28 @@ class Case:
         }
 
 
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 2) if values else None
+
+
+def paired_ratios(cases: list[Case], floor: Case) -> list[str]:
+    """Each round's time over that same round's floor: the host's slow and fast spells then
+    hit both sides of a ratio, where medians taken apart can pair a slow case with a fast
+    floor."""
+    lines = []
+    for case in cases[2:]:
+        if len(case.seconds) != len(floor.seconds) or len(case.seconds) < 2:
+            continue
+        over = sorted((c / f - 1) * 100 for c, f in zip(case.seconds, floor.seconds, strict=True))
+        lines.append(f"{case.label}: per-round time over that round's floor: median"
+                     f" {statistics.median(over):+.0f}% (rounds {over[0]:+.0f}%"
+                     f" to {over[-1]:+.0f}%)")
+    return lines
+
+
 def render_table(cases: list[Case], fc: Case, floor: Case) -> str:
-    headers = ["case", "runs", "min", "median", "vs pg_dump -Fc", "vs floor", "CPU", "stored",
-               "peak RSS"]
+    headers = ["case", "runs", "min", "median", "vs pg_dump -Fc", "vs floor", "CPU",
+               "kbackupd + children", "stored", "peak RSS"]
     rows = []
     for case in cases:
         over = (case.median / floor.median - 1) * 100
@@ -138,11 +163,13 @@ def render_table(cases: list[Case], fc: Case, floor: Case) -> str:
                 "baseline" if case is fc else versus(fc.median, case.median) + mark,
                 "floor" if case is floor else f"{over:+.0f}%" + mark,
                 f"{statistics.median(case.cpu_seconds):.1f} s" if case.cpu_seconds else "-",
+                f"{_median(case.daemon_cpu_seconds):.1f} + "
+                f"{_median(case.children_cpu_seconds):.1f} s" if case.daemon_cpu_seconds else "-",
                 mb(max(case.stored_bytes)) if case.stored_bytes else "- (/dev/null)",
                 f"{mb(rss)} ({case.rss_of})" if rss else "-",
             ]
         )
-    return format_table(headers, rows, {1, 2, 3, 6})
+    return format_table(headers, rows, {1, 2, 3, 6, 7})
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -456,8 +483,11 @@ def report(result: dict[str, Any]) -> str:
         + (": negative, so within this run's noise" if enc["overhead_s"] < 0 else ""),
         "vs pg_dump -Fc = median(pg_dump -Fc) / median(case) (below 1: shown as x slower);"
         " vs floor = time over pg_dump -Fc -Z0 > /dev/null",
+        *paired_ratios(cases, floor),
         "CPU = median CPU-seconds the whole machine was busy during the case (all processes,"
-        " PostgreSQL's backend included): steadier than wall time on a shared machine",
+        " PostgreSQL's backend included): steadier than wall time on a shared machine;"
+        " kbackupd + children = the daemon's own CPU-seconds (its threads, zstd's included)"
+        " + those of its children (pg_dump, gpg)",
         "peak RSS: kbackupd = VmHWM of the daemon process (a fresh daemon per run; its pg_dump"
         f" and gpg children not included; {mb(idle_rss)} before the run); pg_dump = its VmHWM,"
         " sampled",
