@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -21,6 +22,11 @@ def sha256(path: Path) -> str:
 def test_backup_restores_by_hand_with_stock_tools(
     kb: KbEnv, pg: PgServer, shop_db: str, pdf_tree: Path, tmp_path: Path
 ) -> None:
+    # Files larger than the pipeline's 1 MiB chunks, one of exactly a chunk, and an empty one.
+    scans = pdf_tree / "scans"
+    scans.mkdir()
+    for name, size in (("big.pdf", (3 << 20) + 123), ("chunk.pdf", 1 << 20), ("empty.pdf", 0)):
+        (scans / name).write_bytes(os.urandom(size))
     kb.shop_job(pg, shop_db, pdf_tree)
     kb.start()
     backup = kb.run_backup()
@@ -64,7 +70,7 @@ def test_backup_restores_by_hand_with_stock_tools(
                  and not p.name.endswith(".tmp")}
     extracted = {p.relative_to(out): sha256(p) for p in out.rglob("*") if p.is_file()}
     assert extracted == originals
-    assert len(extracted) == 8
+    assert len(extracted) == 11
 
     index = json.loads(zstandard.ZstdDecompressor().decompressobj().decompress(
         (folder / "files-pdfs.index.json.zst").read_bytes()))

@@ -44,6 +44,9 @@ class _QueueWriter:
         self.buffer = bytearray()
 
     def write(self, data: bytes) -> int:
+        if not self.buffer and len(data) >= CHUNK:
+            self.out.put(data)  # a whole chunk already: hand it over, no copy
+            return len(data)
         self.buffer += data
         if len(self.buffer) >= CHUNK:
             self.flush()
@@ -113,11 +116,15 @@ class FilesStream(SourceStream):
         writer = _QueueWriter(out)
         root = self.source.config.path
         try:
+            # tarfile's stream buffer is bytes, grown with += and cut with slices: fed its
+            # default 16 KiB reads into a 1 MiB buffer it copied each byte ~30 times (2 s of
+            # CPU for 200 MB of PDFs). Reads as large as the buffer cost two copies a byte.
             with tarfile.open(
                 fileobj=writer,
                 mode="w|",
                 format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                bufsize=1 << 20,
+                bufsize=CHUNK,
+                copybufsize=CHUNK,
             ) as tar:
                 for path in iter_tree(
                     root, self.source.config.exclude, self.source.config.one_file_system
