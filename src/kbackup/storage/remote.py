@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -100,6 +100,37 @@ class Backoff:
             "event=storage.retry attempt=%d delay=%.2f error=%r", self.attempt, delay, str(error)
         )
         await asyncio.sleep(delay)
+
+
+class ResumableRead:
+    """Where a ranged GET of one object stands: bytes received so far, and whether the last
+    body reached its end. A transient failure mid-body waits out the backoff and ends that
+    body early, so the backend asks again from `offset` (with Range and If-Match)."""
+
+    def __init__(self, backoff: Backoff, transient: tuple[type[BaseException], ...]):
+        self.backoff = backoff
+        self.transient = transient
+        self.offset = 0
+        self.finished = False
+
+    async def body(self, read: Callable[[], Awaitable[bytes]],
+                   classify: Callable[[BaseException], StorageError]) -> AsyncIterator[bytes]:
+        """One response body's chunks; classify turns a read failure into the backend's error
+        (a permanent one is raised, a transient one ends the body for a resume)."""
+        while True:
+            try:
+                chunk = await read()
+            except self.transient as exc:
+                error = classify(exc)
+                if not isinstance(error, TransientError):
+                    raise error from exc
+                await self.backoff.wait(error)
+                return
+            if not chunk:
+                self.finished = True
+                return
+            self.offset += len(chunk)
+            yield chunk
 
 
 class RetryPolicy:

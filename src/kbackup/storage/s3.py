@@ -34,6 +34,7 @@ from aiobotocore.session import get_session
 from kbackup.config import S3StorageConfig
 from kbackup.storage.base import ObjectInfo, ObjectWriter, Storage, StorageError
 from kbackup.storage.remote import (
+    ResumableRead,
     RetryPolicy,
     TransientError,
     clean_key,
@@ -172,12 +173,11 @@ class S3Storage(Storage):
     async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         """Stream an object; a connection lost mid-way resumes with a Range request."""
         full = self._full(key)
-        offset = 0
         etag: str | None = None
-        backoff = self.retry.backoff()
+        state = ResumableRead(self.retry.backoff(), TRANSIENT_EXCEPTIONS)
         async with self.client() as client:
-            while True:
-                extra = {"Range": f"bytes={offset}-", "IfMatch": etag} if etag else {}
+            while not state.finished:
+                extra = ({"Range": f"bytes={state.offset}-", "IfMatch": etag} if etag else {})
                 response = await self.call(
                     "GetObject",
                     key,
@@ -186,18 +186,10 @@ class S3Storage(Storage):
                 etag = response["ETag"]
                 body = response["Body"]
                 try:
-                    while True:
-                        try:
-                            chunk = await body.read(chunk_size)
-                        except TRANSIENT_EXCEPTIONS as exc:
-                            error = self._error(exc, "GetObject", key)
-                            if not isinstance(error, TransientError):
-                                raise error from exc
-                            await backoff.wait(error)
-                            break
-                        if not chunk:
-                            return
-                        offset += len(chunk)
+                    async for chunk in state.body(
+                        lambda: body.read(chunk_size),  # noqa: B023
+                        lambda exc: self._error(exc, "GetObject", key),
+                    ):
                         yield chunk
                 finally:
                     body.close()

@@ -33,6 +33,7 @@ from kbackup.config import WebDAVStorageConfig
 from kbackup.storage.base import PARTIAL_SUFFIX, ObjectInfo, ObjectWriter, Storage, StorageError
 from kbackup.storage.davxml import PROPFIND_BODY, Entry, parse_multistatus, server_message
 from kbackup.storage.remote import (
+    ResumableRead,
     RetryPolicy,
     TransientError,
     clean_key,
@@ -243,37 +244,28 @@ class WebDAVStorage(Storage):
     async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         """Stream an object; a connection lost mid-way resumes with a Range request."""
         key = clean_key(self.name, key)
-        offset = 0
         etag: str | None = None
-        backoff = self.retry.backoff()
+        state = ResumableRead(self.retry.backoff(), TRANSIENT_EXCEPTIONS)
         async with self.session() as session:
-            while True:
+            while not state.finished:
                 headers = {}
-                if offset:
-                    headers["Range"] = f"bytes={offset}-"
+                if state.offset:
+                    headers["Range"] = f"bytes={state.offset}-"
                     if etag:
                         headers["If-Match"] = etag
                 resp = await self._open_get(session, key, headers)
                 try:
-                    if offset and resp.status != 206:
+                    if state.offset and resp.status != 206:
                         raise StorageError(
                             f"storage {self.name}: connection lost reading {key} and the server"
                             " cannot resume (no Range support)"
                         )
                     tag = resp.headers.get("ETag")
                     etag = etag or (tag if tag and not tag.startswith("W/") else None)
-                    while True:
-                        try:
-                            chunk = await resp.content.read(chunk_size)
-                        except TRANSIENT_EXCEPTIONS as exc:
-                            error = self.connection_error(exc, "GET", key)
-                            if not isinstance(error, TransientError):
-                                raise error from exc
-                            await backoff.wait(error)
-                            break
-                        if not chunk:
-                            return
-                        offset += len(chunk)
+                    async for chunk in state.body(
+                        lambda: resp.content.read(chunk_size),  # noqa: B023
+                        lambda exc: self.connection_error(exc, "GET", key),
+                    ):
                         yield chunk
                 finally:
                     resp.release()
