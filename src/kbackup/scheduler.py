@@ -34,6 +34,16 @@ class Clock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    async def sleep_or_wake(self, seconds: float, wake: asyncio.Event) -> None:
+        """Sleep (in this clock's time) until `seconds` pass or `wake` is set."""
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        waker = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+
 
 def next_fire(cron: str, tz: ZoneInfo, after: datetime) -> datetime:
     """The first time strictly after `after` (aware) at which `cron` fires in `tz`, in UTC."""
@@ -126,13 +136,7 @@ class Scheduler:
             if upcoming:
                 delay = max(0.05, min(MAX_SLEEP, (min(upcoming) - now).total_seconds()))
             self._wake.clear()
-            sleeper = asyncio.ensure_future(self.clock.sleep(delay))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+            await self.clock.sleep_or_wake(delay, self._wake)
 
 
 class FileClock(Clock):

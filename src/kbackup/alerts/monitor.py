@@ -154,13 +154,7 @@ class Monitor:
                 await self.evaluate()
             except Exception:  # a bug in a check must not stop the loop (nor the daemon)
                 log.exception("event=health.failed")
-            sleeper = asyncio.ensure_future(self.clock.sleep(EVALUATE_EVERY))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+            await self.clock.sleep_or_wake(EVALUATE_EVERY, self._wake)
 
     async def _probe_loop(self) -> None:
         while not self._stopped:
