@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from alert_servers import FakeClock
 from kbackup.catalog import Catalog
 from kbackup.config import load_config
-from kbackup.scheduler import Clock, Scheduler, next_fire
+from kbackup.scheduler import Scheduler, next_fire
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -74,17 +75,6 @@ def test_utc_default_and_weekday_fields() -> None:
     after = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # a Monday
     assert next_fire("30 3 * * 0", ZoneInfo("UTC"), after) == datetime(2026, 11, 29, 3, 30,
                                                                         tzinfo=UTC)
-
-
-class FakeClock(Clock):
-    def __init__(self, now: datetime):
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
 
 
 def write_config(base: Path, cron: str, timezone: str = "UTC") -> Path:
