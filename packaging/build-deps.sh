@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages that `make deb` (and, with --test, `make deb-test`) need.
-# Quiet when everything is there; like scripts/sysdeps.sh, root installs, others are told.
+# Quiet when everything is there; root installs, others are told (scripts/apt-install-missing.sh).
 set -euo pipefail
 
 need=()
@@ -15,12 +15,4 @@ if [ "${1:-}" = --test ]; then
         have "$pkg" || need+=("$pkg")
     done
 fi
-[ ${#need[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" != 0 ]; then
-    echo "missing packages: ${need[*]}; install them with: sudo apt-get install ${need[*]}" >&2
-    exit 1
-fi
-echo "installing packages: ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+exec "$(dirname "$0")/../scripts/apt-install-missing.sh" ${need[@]+"${need[@]}"}
