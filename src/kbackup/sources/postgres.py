@@ -78,8 +78,10 @@ class PostgresStream(ProcessStream):
 
     async def _count_rows(self) -> dict[str, int]:
         # Counting runs beside the dump on the same server: parallel workers would only take
-        # cores from pg_dump's own backend (measured: 35% more CPU for the same counts).
+        # cores from pg_dump's own backend (measured: 35% more CPU for the same counts), and
+        # JIT compiles every big table's count(*) afresh for nothing (~0.1 s of CPU each).
         await self.conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        await self.conn.execute("SET LOCAL jit = off")
         return await count_rows(self.conn)
 
     async def finish(self) -> dict[str, Any]:
