@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_busy_seconds
+from machine import cpu_busy_seconds, process_cpu
 
 BIN = Path(sys.executable).parent
 KBACKUPD = str(BIN / "kbackupd")
@@ -57,14 +57,6 @@ class KbRun:
             return None
         begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
         return (datetime.fromisoformat(end.replace("Z", "+00:00")) - begin).total_seconds()
-
-
-def process_cpu(pid: int) -> tuple[float, float]:
-    """(own, waited-for children's) CPU-seconds of a process: utime+stime, cutime+cstime."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = [int(v) for v in text[text.rindex(")") + 2 :].split()[11:15]]
-    hz = os.sysconf("SC_CLK_TCK")
-    return (fields[0] + fields[1]) / hz, (fields[2] + fields[3]) / hz
 
 
 def vm_hwm(pid: int) -> int | None:

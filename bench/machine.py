@@ -17,18 +17,29 @@ from typing import Any
 from pgcluster import Cluster
 
 
+def _stat_ticks(text: str) -> tuple[str, list[int]]:
+    """A /proc/PID/stat line: (comm, [utime, stime, cutime, cstime]) in clock ticks."""
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    return comm, [int(v) for v in text[text.rindex(")") + 2 :].split()[11:15]]
+
+
 def _cpu_ticks() -> dict[int, tuple[str, int]]:
     """utime + stime of every process (all its threads), by pid."""
     ticks = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            text = stat.read_text()
+            comm, fields = _stat_ticks(stat.read_text())
         except OSError:
             continue
-        comm = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        ticks[int(stat.parent.name)] = (comm, int(fields[11]) + int(fields[12]))
+        ticks[int(stat.parent.name)] = (comm, fields[0] + fields[1])
     return ticks
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(own, waited-for children's) CPU-seconds of one process."""
+    _comm, fields = _stat_ticks(Path(f"/proc/{pid}/stat").read_text())
+    hz = os.sysconf("SC_CLK_TCK")
+    return (fields[0] + fields[1]) / hz, (fields[2] + fields[3]) / hz
 
 
 def _cpu_totals() -> tuple[int, int]:

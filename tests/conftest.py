@@ -315,6 +315,11 @@ def kb(tmp_path: Path) -> Iterator[KbEnv]:
         shutil.rmtree(sockdir, ignore_errors=True)
         # The daemon's gpg (encrypted jobs) started an agent in its keyring: stop it with the
         # test, as systemd would with the service.
-        if (env.state / "gnupg").is_dir():
-            subprocess.run(["gpgconf", "--homedir", str(env.state / "gnupg"), "--kill", "all"],
-                           capture_output=True)
+        stop_gpg_agent(env.state / "gnupg")
+
+
+def stop_gpg_agent(homedir: Path) -> None:
+    """gpg leaves an agent running per keyring it used; it would outlive the test run."""
+    if homedir.is_dir():
+        subprocess.run(["gpgconf", "--homedir", str(homedir), "--kill", "all"],
+                       capture_output=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SHOP_COUNTS, KbEnv, PgServer, table_counts
+from conftest import SHOP_COUNTS, KbEnv, PgServer, stop_gpg_agent, table_counts
 
 PASSPHRASE = "correct horse battery staple 4711"
 KEY_PASSPHRASE = "key-pass-8812"
@@ -64,9 +64,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     (base / "revoked-pub.asc").write_bytes(gpg(revoked_home, "--armor", "--export", revoked))
     yield {"base": base, "owner": owner, "fingerprint": fingerprint, "other": other,
            "expired": expired, "revoked": revoked}
-    # gpg started an agent per keyring: stop them, or they outlive the test run.
     for home in (owner, stranger, expired_home, revoked_home):
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
+        stop_gpg_agent(home)
 
 
 @pytest.fixture

@@ -117,8 +117,9 @@ class FilesStream(SourceStream):
         root = self.source.config.path
         try:
             # tarfile's stream buffer is bytes, grown with += and cut with slices: fed its
-            # default 16 KiB reads into a 1 MiB buffer it copied each byte ~30 times (2 s of
-            # CPU for 200 MB of PDFs). Reads as large as the buffer cost two copies a byte.
+            # default 16 KiB reads, a 1 MiB buffer copied each byte many times over. Reads as
+            # large as the buffer cost about two copies a byte (190 MB of PDFs: 1.7 -> 1.3
+            # CPU-seconds for the whole component).
             with tarfile.open(
                 fileobj=writer,
                 mode="w|",

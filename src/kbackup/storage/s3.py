@@ -177,7 +177,7 @@ class S3Storage(Storage):
         state = ResumableRead(self.retry.backoff(), TRANSIENT_EXCEPTIONS)
         async with self.client() as client:
             while not state.finished:
-                extra = ({"Range": f"bytes={state.offset}-", "IfMatch": etag} if etag else {})
+                extra = {"Range": f"bytes={state.offset}-", "IfMatch": etag} if etag else {}
                 response = await self.call(
                     "GetObject",
                     key,
