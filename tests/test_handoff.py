@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import time
 
 import pytest
@@ -75,6 +76,7 @@ def test_stop_releases_a_producer_blocked_on_a_full_queue():
             out.put(b"x" * 1024)  # nobody consumes: blocks once the queue is full
 
     queue = ChunkQueue(produce, name="blocked", depth=2)
+    queue.start()
     time.sleep(0.3)
     assert queue.thread.is_alive()
     queue.stop(wait=2.0)
@@ -98,6 +100,7 @@ async def test_read_pipe_stops_with_the_consumer_while_the_writer_is_still_open(
     try:
         os.write(write_fd, b"a" * 1000)
         queue = ChunkQueue(read_pipe(read_fd), name="pipe")
+        queue.start()
         await asyncio.sleep(0.1)
         queue.stop(wait=0.5)  # the writer stays open: the thread is parked in read()
     finally:
@@ -109,7 +112,54 @@ async def test_read_pipe_stops_with_the_consumer_while_the_writer_is_still_open(
 
 def test_stopped_is_raised_to_a_producer_once_stopped():
     queue = ChunkQueue(lambda out: None, name="idle")
+    queue.start()
     queue.thread.join(5)
     queue.stop()
     with pytest.raises(Stopped):
         queue.put(b"late")
+
+
+async def test_the_transform_runs_in_the_producer_thread_and_empty_results_are_skipped():
+    producer_thread: list[int] = []
+    seen: list[int] = []
+
+    def produce(out: ChunkQueue) -> None:
+        producer_thread.append(threading.get_ident())
+        for piece in (b"abc", b"", b"keep", b"drop", b"xyz"):
+            out.put(piece)
+
+    def transform(data: bytes) -> bytes:
+        seen.append(threading.get_ident())
+        return b"" if data in (b"", b"drop") else data.upper()
+
+    queue = ChunkQueue(produce, name="transforming")
+    got = [chunk async for chunk in queue.chunks(transform)]
+    assert got == [b"ABC", b"KEEP", b"XYZ"]
+    assert seen == producer_thread * 5
+
+
+async def test_a_transform_error_is_raised_by_chunks_not_blamed_on_the_source():
+    def produce(out: ChunkQueue) -> None:
+        out.put(b"fine")
+        out.put(b"poison")
+        out.put(b"never reached")
+
+    def transform(data: bytes) -> bytes:
+        if data == b"poison":
+            raise OSError("gpg: broken pipe")
+        return data
+
+    queue = ChunkQueue(produce, name="transform-fails")
+    got: list[bytes] = []
+    with pytest.raises(OSError, match="gpg: broken pipe"):
+        async for chunk in queue.chunks(transform):
+            got.append(chunk)
+    assert got == [b"fine"]
+    assert queue.error is None  # the source itself did nothing wrong
+
+
+async def test_chunks_may_be_asked_for_once():
+    queue = ChunkQueue(lambda out: None, name="once")
+    assert [chunk async for chunk in queue.chunks()] == []
+    with pytest.raises(RuntimeError, match="already started"):
+        await anext(queue.chunks())

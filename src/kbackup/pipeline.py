@@ -1,8 +1,8 @@
 """Byte-stream stages between a source and the storage writers.
 
-A source yields ~1 MiB chunks; each chunk goes through the stages (compression now,
-encryption later) and SHA-256 in a worker thread, because zstd and hashlib release the GIL on
-large buffers: the event loop keeps reading the source's pipe meanwhile, so dumping,
+A source yields ~1 MiB chunks. The stages (compression, encryption) and SHA-256 run on each
+chunk in the source's own reader thread (zstd, hashlib and gpg's pipes release the GIL), so
+the event loop only hands the much smaller compressed output to the writers: dumping,
 compressing and writing overlap. Memory stays at a few chunks whatever the backup's size.
 """
 
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import zstandard
 
+from kbackup.handoff import Transform
 from kbackup.storage.base import ObjectWriter
 
 CHUNK = 1 << 20
@@ -72,8 +73,21 @@ class StreamResult:
     sha256: str
 
 
+ChunkSource = Callable[[Transform], AsyncIterator[bytes]]
+"""Given a transform, yields the transformed chunks of a source (SourceStream.chunks)."""
+
+
+def bytes_source(data: bytes) -> ChunkSource:
+    """A small in-memory object (config snapshot, file index) as a ChunkSource."""
+
+    async def chunks(transform: Transform) -> AsyncIterator[bytes]:
+        yield await asyncio.to_thread(transform, data)
+
+    return chunks
+
+
 class _Transform:
-    """Stages plus the digest of what comes out of the last one; runs in a worker thread."""
+    """Stages plus the digest of what comes out of the last one; runs in the source's thread."""
 
     def __init__(self, stages: Sequence[Stage]):
         self.stages = stages
@@ -116,12 +130,15 @@ async def rechunk(source: AsyncIterator[bytes], size: int = CHUNK) -> AsyncItera
 
 
 async def run_stream(
-    source: AsyncIterator[bytes],
+    source: ChunkSource,
     stages: Sequence[Stage],
     writers: Sequence[ObjectWriter],
     on_progress: Callable[[int], None] | None = None,
 ) -> StreamResult:
-    """Pump source through stages into every writer; the caller commits or aborts them."""
+    """Pump source through stages into every writer; the caller commits or aborts them.
+
+    The source applies the stages where it reads (one thread, no hop per raw chunk); the last
+    stage's final bytes are added here once the source has ended."""
     transform = _Transform(stages)
     pending: asyncio.Future[None] | None = None
 
@@ -130,11 +147,10 @@ async def run_stream(
             await asyncio.gather(*(w.write(data) for w in writers))
 
     try:
-        async for chunk in rechunk(source):
-            out = await asyncio.to_thread(transform.feed, chunk)
+        async for out in source(transform.feed):
             if pending is not None:
                 await pending
-            # Writing this chunk overlaps with transforming the next one.
+            # Writing this chunk overlaps with the source transforming the next ones.
             pending = asyncio.ensure_future(write_all(out))
             if on_progress:
                 on_progress(transform.raw)

@@ -13,14 +13,21 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kbackup import __version__
 from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config, JobConfig
 from kbackup.crypto import check_job_keys, encrypt_stage, encryption_meta
-from kbackup.pipeline import Stage, StreamResult, ZstdStage, run_stream
+from kbackup.pipeline import (
+    ChunkSource,
+    Stage,
+    StreamResult,
+    ZstdStage,
+    bytes_source,
+    run_stream,
+)
 from kbackup.progress import Progress
 from kbackup.repository import (
     Component,
@@ -38,10 +45,6 @@ log = logging.getLogger("kbackup.backup")
 
 class BackupFailed(Exception):
     pass
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 class BackupRun:
@@ -104,7 +107,7 @@ class BackupRun:
     def _name(self, stem: str) -> str:
         return stem + ".zst" + (".gpg" if self.job.encryption.mode != "none" else "")
 
-    async def _store(self, file: str, chunks: AsyncIterator[bytes], count_progress: bool,
+    async def _store(self, file: str, chunks: ChunkSource, count_progress: bool,
                      before_commit: Callable[[], Awaitable[Any]] | None = None
                      ) -> tuple[StreamResult, Any]:
         """Stream into every healthy target under a temporary name (one pass over the source,
@@ -149,12 +152,12 @@ class BackupRun:
         self.progress.component = source.name
         file = self._name(f"{source.file_stem}{source.extension}")
         async with source.open() as stream:
-            result, metadata = await self._store(file, stream.chunks(), True, stream.finish)
+            result, metadata = await self._store(file, stream.chunks, True, stream.finish)
             index_record = None
             index = stream.index()
             if index is not None:
                 index_file = self._name(f"{source.file_stem}.index.json")
-                index_result, _ = await self._store(index_file, _once(index), False)
+                index_result, _ = await self._store(index_file, bytes_source(index), False)
                 index_record = StoredObject(file=index_file, size_bytes=index_result.stored_bytes,
                                             sha256=index_result.sha256)
         self.components.append(self._component(
@@ -169,7 +172,7 @@ class BackupRun:
     async def _backup_config(self) -> None:
         snapshot = json.dumps(self.config.redacted_snapshot(self.job), indent=2).encode()
         file = self._name("config.json")
-        result, _ = await self._store(file, _once(snapshot), False)
+        result, _ = await self._store(file, bytes_source(snapshot), False)
         self.components.append(self._component("config", "config", file, result))
 
     async def run(self) -> Manifest:

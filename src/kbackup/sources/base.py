@@ -1,8 +1,10 @@
 """What every source (a database, a file tree) offers a backup job.
 
-A source is opened as an async context manager yielding a SourceStream: `chunks()` gives the
-raw bytes, `finish()` confirms the source ended well and returns what the manifest records
-about it. Leaving the context early (failure, timeout, shutdown) stops the source's processes.
+A source is opened as an async context manager yielding a SourceStream: `chunks(transform)`
+gives its bytes, each chunk put through the backup's transform in the source's own reader
+thread (see kbackup.handoff for why); `finish()` confirms the source ended well and returns
+what the manifest records about it. Leaving the context early (failure, timeout, shutdown)
+stops the source's processes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from kbackup.handoff import CHUNK, ChunkQueue, pipe_for_child, read_pipe
+from kbackup.handoff import CHUNK, ChunkQueue, Transform, pipe_for_child, read_pipe
 from kbackup.process import kill_tree, last_error_line, read_stderr_tail, spawn
 
 
@@ -25,7 +27,9 @@ class SourceError(Exception):
 
 class SourceStream(ABC):
     @abstractmethod
-    def chunks(self) -> AsyncIterator[bytes]: ...
+    def chunks(self, transform: Transform | None = None) -> AsyncIterator[bytes]:
+        """The source's bytes, or what `transform` makes of them (applied in the thread that
+        reads the source, empty results skipped). Called once."""
 
     @abstractmethod
     async def finish(self) -> dict[str, Any]:
@@ -82,8 +86,8 @@ class ProcessStream(SourceStream):
         self.what = what  # "database shop: pg_dump", named in errors
         self.stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        return self.reader.chunks()
+    def chunks(self, transform: Transform | None = None) -> AsyncIterator[bytes]:
+        return self.reader.chunks(transform)
 
     async def check_exit(self) -> None:
         code = await self.proc.wait()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kbackup.config import FilesSource as FilesConfig
-from kbackup.handoff import CHUNK, ChunkQueue, Stopped
+from kbackup.handoff import CHUNK, ChunkQueue, Stopped, Transform
 from kbackup.sources.base import Source, SourceError, SourceStream
 
 
@@ -37,7 +37,7 @@ class _HashingReader:
 
 
 class _QueueWriter:
-    """File-like sink for tarfile that hands 1 MiB chunks to the event loop side."""
+    """File-like sink for tarfile that hands 1 MiB chunks on (to be transformed and queued)."""
 
     def __init__(self, out: ChunkQueue):
         self.out = out
@@ -148,11 +148,11 @@ class FilesStream(SourceStream):
         except OSError as exc:
             raise SourceError(f"files {self.source.name}: {exc}") from None
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        return self.out.chunks()
+    def chunks(self, transform: Transform | None = None) -> AsyncIterator[bytes]:
+        return self.out.chunks(transform)
 
     async def finish(self) -> dict[str, Any]:
-        await asyncio.to_thread(self.out.thread.join)
+        await asyncio.to_thread(self.out.join)
         error = self.out.error
         if error is not None:
             if isinstance(error, SourceError):
