@@ -163,3 +163,12 @@ async def test_chunks_may_be_asked_for_once():
     assert [chunk async for chunk in queue.chunks()] == []
     with pytest.raises(RuntimeError, match="already started"):
         await anext(queue.chunks())
+
+
+async def test_a_source_child_writes_through_a_chunk_sized_stdio_buffer():
+    # coreutils' stdbuf passes the buffer size to the child's libc in its environment.
+    proc, reader = await spawn_source(["env"], {})
+    stream = ChildStream(proc, reader, "env")
+    output = b"".join([chunk async for chunk in stream.chunks()]).decode()
+    await stream.check_exit()
+    assert f"_STDBUF_O={CHUNK}" in output.splitlines()
