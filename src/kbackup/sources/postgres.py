@@ -210,6 +210,7 @@ class PostgresGlobals(Source):
 
     kind = "globals"
     extension = ".sql"
+    small = True
 
     def __init__(self, config: PostgresConfig):
         super().__init__(config.name)
