@@ -190,8 +190,8 @@ class BackupRun:
             sizes = await asyncio.gather(*(s.estimate_size() for s in sources))
             self.progress.bytes_total = sum(s or 0 for s in sizes) or None
             # The small components (globals, config snapshot) are stored while the big ones
-            # stream, one after the other, instead of after them: on a 1.2 GB dump that took
-            # 0.1 s (0.2 s encrypted: a gpg start each) off the end of every backup.
+            # stream, one after the other, instead of after them. After a 1.2 GB dump they
+            # took about 0.05 s, 0.2 s encrypted (a gpg start each), at the end of every run.
             # They start once the first big source is open, so that a database that cannot
             # be reached is reported by its dump, not by whichever of the two fails first.
             big = [s for s in sources if not s.small]
