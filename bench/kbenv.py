@@ -82,6 +82,7 @@ class KbEnv:
         self.sockdir = Path(tempfile.mkdtemp(prefix="kbbs", dir="/tmp"))
         self.socket = self.sockdir / "kbackupd.sock"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.daemon_env: dict[str, str] = {}  # added to the daemon's environment (compare.py)
         self.jobs_dir.mkdir(parents=True)
         (self.config_dir / "kbackupd.toml").write_text(
             f"""[daemon]
@@ -167,7 +168,8 @@ path = "{self.store}"
     def start(self, timeout: float = 30.0) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [KBACKUPD, "--config-dir", str(self.config_dir)], stdout=log, stderr=log
+                [KBACKUPD, "--config-dir", str(self.config_dir)], stdout=log, stderr=log,
+                env={**os.environ, **self.daemon_env},
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
