@@ -31,8 +31,8 @@ from alert_servers import (
 )
 from conftest import KbEnv, free_port
 from kbackup.alerts.webhook import SIGNATURE_HEADER, sign
-from kbackup.cli import http_request
 from kbackup.config import load_config
+from kbackup.ctl.client import http_request
 
 __all__ = ["henv", "http_recorder", "smtp_server", "test_cert"]  # fixtures, for pytest
 

@@ -1,0 +1,1 @@
+"""kbackupctl's pieces; kbackup.cli wires them to the command line."""

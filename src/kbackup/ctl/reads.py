@@ -1,0 +1,173 @@
+"""kbackupctl's read-only commands: what the daemon knows about jobs, runs, backups."""
+
+from __future__ import annotations
+
+import argparse
+
+from kbackup.ctl.client import Client
+from kbackup.ctl.output import (
+    ago,
+    emit_json,
+    parse_time,
+    print_health,
+    progress_text,
+    short_time,
+    table,
+)
+from kbackup.units import format_duration, format_size
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    data = client.call("GET", "/v1/status")
+    if args.json:
+        return emit_json(data)
+    daemon = data["daemon"]
+    print(
+        f"kbackupd {daemon['version']} (pid {daemon['pid']}), up since "
+        f"{short_time(daemon['started_at'])}, {daemon['running']} running "
+        f"(limit {daemon['max_concurrent_jobs']})"
+    )
+    if daemon.get("last_reload_error"):
+        print(f"last reload REJECTED: {daemon['last_reload_error'].splitlines()[0]}")
+    rows, problems = [], []
+    for job in data["jobs"]:
+        last_run, last_backup = job["last_run"], job["last_backup"]
+        state = (
+            "running: " + progress_text(job["running"]["progress"])
+            if job["running"]
+            else (last_run["status"] if last_run else "never run")
+        )
+        rows.append(
+            [
+                job["job"],
+                state,
+                short_time(last_run["started_at"]) if last_run else "-",
+                ago(last_backup["finished_at"]) if last_backup else "none",
+                short_time(job["next_run"]),
+                (job.get("health") or {}).get("status", "-").upper(),
+            ]
+        )
+        if last_run and last_run["status"] == "failed":
+            problems.append(f"{job['job']}: last run {last_run['id']} failed: {last_run['error']}")
+    print()
+    print(table(["JOB", "STATE", "LAST RUN", "LAST GOOD BACKUP", "NEXT RUN", "HEALTH"], rows))
+    for line in problems:
+        print("\n" + line)
+    print_health(data)
+    return 0
+
+
+def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
+    data = client.call("GET", "/v1/jobs")
+    if args.json:
+        return emit_json(data)
+    rows = [
+        [
+            j["name"],
+            ", ".join(f"{s['cron']} ({s['tag']})" for s in j["schedules"]) or "manual",
+            ", ".join(f"{s['kind']}:{s['name']}" for s in j["sources"]),
+            ", ".join(j["targets"]),
+            short_time(j["next_run"]),
+        ]
+        for j in data
+    ]
+    print(table(["JOB", "SCHEDULES", "SOURCES", "TARGETS", "NEXT RUN"], rows))
+    return 0
+
+
+def cmd_backups(client: Client, args: argparse.Namespace) -> int:
+    path = "/v1/backups" + (f"?job={args.job}" if args.job else "")
+    data = client.call("GET", path)
+    if args.json:
+        return emit_json(data)
+    rows = []
+    for b in data:
+        start, end = parse_time(b["started_at"]), parse_time(b["finished_at"])
+        took = format_duration((end - start).total_seconds()) if start and end else "-"
+        verification = b.get("verification")
+        verified = "-"
+        if verification:
+            verified = verification["level"] + (" ok" if verification["ok"] else " FAILED")
+        rows.append([b["id"], b["job"], b["status"], b["trigger"], short_time(b["started_at"]),
+                     took, format_size(b["size_bytes"]), verified,
+                     ",".join(c["name"] for c in b["components"])])
+    headers = ["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "TOOK", "SIZE", "VERIFIED",
+               "COMPONENTS"]
+    print(table(headers, rows))
+    return 0
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    data = client.call("GET", f"/v1/backups/{args.backup_id}")
+    if args.json:
+        return emit_json(data)
+    print(f"backup    {data['id']}\njob       {data['job']}\nstatus    {data['status']}")
+    print(f"trigger   {data['trigger']}\nstarted   {data['started_at']}")
+    print(f"finished  {data['finished_at'] or '-'}\nsize      {format_size(data['size_bytes'])}")
+    print("targets   " + ", ".join(f"{k}: {v}" for k, v in data["targets"].items()))
+    if data.get("error"):
+        print(f"error     {data['error']}")
+    encryption = next((c.get("encryption") for c in data["components"]
+                       if (c.get("encryption") or {}).get("mode", "none") != "none"), None)
+    if encryption:
+        needs = ("the passphrase of the job" if encryption["mode"] == "gpg-symmetric" else
+                 "a private key for " + ", ".join(encryption.get("recipients", [])))
+        print(f"encrypted {encryption['mode']} {encryption.get('cipher', '')}: needs {needs}")
+    verification = data.get("verification")
+    if verification:
+        verdict = "passed" if verification["ok"] else f"FAILED: {verification['problem']}"
+        print(f"verified  {verification['level']} {verdict} ({verification['finished_at']})")
+    else:
+        print("verified  never")
+    for c in data["components"]:
+        detail = ""
+        if c.get("database"):
+            d = c["database"]
+            detail = (
+                f"PostgreSQL {d['server_version']}, {d['tables']} tables, "
+                f"{d['rows']} rows, database {format_size(d['database_size'])}"
+            )
+        elif c.get("files"):
+            f = c["files"]
+            detail = f"{f['file_count']} files, {format_size(f['total_bytes'])}"
+        print(
+            f"\n  {c['kind']} {c['name']}: {c['file']}  {format_size(c['size_bytes'])}"
+            f" stored, {format_size(c['raw_bytes'])} raw"
+        )
+        print(f"    sha256 {c['sha256']}")
+        if detail:
+            print(f"    {detail}")
+    return 0
+
+
+def cmd_runs(client: Client, args: argparse.Namespace) -> int:
+    path = "/v1/runs" + (f"?job={args.job}" if args.job else "")
+    data = client.call("GET", path)
+    if args.json:
+        return emit_json(data)
+    rows = [
+        [
+            r["id"],
+            r["job"],
+            r["kind"],
+            r["trigger"],
+            r["status"],
+            short_time(r["started_at"]),
+            progress_text(r.get("progress")) or (r["error"] or ""),
+        ]
+        for r in data
+    ]
+    print(table(["RUN", "JOB", "KIND", "TRIGGER", "STATUS", "STARTED", "DETAIL"], rows))
+    return 0
+
+
+def cmd_restores(client: Client, args: argparse.Namespace) -> int:
+    path = "/v1/restores" + (f"?job={args.job}" if args.job else "")
+    data = client.call("GET", path)
+    if args.json:
+        return emit_json(data)
+    rows = [[r["id"], r["job"], r["backup_id"], r["user"], short_time(r["started_at"]),
+             r["status"], r["safety_backup_id"] or "-", (r["error"] or "")[:60]] for r in data]
+    print(table(["RESTORE", "JOB", "BACKUP", "USER", "STARTED", "STATUS", "SAFETY BACKUP",
+                 "ERROR"], rows))
+    return 0
