@@ -1,0 +1,94 @@
+"""The building blocks every part of the configuration uses: the error type, strict models,
+and the field types that check names, durations, sizes, paths, URLs, cron and DSNs."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from kbackup.units import parse_duration, parse_size
+
+DEFAULT_CONFIG_DIR = Path("/etc/kbackup")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_SECRET_IN_DSN = re.compile(r"(^|\s)password\s*=|://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+MiB = 1024 * 1024
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Bytes = Annotated[int, BeforeValidator(parse_size)]
+
+
+class ConfigError(Exception):
+    """A configuration problem; str() is one line per problem, each naming file and field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def config_dir_from_env(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("KBACKUP_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown timezone {value!r}; expected an IANA name like 'Europe/London'"
+        ) from None
+    return value
+
+
+Timezone = Annotated[str, BeforeValidator(_check_timezone)]
+
+
+def check_cron(value: str) -> str:
+    if not croniter.is_valid(value) or len(value.split()) != 5:
+        raise ValueError(f"{value!r} is not a cron expression; expected 5 fields like '0 2 * * *'")
+    return value
+
+
+def check_dsn(value: str | None) -> str | None:
+    if value is not None and _SECRET_IN_DSN.search(value):
+        raise ValueError("the DSN contains a password; put it in a file and set password_file")
+    return value
+
+
+def _absolute_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_absolute():
+        raise ValueError(f"expected an absolute file path, got {str(value)!r}")
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    if parts.password is not None:
+        raise ValueError("the URL contains a password; put secrets in files (*_file fields)")
+    return value
+
+
+AbsoluteFile = Annotated[Path, AfterValidator(_absolute_file)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+def read_secret_file(path: Path) -> str:
+    """The first line of a secret file, without its newline. Never logged."""
+    try:
+        return path.read_text().splitlines()[0] if path.stat().st_size else ""
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
