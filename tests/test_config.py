@@ -102,6 +102,8 @@ BAD_DAEMON = [
      "kbackupd.toml: daemon.max_concurrent_jobs: Input should be greater than or equal to 1"),
     ("unknown daemon field", "sockett = '/tmp/x'", "kbackupd.toml: daemon.sockett: unknown field"),
     ("bad log level", "log_level = 'loud'", "kbackupd.toml: daemon.log_level:"),
+    ("relative storage path", "[storage.rel]\ntype = 'local'\npath = 'rel/dir'",
+     "kbackupd.toml: storage.rel.path: expected an absolute directory path, got 'rel/dir'"),
 ]
 
 

@@ -82,7 +82,14 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _absolute_dir(value: Path) -> Path:
+    if not value.is_absolute():
+        raise ValueError(f"expected an absolute directory path, got {str(value)!r}")
+    return value
+
+
 AbsoluteFile = Annotated[Path, AfterValidator(_absolute_file)]
+AbsoluteDir = Annotated[Path, AfterValidator(_absolute_dir)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 

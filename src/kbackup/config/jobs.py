@@ -8,7 +8,15 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from kbackup.config.fields import Name, Seconds, Strict, Timezone, check_cron, check_dsn
+from kbackup.config.fields import (
+    AbsoluteDir,
+    Name,
+    Seconds,
+    Strict,
+    Timezone,
+    check_cron,
+    check_dsn,
+)
 from kbackup.config.health import JobThresholds, NotifyOn
 from kbackup.units import parse_duration
 
@@ -47,16 +55,9 @@ class PostgresSource(Strict):
 
 class FilesSource(Strict):
     name: Name
-    path: Path
+    path: AbsoluteDir
     exclude: list[str] = Field(default_factory=list)
     one_file_system: bool = False
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        if not value.is_absolute():
-            raise ValueError(f"expected an absolute directory path, got {str(value)!r}")
-        return value
 
 
 class CompressionConfig(Strict):

@@ -8,19 +8,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kbackup.config.fields import AbsoluteFile, Bytes, HttpUrl, MiB, Seconds, Strict
+from kbackup.config.fields import AbsoluteDir, AbsoluteFile, Bytes, HttpUrl, MiB, Seconds, Strict
 
 
 class LocalStorageConfig(Strict):
     type: Literal["local"]
-    path: Path
-
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        if not value.is_absolute():
-            raise ValueError(f"expected an absolute directory path, got {str(value)!r}")
-        return value
+    path: AbsoluteDir
 
     def required_files(self) -> dict[str, Path]:
         return {}
