@@ -108,6 +108,30 @@ def test_backups_json_contract(kb: KbEnv, pg: PgServer, shop_db: str, pdf_tree: 
     assert job["next_run"].endswith("02:00:00Z")
 
 
+def test_progress_total_comes_from_the_sources_then_from_the_last_backup(
+    kb: KbEnv, pg: PgServer, shop_db: str, pdf_tree: Path
+) -> None:
+    kb.shop_job(pg, shop_db, pdf_tree)
+    kb.start()
+    first = kb.run_backup()
+    second = kb.run_backup()
+
+    def estimate(backup: dict) -> tuple[int, str]:
+        line = next(line for line in kb.logs().splitlines()
+                    if "event=backup.estimate" in line and f"backup={backup['id']}" in line)
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        return int(fields["bytes"]), fields["basis"]
+
+    streamed = sum(c["raw_bytes"] for c in first["components"]
+                   if c["kind"] in ("postgres", "files"))
+    files_total = sum(p.stat().st_size for p in pdf_tree.rglob("*") if p.is_file())
+    first_bytes, first_basis = estimate(first)
+    assert first_basis == "sources"
+    # The files' own sizes, plus the database's tables on disk: same order as the dump.
+    assert files_total < first_bytes < 3 * streamed
+    assert estimate(second) == (streamed, "last-backup")
+
+
 def test_rescan_rebuilds_catalog_from_storage(
     kb: KbEnv, pg: PgServer, shop_db: str, pdf_tree: Path
 ) -> None:
