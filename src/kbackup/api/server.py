@@ -167,7 +167,7 @@ async def post_run(request: web.Request) -> web.Response:
 
 
 async def post_restore(request: web.Request) -> web.Response:
-    from kbackup.jobs.restore import RestoreRefused, RestoreRequest, make_plan
+    from kbackup.jobs.restore_plan import RestoreRefused, RestoreRequest, make_plan
 
     daemon = daemon_of(request)
     try:
