@@ -88,6 +88,8 @@ def test_backups_json_contract(kb: KbEnv, pg: PgServer, shop_db: str, pdf_tree: 
     backup = kb.run_backup()
     listing = kb.ctl_json("backups")
     assert [b["id"] for b in listing] == [backup["id"]]
+    assert kb.ctl_json("backups", "shop") == listing
+    assert kb.ctl_json("backups", "shop&job=x y") == []  # typed text is quoted, not spliced
     item = listing[0]
     for key in ("id", "job", "status", "trigger", "started_at", "finished_at", "size_bytes",
                 "components", "targets"):

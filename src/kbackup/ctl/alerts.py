@@ -70,7 +70,7 @@ NAGIOS = {"ok": (0, "OK"), "warning": (1, "WARNING"), "critical": (2, "CRITICAL"
 def cmd_check(client: Client, args: argparse.Namespace) -> int:
     """Nagios/Icinga plugin: one status line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."""
     try:
-        data = client.call("GET", "/v1/health" + (f"?job={args.job}" if args.job else ""))
+        data = client.get_for_job("/v1/health", args.job)
     except CliError as exc:
         print(f"KBACKUP UNKNOWN - {exc}")
         return 3

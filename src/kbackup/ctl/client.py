@@ -7,6 +7,7 @@ import json
 import os
 import socket
 from typing import Any
+from urllib.parse import quote
 
 DEFAULT_SOCKET = "/run/kbackup/kbackupd.sock"
 
@@ -60,6 +61,10 @@ def socket_group(socket_path: str) -> str:
 class Client:
     def __init__(self, socket_path: str):
         self.socket_path = socket_path
+
+    def get_for_job(self, path: str, job: str | None) -> Any:
+        """GET path, narrowed to one job when given (quoted: it is typed by a person)."""
+        return self.call("GET", path + (f"?job={quote(job, safe='')}" if job else ""))
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         payload = None if body is None else json.dumps(body).encode()

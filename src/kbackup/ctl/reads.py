@@ -76,8 +76,7 @@ def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_backups(client: Client, args: argparse.Namespace) -> int:
-    path = "/v1/backups" + (f"?job={args.job}" if args.job else "")
-    data = client.call("GET", path)
+    data = client.get_for_job("/v1/backups", args.job)
     if args.json:
         return emit_json(data)
     rows = []
@@ -141,8 +140,7 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:
-    path = "/v1/runs" + (f"?job={args.job}" if args.job else "")
-    data = client.call("GET", path)
+    data = client.get_for_job("/v1/runs", args.job)
     if args.json:
         return emit_json(data)
     rows = [
@@ -162,8 +160,7 @@ def cmd_runs(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_restores(client: Client, args: argparse.Namespace) -> int:
-    path = "/v1/restores" + (f"?job={args.job}" if args.job else "")
-    data = client.call("GET", path)
+    data = client.get_for_job("/v1/restores", args.job)
     if args.json:
         return emit_json(data)
     rows = [[r["id"], r["job"], r["backup_id"], r["user"], short_time(r["started_at"]),
