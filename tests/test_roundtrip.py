@@ -90,6 +90,11 @@ def test_backups_json_contract(kb: KbEnv, pg: PgServer, shop_db: str, pdf_tree: 
     assert [b["id"] for b in listing] == [backup["id"]]
     assert kb.ctl_json("backups", "shop") == listing
     assert kb.ctl_json("backups", "shop&job=x y") == []  # typed text is quoted, not spliced
+    for args, expected in ((["show", "no such/id"], "no backup with id 'no such/id' ("),
+                           (["run", "shop/../x"], "no job named 'shop/../x' (")):
+        result = kb.ctl(*args)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"kbackupctl: {expected}"), result.stderr
     item = listing[0]
     for key in ("id", "job", "status", "trigger", "started_at", "finished_at", "size_bytes",
                 "components", "targets"):

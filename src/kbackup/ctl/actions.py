@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from kbackup.ctl.client import Client, CliError
+from kbackup.ctl.client import Client, CliError, segment
 from kbackup.ctl.output import emit_json, print_plan, short_time, table
 from kbackup.units import format_size
 
@@ -58,7 +58,7 @@ def follow(client: Client, run_id: str, label: str, as_json: bool) -> bool:
 
 
 def cmd_run(client: Client, args: argparse.Namespace) -> int:
-    started = client.call("POST", f"/v1/jobs/{args.job}/run")
+    started = client.call("POST", f"/v1/jobs/{segment(args.job)}/run")
     run_id = started["run_id"]
     if started["coalesced"]:
         print(
@@ -86,14 +86,15 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(client: Client, args: argparse.Namespace) -> int:
-    started = client.call("POST", f"/v1/backups/{args.backup_id}/verify", {"level": args.level})
+    started = client.call("POST", f"/v1/backups/{segment(args.backup_id)}/verify",
+                          {"level": args.level})
     if not args.wait:
         if args.json:
             return emit_json(started)
         print(started["run_id"])
         return 0
     run = wait_for_run(client, started["run_id"])
-    backup = client.call("GET", f"/v1/backups/{args.backup_id}")
+    backup = client.call("GET", f"/v1/backups/{segment(args.backup_id)}")
     result = next((v for v in backup["verifications"] if v["id"] == run["id"]), None)
     if args.json:
         emit_json(result or run)
@@ -189,7 +190,7 @@ def cmd_keys(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_prune(client: Client, args: argparse.Namespace) -> int:
-    report = client.call("POST", f"/v1/jobs/{args.job}/prune", {"dry_run": args.dry_run})
+    report = client.call("POST", f"/v1/jobs/{segment(args.job)}/prune", {"dry_run": args.dry_run})
     if args.json:
         return emit_json(report)
     if report.get("note"):

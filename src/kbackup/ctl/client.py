@@ -58,13 +58,18 @@ def socket_group(socket_path: str) -> str:
         return str(gid)
 
 
+def segment(value: str) -> str:
+    """A value typed by a person (a job name, a backup id) as one URL path segment."""
+    return quote(value, safe="")
+
+
 class Client:
     def __init__(self, socket_path: str):
         self.socket_path = socket_path
 
     def get_for_job(self, path: str, job: str | None) -> Any:
         """GET path, narrowed to one job when given (quoted: it is typed by a person)."""
-        return self.call("GET", path + (f"?job={quote(job, safe='')}" if job else ""))
+        return self.call("GET", path + (f"?job={segment(job)}" if job else ""))
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         payload = None if body is None else json.dumps(body).encode()

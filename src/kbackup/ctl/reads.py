@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kbackup.ctl.client import Client
+from kbackup.ctl.client import Client, segment
 from kbackup.ctl.output import (
     ago,
     emit_json,
@@ -97,7 +97,7 @@ def cmd_backups(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_show(client: Client, args: argparse.Namespace) -> int:
-    data = client.call("GET", f"/v1/backups/{args.backup_id}")
+    data = client.call("GET", f"/v1/backups/{segment(args.backup_id)}")
     if args.json:
         return emit_json(data)
     print(f"backup    {data['id']}\njob       {data['job']}\nstatus    {data['status']}")
