@@ -90,7 +90,9 @@ class Client:
         try:
             decoded = json.loads(data) if data else None
         except ValueError:
-            raise CliError(f"kbackupd answered {status} with non-JSON data") from None
+            text = data.decode(errors="replace").strip().splitlines()
+            raise CliError(f"kbackupd answered HTTP {status} with non-JSON data"
+                           + (f": {text[0][:200]}" if text else "")) from None
         if status >= 400:
             message = decoded.get("error") if isinstance(decoded, dict) else None
             raise CliError(message or f"kbackupd answered HTTP {status}")
