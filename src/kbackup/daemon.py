@@ -22,7 +22,7 @@ import sdnotify
 from kbackup import __version__
 from kbackup.alerts.monitor import Monitor
 from kbackup.catalog import Catalog, iso, parse_iso, utcnow
-from kbackup.config import Config, ConfigError, config_dir_from_env, load_config
+from kbackup.config import Config, ConfigError, load_config
 from kbackup.logs import setup_logging
 from kbackup.repository import clean_incomplete, list_manifests
 from kbackup.runner import Runner
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"kbackupd {__version__}")
     args = parser.parse_args(argv)
     try:
-        config = load_config(config_dir_from_env(args.config_dir))
+        config = load_config(args.config_dir)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -86,8 +86,6 @@ class ChunkQueue:
         if self._transform is not None:
             try:
                 chunk = self._transform(chunk)  # type: ignore[arg-type]
-            except Stopped:
-                raise
             except BaseException as exc:  # noqa: BLE001 - re-raised on the consumer's side
                 raise _TransformFailed(exc) from exc
             if not chunk:

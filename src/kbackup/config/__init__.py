@@ -62,7 +62,7 @@ __all__ = [
     "JobConfig", "JobThresholds", "LocalStorageConfig", "MetricsConfig", "PostgresSource",
     "RetentionConfig", "S3StorageConfig", "Schedule", "SlackChannelConfig", "StorageConfig",
     "ThresholdsConfig", "VerifyConfig", "VerifyLevel", "WebDAVStorageConfig",
-    "WebhookChannelConfig", "config_dir_from_env", "load_config", "read_secret_file",
+    "WebhookChannelConfig", "load_config", "read_secret_file",
 ]
 
 

@@ -225,10 +225,10 @@ def cmd_storage(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from kbackup.config import ConfigError, config_dir_from_env, load_config
+    from kbackup.config import ConfigError, load_config
 
     try:
-        config = load_config(config_dir_from_env(args.config_dir))
+        config = load_config(args.config_dir)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -180,14 +180,13 @@ class BackupRun:
         result, _ = await self._store(file, bytes_source(snapshot), False)
         self.components.append(self._component("config", "config", file, result))
 
-    async def _estimate(self, sources: list[Source]) -> int | None:
-        """The raw bytes the big sources will stream, for the progress percentage: what the
+    async def _estimate(self, big: list[Source]) -> int | None:
+        """The raw bytes the big sources stream, for the progress percentage: what the
         job's last complete backup held for a component (databases and file trees change
         slowly), else the source's own guess (table sizes on disk, file sizes)."""
         previous = self.catalog.last_complete_backup(self.job.name) or {}
         held = {c["name"]: c.get("raw_bytes")
                 for c in (previous.get("manifest") or {}).get("components", [])}
-        big = [s for s in sources if not s.small]
         guesses = await asyncio.gather(*(s.estimate_size() for s in big
                                          if not held.get(s.component_name)))
         total = sum(held.get(s.component_name) or 0 for s in big) + sum(g or 0 for g in guesses)
@@ -204,14 +203,14 @@ class BackupRun:
         self.progress.phase = "estimating size"
         try:
             await asyncio.to_thread(check_job_keys, self.config, self.job)  # before any work
-            self.progress.bytes_total = await self._estimate(sources)
+            big = [s for s in sources if not s.small]
+            small = [s for s in sources if s.small]
+            self.progress.bytes_total = await self._estimate(big)
             # The small components (globals, config snapshot) are stored while the big ones
             # stream, one after the other, instead of after them. After a 1.2 GB dump they
             # took about 0.05 s, 0.2 s encrypted (a gpg start each), at the end of every run.
             # They start once the first big source is open, so that a database that cannot
             # be reached is reported by its dump, not by whichever of the two fails first.
-            big = [s for s in sources if not s.small]
-            small = [s for s in sources if s.small]
             if not big:
                 self._first_open.set()
             await _together(
