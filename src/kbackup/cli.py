@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from kbackup.ctl.actions import (
     cmd_config_check,
@@ -26,6 +27,7 @@ from kbackup.ctl.actions import (
 )
 from kbackup.ctl.alerts import cmd_alerts, cmd_check
 from kbackup.ctl.client import DEFAULT_SOCKET, Client, CliError
+from kbackup.ctl.output import emit_json
 from kbackup.ctl.reads import cmd_backups, cmd_jobs, cmd_restores, cmd_runs, cmd_show, cmd_status
 
 
@@ -44,16 +46,43 @@ def socket_path(args: argparse.Namespace) -> str:
         return DEFAULT_SOCKET
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kbackupctl", description="Control kbackupd.")
-    parser.add_argument(
+def common_options(top: bool) -> argparse.ArgumentParser:
+    """--socket, --config-dir and --json, accepted before and after the command.
+
+    Subcommands get the same options with SUPPRESS defaults, so one given before the command
+    is not reset by the subcommand's parser (`kbackupctl --json backups` and
+    `kbackupctl backups --json` both work)."""
+    options = argparse.ArgumentParser(add_help=False)
+    default = {} if top else {"default": argparse.SUPPRESS}
+    options.add_argument(
         "--socket",
         help="daemon socket (default: $KBACKUP_SOCKET, the config's"
         f" [daemon] socket, or {DEFAULT_SOCKET})",
+        **default,
     )
-    parser.add_argument("--config-dir", help="default: $KBACKUP_CONFIG_DIR or /etc/kbackup")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    options.add_argument("--config-dir", help="default: $KBACKUP_CONFIG_DIR or /etc/kbackup",
+                         **default)
+    options.add_argument("--json", action="store_true",
+                         help="machine-readable output: one JSON document", **default)
+    return options
+
+
+class Subcommands:
+    """argparse's subparsers, each created with the shared options."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self._subparsers = parser.add_subparsers(dest="command", required=True,
+                                                 metavar="COMMAND")
+        self._shared = common_options(top=False)
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return self._subparsers.add_parser(name, parents=[self._shared], **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kbackupctl", description="Control kbackupd.",
+                                     parents=[common_options(top=True)])
+    sub = Subcommands(parser)
     sub.add_parser("status", help="daemon and job state at a glance")
     sub.add_parser("jobs", help="configured jobs and their schedules")
     p = sub.add_parser("backups", help="list backups, newest first")
@@ -155,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_config_check(args)
         return COMMANDS[args.command](Client(socket_path(args)), args)
     except CliError as exc:
+        if args.json:  # still one JSON document on stdout, for scripts
+            emit_json({"error": str(exc), "exit_code": exc.code})
         print(f"kbackupctl: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:

@@ -150,6 +150,8 @@ def cmd_restore(client: Client, args: argparse.Namespace) -> int:
     started = client.call("POST", "/v1/restores", {**body, "yes": True})
     run_id = started["run_id"]
     if args.detach:
+        if args.json:
+            return emit_json(started)
         print(run_id)
         return 0
     if not follow(client, run_id, f"restore {run_id}", args.json):
@@ -230,6 +232,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config_dir)
     except ConfigError as exc:
+        if args.json:
+            emit_json({"ok": False, "error": str(exc)})
         print(str(exc), file=sys.stderr)
         return 1
     if args.json:
@@ -259,6 +263,8 @@ def cmd_rescan(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_reload(client: Client, args: argparse.Namespace) -> int:
-    client.call("POST", "/v1/reload")
+    data = client.call("POST", "/v1/reload")
+    if args.json:
+        return emit_json(data)
     print("configuration reloaded")
     return 0
