@@ -277,6 +277,9 @@ exclude = ["*.tmp"]
     def logs(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 
+    def ctl_argv(self) -> list[str]:
+        return [KBACKUPCTL, "--socket", str(self.socket)]
+
     def ctl(self, *args: str, user: str | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
         argv = [KBACKUPCTL, "--socket", str(self.socket), *args]

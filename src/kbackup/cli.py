@@ -67,6 +67,16 @@ def common_options(top: bool) -> argparse.ArgumentParser:
     return options
 
 
+def watch_interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds between 0.1 and 3600")
+    return seconds
+
+
 class Subcommands:
     """argparse's subparsers, each created with the shared options."""
 
@@ -83,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kbackupctl", description="Control kbackupd.",
                                      parents=[common_options(top=True)])
     sub = Subcommands(parser)
-    sub.add_parser("status", help="daemon and job state at a glance")
+    p = sub.add_parser("status", help="daemon and job state at a glance")
+    p.add_argument("--watch", nargs="?", const=2.0, type=watch_interval, metavar="SECONDS",
+                   help="redraw every SECONDS (default 2) until Ctrl-C")
     sub.add_parser("jobs", help="configured jobs and their schedules")
     p = sub.add_parser("backups", help="list backups, newest first")
     p.add_argument("job", nargs="?")

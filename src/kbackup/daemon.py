@@ -249,6 +249,7 @@ class Daemon:
                 "last_reload_error": self.last_reload_error,
                 "health": self.monitor.daemon_health(),
             },
+            "running": [run.as_dict() for run in self.runner.active.values()],
             "jobs": [self.job_status(name) for name in sorted(self.config.jobs)],
         }
 

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+import sys
+import time
+from datetime import datetime
+from typing import Any
 
-from kbackup.ctl.client import Client, segment
+from kbackup.ctl.client import Client, CliError, segment
 from kbackup.ctl.output import (
     ago,
     emit_json,
@@ -18,9 +25,59 @@ from kbackup.units import format_duration, format_size
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    if getattr(args, "watch", None) is not None:
+        return watch_status(client, args.watch, args.json)
     data = client.call("GET", "/v1/status")
     if args.json:
         return emit_json(data)
+    print_status(data)
+    return 0
+
+
+def watch_status(client: Client, interval: float, as_json: bool) -> int:
+    """Redraw the status every `interval` seconds, like watch(1); Ctrl-C ends it (exit 0).
+
+    With --json, one compact JSON document per refresh (JSON lines). A daemon that stops
+    answering (a restart) is shown and waited for, not fatal."""
+    on_tty = sys.stdout.isatty()
+    try:
+        while True:
+            screen = io.StringIO()
+            with contextlib.redirect_stdout(screen):
+                try:
+                    data = client.call("GET", "/v1/status")
+                except CliError as exc:
+                    data = None
+                    print(f"kbackupd is not answering: {exc}")
+                if data is not None and as_json:
+                    print(json.dumps(data, separators=(",", ":")))
+                elif data is not None:
+                    print(f"every {interval:g}s, Ctrl-C to stop"
+                          f"{'':>10}{datetime.now().astimezone():%Y-%m-%d %H:%M:%S}\n")
+                    print_status(data)
+            if on_tty and not as_json:
+                sys.stdout.write("\x1b[H\x1b[2J")  # home, clear: redraw in place
+            sys.stdout.write(screen.getvalue())
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        if on_tty and not as_json:
+            print()
+        return 0
+
+
+def progress_bar(progress: dict[str, Any], width: int = 24) -> str:
+    """[#######.........] 42% 1.2 GiB of 2.9 GiB, or the bytes so far when the total is unknown."""
+    done, total, pct = progress.get("bytes_done", 0), progress.get("bytes_total"), \
+        progress.get("percent")
+    if pct is None or not total:
+        return f"{format_size(done)} so far" if done else ""
+    filled = int(width * pct / 100)
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {pct:.0f}%"
+            f" {format_size(done)} of {format_size(total)}")
+
+
+def print_status(data: dict[str, Any]) -> None:
     daemon = data["daemon"]
     print(
         f"kbackupd {daemon['version']} (pid {daemon['pid']}), up since "
@@ -53,8 +110,19 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     print(table(["JOB", "STATE", "LAST RUN", "LAST GOOD BACKUP", "NEXT RUN", "HEALTH"], rows))
     for line in problems:
         print("\n" + line)
+    running = data.get("running") or []
+    if running:
+        print("\nrunning:")
+        for run in running:
+            progress = run.get("progress") or {}
+            print(f"  {run['job']} {run['kind']} {run['id']} ({run['trigger']},"
+                  f" started {short_time(run['started_at'])}): {progress.get('phase', '')}")
+            bar = progress_bar(progress)
+            if bar:
+                print(f"    {bar}")
     print_health(data)
-    return 0
+
+
 
 
 def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
