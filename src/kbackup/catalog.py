@@ -238,6 +238,10 @@ class Catalog:
         self.db.execute("UPDATE backups SET status=?, error=? WHERE id=?",
                         (status, error, backup_id))
 
+    def forget_backup(self, backup_id: str) -> None:
+        """Drop a backup that no target holds any more (deleted); its history stays."""
+        self.db.execute("DELETE FROM backups WHERE id=?", (backup_id,))
+
     # ------------------------------------------------------------------ verifications
 
     def add_verification(self, run_id: str, backup_id: str, job: str, level: str,

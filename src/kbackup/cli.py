@@ -27,6 +27,7 @@ from kbackup.ctl.actions import (
 )
 from kbackup.ctl.alerts import cmd_alerts, cmd_check
 from kbackup.ctl.client import DEFAULT_SOCKET, Client, CliError
+from kbackup.ctl.delete import cmd_audit, cmd_delete
 from kbackup.ctl.output import emit_json
 from kbackup.ctl.reads import cmd_backups, cmd_jobs, cmd_restores, cmd_runs, cmd_show, cmd_status
 
@@ -149,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", help="one target (default: all)")
     p = sub.add_parser("restores", help="restore history (audit trail)")
     p.add_argument("job", nargs="?")
+    p = sub.add_parser("delete", help="delete a backup (shows what goes, asks, records who)")
+    p.add_argument("backup_id")
+    p.add_argument("--target", help="delete only the copy on this storage target")
+    p.add_argument("--reason", help="why (kept in the audit trail)")
+    p.add_argument("--force", action="store_true",
+                   help="also the newest complete backup, or below the job's min_keep")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
+    p = sub.add_parser("audit", help="restores and deletions: who, when, which backup")
+    p.add_argument("job", nargs="?")
     p = sub.add_parser("runs", help="recent runs")
     p.add_argument("job", nargs="?")
     sub.add_parser("reload", help="reload the configuration (like systemctl reload)")
@@ -179,6 +190,8 @@ COMMANDS = {
     "verify": cmd_verify,
     "restore": cmd_restore,
     "restores": cmd_restores,
+    "delete": cmd_delete,
+    "audit": cmd_audit,
     "keys": cmd_keys,
     "prune": cmd_prune,
     "storage": cmd_storage,

@@ -2,10 +2,13 @@
 
     <job>/<YYYY>/<MM>/<backup-id>/<component files>
     <job>/<YYYY>/<MM>/<backup-id>/manifest.json      written last: its presence = complete
+    _audit/restores/<YYYY>/<MM>/<restore-id>.json     who restored what, when, with what result
+    _audit/deletions/<YYYY>/<MM>/<deletion-id>.json   who deleted which backup from which targets
 
 The same layout on every storage backend. A backup directory without a readable manifest is
 never complete, whatever else it holds; deletion removes the manifest first for the same
-reason.
+reason. Nothing under `_audit/` (job names cannot start with `_`) is a backup or a leftover:
+listing, rescan and leftover cleanup skip it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -25,6 +29,7 @@ from kbackup.storage.base import PARTIAL_SUFFIX, Storage, StorageError
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+AUDIT_PREFIX = "_audit/"
 log = logging.getLogger("kbackup.repository")
 
 
@@ -177,3 +182,27 @@ async def clean_incomplete(
     # Uploads S3 never made visible (a killed daemon's multipart uploads) age out the same way.
     removed += await storage.abort_stale_uploads(orphan_age)
     return removed
+
+
+def audit_key(kind: str, record_id: str, when: datetime) -> str:
+    """Where an audit record lives: `_audit/<kind>/YYYY/MM/<record-id>.json` (UTC month)."""
+    when = when.astimezone(UTC)
+    return f"{AUDIT_PREFIX}{kind}/{when:%Y}/{when:%m}/{record_id}.json"
+
+
+async def write_audit(storages: Iterable[Storage], kind: str, record_id: str,
+                      record: dict[str, Any], when: datetime) -> dict[str, str]:
+    """Store an audit record (a restore, a deletion) as JSON on each of these storages, so the
+    trail survives the server. A target that cannot take it is logged and skipped; returns
+    {target: error} for those."""
+    key = audit_key(kind, record_id, when)
+    data = json.dumps(record, indent=2).encode() + b"\n"
+    failed: dict[str, str] = {}
+    for storage in storages:
+        try:
+            await storage.put_bytes(key, data)
+        except (StorageError, OSError) as exc:
+            failed[storage.name] = str(exc)
+            log.error("event=audit.write_failed kind=%s target=%s key=%s error=%r", kind,
+                      storage.name, key, str(exc))
+    return failed

@@ -59,6 +59,7 @@ class ActiveRun:
     task: asyncio.Task[None] | None = None
     coalesced: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    backup_id: str | None = None  # the backup it reads or writes (delete refuses it meanwhile)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +118,7 @@ class Runner:
             return running, True
         now = utcnow()
         run = ActiveRun(new_backup_id(now), job_name, kind, trigger, now, Progress())
+        run.backup_id = target_id or (run.id if kind == "backup" else None)
         self.catalog.add_run(run.id, job_name, kind, trigger, now)
         self.active[key] = run
         run.task = asyncio.create_task(self._execute(run, key, work, target_id),
@@ -214,6 +216,12 @@ class Runner:
                 except Exception:  # a hook must never break the runner
                     log.exception("event=run.hook_failed run=%s", run.id)
             run.done.set()
+
+    def using(self, backup_id: str) -> list[ActiveRun]:
+        """Runs, running or queued, that read or write this backup (its restore, its
+        verification, the backup run writing it)."""
+        return [r for r in self.active.values()
+                if r.backup_id == backup_id and not r.done.is_set()]
 
     def find(self, run_id: str) -> ActiveRun | None:
         return next((r for r in self.active.values() if r.id == run_id), None)

@@ -64,8 +64,16 @@ OPENAPI: dict[str, Any] = {
             "admin", [_path_param("job")])},
         "/v1/backups": {"get": _op("Backups, newest first", "read", [_query_param("job")])},
         "/v1/backups/{id}": {
-            "get": _op("One backup with its manifest", "read", [_path_param("id")])
+            "get": _op("One backup with its manifest", "read", [_path_param("id")]),
+            "delete": _op(
+                "Delete a backup (manifest first, then its objects) from every target or"
+                " one; query or body {\"target\", \"force\", \"dry_run\", \"reason\"};"
+                " 409 for the newest complete backup or below min_keep (force overrides) and"
+                " for a backup a run uses (never overridden); recorded in the audit trail",
+                "admin", [_path_param("id")]),
         },
+        "/v1/audit": {"get": _op("Restores and deletions, newest first (who, when, which"
+                                 " backup, result)", "read", [_query_param("job")])},
         "/v1/backups/{id}/verify": {"post": _op(
             "Verify a backup: body {\"level\": \"checksum\"|\"structure\"|\"restore-test\"}",
             "admin", [_path_param("id")], ok="202")},

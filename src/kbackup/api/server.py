@@ -312,6 +312,9 @@ def build_app(daemon: Daemon) -> web.Application:
     from kbackup.api.alerts_routes import register  # /v1/health, /v1/alerts*, /metrics
 
     register(app)
+    from kbackup.api.delete_routes import register as register_delete  # DELETE backup, audit
+
+    register_delete(app)
     return app
 
 

@@ -16,7 +16,6 @@ Executing it:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -46,7 +45,7 @@ from kbackup.jobs.restore_plan import Plan, RestoreRefused, RestoreRequest, Step
 from kbackup.jobs.verify import open_object
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
-from kbackup.repository import Component, Manifest, new_backup_id
+from kbackup.repository import Component, Manifest, new_backup_id, write_audit
 from kbackup.storage import Storage, StorageError
 
 log = logging.getLogger("kbackup.restore")
@@ -229,17 +228,8 @@ class RestoreRun:
         self.progress.bytes_done += size
 
     async def _write_audit(self, record: dict[str, Any]) -> None:
-        when = utcnow()
-        key = f"_audit/restores/{when:%Y}/{when:%m}/{self.restore_id}.json"
-        data = json.dumps(record, indent=2).encode() + b"\n"
-        for name in self.job.targets:
-            storage = self.storages.get(name)
-            if storage is None:
-                continue
-            try:
-                await storage.put_bytes(key, data)
-            except (StorageError, OSError) as exc:
-                log.error("event=restore.audit_failed target=%s error=%r", name, str(exc))
+        storages = [self.storages[n] for n in self.job.targets if n in self.storages]
+        await write_audit(storages, "restores", self.restore_id, record, utcnow())
 
     async def run(self) -> None:
         started: datetime = utcnow()
