@@ -91,13 +91,14 @@ async def test_a_target_that_lags_behind_gets_its_own_age(henv: HealthEnv) -> No
     henv.job(targets='["local", "offsite"]', extra='[thresholds]\nmax_backup_age = "26h"')
     henv.backup("shop", T0 - timedelta(hours=30),
                 targets={"local": "complete", "offsite": "complete"})
-    henv.backup("shop", T0 - timedelta(hours=2), status="partial",
-                targets={"local": "complete", "offsite": "failed: connection refused"})
+    partial = henv.backup("shop", T0 - timedelta(hours=2), status="partial",
+                          targets={"local": "complete", "offsite": "failed: connection refused"})
     results = henv.by_key(await henv.evaluate())
     assert results["shop/backup_age"].severity == OK
     assert results["shop/backup_age/offsite"].severity == CRITICAL
-    assert results["shop/backup_age/offsite"].reason == \
-        "last good backup on target offsite is 30h old (limit 26h)"
+    assert results["shop/backup_age/offsite"].reason == (
+        "last good backup on target offsite is 30h old (limit 26h);"
+        f" newest backup {partial} failed there: connection refused")
     assert "shop/backup_age/local" not in results  # same as the job: said once
 
 
