@@ -325,8 +325,12 @@ path = "/srv/shop/pdfs"
         """A finished backup run and its catalog entry, as the runner would leave them (with
         the checksum verification after_backup records, unless verified=False)."""
         started = finished - took
-        backup_id = self.run(job, started, "complete" if status != "failed" else "failed",
-                             took=took)
+        backup_id = new_backup_id(started)
+        error = None  # the runner fails a run whose backup is partial, saying why
+        if status == "partial":
+            error = f"backup {backup_id} is partial: not on every target (...)"
+        self.run(job, started, "complete" if status == "complete" else "failed", error,
+                 took=took, run_id=backup_id)
         sizes = sizes or {"shop": 10 * MiB, "pdfs": 40 * MiB}
         components = [{"name": name, "kind": "postgres" if name == "shop" else "files",
                        "file": f"{name}.zst", "size_bytes": raw // 3, "sha256": "0" * 64,

@@ -429,9 +429,10 @@ def check_verification(config: Config, job: JobConfig, limits: ThresholdsConfig,
                if job.verify.schedule else []))
         age = (facts.now - when).total_seconds()
         severity = WARNING if age > grace else OK
-        reason = (f"never verified: no backup of this job has been verified, the oldest"
-                  f" ({oldest['id']}) is {human_duration(age)} old (verification: {how},"
-                  f" grace {human_duration(grace)})")
+        what = ("never verified: no backup of this job has been verified" if severity != OK
+                else "no backup of this job verified yet")
+        reason = (f"{what}, the oldest ({oldest['id']}) is {human_duration(age)} old"
+                  f" (verification: {how}, grace {human_duration(grace)})")
         return _result(job.name, "verification", None, severity, reason,
                        f"kbackupctl verify {oldest['id']}; kbackupctl runs {job.name}")
     if last["ok"]:
