@@ -321,11 +321,16 @@ path = "/srv/shop/pdfs"
 
     def backup(self, job: str, finished: datetime, sizes: dict[str, int] | None = None,
                targets: dict[str, str] | None = None, status: str = "complete",
-               took: timedelta = timedelta(minutes=5)) -> str:
-        """A finished backup run and its catalog entry, as the runner would leave them."""
+               took: timedelta = timedelta(minutes=5), verified: bool = True) -> str:
+        """A finished backup run and its catalog entry, as the runner would leave them (with
+        the checksum verification after_backup records, unless verified=False)."""
         started = finished - took
-        backup_id = self.run(job, started, "complete" if status != "failed" else "failed",
-                             took=took)
+        backup_id = new_backup_id(started)
+        error = None  # the runner fails a run whose backup is partial, saying why
+        if status == "partial":
+            error = f"backup {backup_id} is partial: not on every target (...)"
+        self.run(job, started, "complete" if status == "complete" else "failed", error,
+                 took=took, run_id=backup_id)
         sizes = sizes or {"shop": 10 * MiB, "pdfs": 40 * MiB}
         components = [{"name": name, "kind": "postgres" if name == "shop" else "files",
                        "file": f"{name}.zst", "size_bytes": raw // 3, "sha256": "0" * 64,
@@ -335,6 +340,9 @@ path = "/srv/shop/pdfs"
         self.db.upsert_backup(backup_id, job, status, "scheduled", iso(started) or "",
                               iso(finished), sum(c["size_bytes"] for c in components),
                               targets or {"local": "complete"}, manifest)
+        if verified and status != "failed":
+            self.db.add_verification(f"{backup_id}-verify", backup_id, job, "checksum",
+                                     finished, True, None, {})
         return backup_id
 
 

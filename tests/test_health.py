@@ -91,13 +91,14 @@ async def test_a_target_that_lags_behind_gets_its_own_age(henv: HealthEnv) -> No
     henv.job(targets='["local", "offsite"]', extra='[thresholds]\nmax_backup_age = "26h"')
     henv.backup("shop", T0 - timedelta(hours=30),
                 targets={"local": "complete", "offsite": "complete"})
-    henv.backup("shop", T0 - timedelta(hours=2), status="partial",
-                targets={"local": "complete", "offsite": "failed: connection refused"})
+    partial = henv.backup("shop", T0 - timedelta(hours=2), status="partial",
+                          targets={"local": "complete", "offsite": "failed: connection refused"})
     results = henv.by_key(await henv.evaluate())
     assert results["shop/backup_age"].severity == OK
     assert results["shop/backup_age/offsite"].severity == CRITICAL
-    assert results["shop/backup_age/offsite"].reason == \
-        "last good backup on target offsite is 30h old (limit 26h)"
+    assert results["shop/backup_age/offsite"].reason == (
+        "last good backup on target offsite is 30h old (limit 26h);"
+        f" newest backup {partial} failed there: connection refused")
     assert "shop/backup_age/local" not in results  # same as the job: said once
 
 
@@ -355,6 +356,10 @@ async def test_prometheus_metrics_parse(henv: HealthEnv) -> None:
     assert samples[("kbackup_check_status", (("check", "backup_age"), ("job", "shop"),
                                              ("target", "")))] == 2
     assert samples[("kbackup_health_status", (("job", "shop"),))] == 2
+    # The failed run since the last good backup: a warning of its own.
+    assert samples[("kbackup_check_status", (("check", "last_run"), ("job", "shop"),
+                                             ("target", "")))] == 1
+    assert samples[("kbackup_alerts_firing", (("severity", "warning"),))] == 1
     free = [v for (name, _labels), v in samples.items() if name == "kbackup_disk_free_bytes"]
     assert free and all(v > 0 for v in free)
 
@@ -373,3 +378,121 @@ async def test_storage_probe_reports_an_unusable_local_target(henv: HealthEnv) -
     view = henv.monitor.job_health("shop")
     assert view["status"] == "critical"
     assert [p["key"] for p in view["problems"]] == ["daemon/storage/local"]
+
+
+# ---------------------------------------------------------------------- a failing job is never OK
+
+
+async def test_a_failed_run_warns_and_failures_in_a_row_are_critical(henv: HealthEnv) -> None:
+    henv.job(schedules='[ { cron = "0 2 * * *", tag = "daily" } ]')
+    henv.backup("shop", T0 - timedelta(days=1))
+    assert henv.by_key(await henv.evaluate())["shop/last_run"].severity == OK
+    first = henv.run("shop", T0 - timedelta(hours=3), "failed",
+                     'pg_dump: error: connection to server at "db1" failed: Connection refused')
+    last_run = henv.by_key(await henv.evaluate())["shop/last_run"]
+    assert last_run.severity == WARNING
+    assert last_run.reason == (f'backup run {first} failed: pg_dump: error: connection to server'
+                               ' at "db1" failed: Connection refused')
+    assert last_run.next_step == "kbackupctl runs shop"
+    # A run a daemon stop aborted is no failure, and does not break the streak either.
+    henv.run("shop", T0 - timedelta(hours=2), "failed", "aborted: daemon shutting down")
+    assert henv.by_key(await henv.evaluate())["shop/last_run"].severity == WARNING
+    second = henv.run("shop", T0 - timedelta(hours=1), "failed", "timed out after 6h (job"
+                      " timeout)\nsecond line")
+    last_run = henv.by_key(await henv.evaluate())["shop/last_run"]
+    assert last_run.severity == CRITICAL
+    assert last_run.reason == (f"2 backup runs failed in a row (limit 2), the last, {second}:"
+                               " timed out after 6h (job timeout)")
+    assert henv.monitor.job_health("shop")["status"] == "critical"
+    # The threshold is per job like the others.
+    henv.job(schedules='[ { cron = "0 2 * * *", tag = "daily" } ]',
+             extra="[thresholds]\nmax_consecutive_failures = 3")
+    henv.monitor.reconfigure(load_config(henv.conf), henv.monitor.storages)
+    assert henv.by_key(await henv.evaluate())["shop/last_run"].severity == WARNING
+    # The next good run resolves it.
+    good = henv.backup("shop", T0 + timedelta(minutes=10))
+    henv.clock.advance(minutes=11)
+    last_run = henv.by_key(await henv.evaluate())["shop/last_run"]
+    assert (last_run.severity, last_run.reason) == (OK, f"last backup run {good} complete")
+    resolved = henv.monitor.manager.listing()["resolved"]
+    assert [a["key"] for a in resolved] == ["shop/last_run"]
+
+
+async def test_a_job_that_never_succeeded_is_critical_at_once(henv: HealthEnv) -> None:
+    henv.job(schedules='[ { cron = "0 2 * * *", tag = "daily" } ]')
+    results = henv.by_key(await henv.evaluate())
+    assert results["shop/last_run"].reason == "no finished backup run yet"
+    assert results["shop/last_run"].severity == results["shop/backup_age"].severity == OK
+    error = 'database shop: connection failed: FATAL:  database "shop" does not exist'
+    failed = henv.run("shop", T0 - timedelta(minutes=5), "failed", error)
+    results = henv.by_key(await henv.evaluate())
+    last_run = results["shop/last_run"]
+    assert last_run.severity == CRITICAL
+    assert last_run.reason == f"no complete backup yet: backup run {failed} failed: {error}"
+    assert any(error in line for line in last_run.details)
+    age = results["shop/backup_age"]
+    assert age.severity == CRITICAL  # not OK until the age limit: there is nothing at all
+    assert age.reason.startswith(f"no complete backup yet; backup run {failed} failed (job"
+                                 " configured since 2026-11-23")
+    assert results["shop/failure_rate"].severity == OK  # one run: below failure_min_runs
+    assert henv.monitor.job_health("shop")["status"] == "critical"
+
+
+async def test_a_partial_backup_warns_naming_the_target_that_has_no_copy(
+        henv: HealthEnv) -> None:
+    (henv.conf / "kbackupd.toml").write_text((henv.conf / "kbackupd.toml").read_text()
+                                             + f'\n[storage.offsite]\ntype = "local"\n'
+                                               f'path = "{henv.base}/offsite"\n')
+    henv.job(targets='["local", "offsite"]', extra='[thresholds]\nmax_backup_age = "26h"')
+    partial = henv.backup("shop", T0 - timedelta(minutes=5), status="partial",
+                          targets={"local": "complete",
+                                   "offsite": "failed: storage offsite: HTTP 507"})
+    results = henv.by_key(await henv.evaluate())
+    assert results["shop/backup_age"].severity == OK
+    last_run = results["shop/last_run"]
+    assert last_run.severity == WARNING
+    assert last_run.reason == (f"backup {partial} is partial, not on every target (target"
+                               " offsite failed: storage offsite: HTTP 507)")
+    offsite = results["shop/backup_age/offsite"]
+    assert offsite.severity == WARNING  # at once, not only after the age limit
+    assert offsite.reason == ("target offsite holds no complete backup yet (limit 26h);"
+                              f" newest backup {partial} failed there: storage offsite: HTTP 507")
+    henv.clock.advance(hours=26, minutes=1)
+    assert henv.by_key(await henv.evaluate())["shop/backup_age/offsite"].severity == CRITICAL
+    henv.backup("shop", henv.clock.current,
+                targets={"local": "complete", "offsite": "complete"})
+    results = henv.by_key(await henv.evaluate())
+    assert results["shop/last_run"].severity == OK
+    assert "shop/backup_age/offsite" not in results  # the same as the job's again
+    assert henv.monitor.job_health("shop")["status"] == "ok"
+
+
+async def test_a_job_whose_backups_were_never_verified(henv: HealthEnv) -> None:
+    henv.job(extra='[verify]\nafter_backup = "none"\nschedule = "0 4 * * 0"')  # Sundays
+    backup_id = henv.backup("shop", T0 - timedelta(days=1), verified=False)
+    check = henv.by_key(await henv.evaluate())["shop/verification"]
+    assert check.severity == OK
+    assert check.reason.startswith(f"no backup of this job verified yet, the oldest ({backup_id})"
+                                   " is 24h old")
+    henv.clock.advance(days=8)  # a week between verifications + 25% and the grace are over
+    check = henv.by_key(await henv.evaluate())["shop/verification"]
+    assert check.severity == WARNING
+    assert check.reason == (f"never verified: no backup of this job has been verified, the"
+                            f" oldest ({backup_id}) is 9d old (verification: restore-test on"
+                            " schedule '0 4 * * 0', grace 8d18h)")
+    assert check.next_step == f"kbackupctl verify {backup_id}; kbackupctl runs shop"
+    henv.db.add_verification("v1", backup_id, "shop", "restore-test", henv.clock.current, True,
+                             None, {})
+    assert henv.by_key(await henv.evaluate())["shop/verification"].severity == OK
+    # Verified after every backup (the default): a backup older than the job's timeout and
+    # still unverified means the verification did not happen.
+    henv.job(name="docs")
+    henv.monitor.reconfigure(load_config(henv.conf), henv.monitor.storages)
+    henv.backup("docs", henv.clock.current - timedelta(hours=7), verified=False)
+    check = henv.by_key(await henv.evaluate())["docs/verification"]
+    assert check.severity == WARNING and "(verification: checksum after each backup, grace" \
+        " 6h10m)" in check.reason
+    # A job that verifies nothing has no such check.
+    henv.job(name="docs", extra='[verify]\nafter_backup = "none"')
+    henv.monitor.reconfigure(load_config(henv.conf), henv.monitor.storages)
+    assert "docs/verification" not in henv.by_key(await henv.evaluate())

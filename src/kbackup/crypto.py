@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kbackup.config import Config, EncryptionConfig, JobConfig, read_secret_file
-from kbackup.process import child_env
+from kbackup.process import child_env, error_reason
 
 GPG = "gpg"
 BASE_ARGS = ["--batch", "--no-tty", "--quiet", "--yes", "--no-greeting",
@@ -181,7 +181,7 @@ class GpgProcess:
             if found:
                 return KeyProblem(f"gpg cannot decrypt: {found.removeprefix('gpg: ')}"
                                   " (wrong passphrase or key)")
-        text = messages[-1] if messages else f"exit {self.proc.returncode}"
+        text = error_reason(messages, f"exit {self.proc.returncode}")
         return GpgFailed(f"gpg: {text.removeprefix('gpg: ')}")
 
     def process(self, data: bytes) -> bytes:

@@ -107,6 +107,10 @@ class History(Protocol):
 
     def backup_runs_since(self, job: str, since: datetime) -> list[dict[str, Any]]: ...
 
+    def oldest_good_backup(self, job: str) -> dict[str, Any] | None: ...
+
+    def last_backup_runs(self, job: str, limit: int) -> list[dict[str, Any]]: ...
+
     def last_finished_backup_run(self, job: str) -> dict[str, Any] | None: ...
 
     def run_covers(self, job: str, when: datetime) -> bool: ...
@@ -216,10 +220,13 @@ def check_backup_age(config: Config, job: JobConfig, limits: ThresholdsConfig,
     if newest is None:
         since = facts.seen.get((name, "job"), now)
         late = (now - since).total_seconds() > limit
-        reason = (f"no complete backup yet (job configured since "
+        runs = history.last_backup_runs(name, 1)
+        failed = f"; backup run {runs[0]['id']} failed" if runs else ""
+        reason = (f"no complete backup yet{failed} (job configured since "
                   f"{_local(since, config.job_timezone(job))}, limit {human_duration(limit)})")
-        results.append(_result(name, "backup_age", None, CRITICAL if late else OK, reason, step,
-                               errors))
+        # Not OK while the only runs there were failed: the job has never been backed up.
+        results.append(_result(name, "backup_age", None, CRITICAL if late or runs else OK,
+                               reason, step, errors))
         newest_at = None
     else:
         newest_at = parse_time(newest["finished_at"]) or now
@@ -233,16 +240,66 @@ def check_backup_age(config: Config, job: JobConfig, limits: ThresholdsConfig,
     for target in job.targets:
         row = history.last_good_backup(name, target)
         when = parse_time(row["finished_at"]) if row else None
-        if newest_at is None or when == newest_at:
+        if newest is None or newest_at is None or when == newest_at:
             continue  # same as the job as a whole: reported once, above
         since = when or facts.seen.get((name, f"target:{target}"), now)
         age = (now - since).total_seconds()
         what = (f"last good backup on target {target} is {human_duration(age)} old" if when
                 else f"target {target} holds no complete backup yet")
-        results.append(_result(name, "backup_age", target, CRITICAL if age > limit else OK,
-                               f"{what} (limit {human_duration(limit)})",
-                               f"kbackupctl backups {name}", errors))
+        # The newest backup is partial because this target failed: not OK before the limit.
+        missed = str(newest["targets"].get(target, ""))
+        severity = CRITICAL if age > limit else WARNING if missed.startswith("failed") else OK
+        reason = f"{what} (limit {human_duration(limit)})"
+        if missed.startswith("failed"):
+            reason += f"; newest backup {newest['id']} failed there: {missed[len('failed: '):]}"
+        results.append(_result(name, "backup_age", target, severity, reason,
+                               f"kbackupctl backups {name}; kbackupctl storage check {target}",
+                               errors))
     return results
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0].strip() if lines else "no error recorded"
+
+
+def check_last_run(job: JobConfig, limits: ThresholdsConfig, history: History,
+                   errors: list[str]) -> CheckResult:
+    """The newest finished backup run: failed is WARNING, CRITICAL when the job has no good
+    backup at all or after max_consecutive_failures in a row; partial is WARNING naming the
+    target. Runs a daemon stop aborted do not count (see the store)."""
+    name, most = job.name, limits.max_consecutive_failures
+    step = f"kbackupctl runs {name}"
+    runs = history.last_backup_runs(name, max(most, 1))
+    if not runs:
+        return _result(name, "last_run", None, OK, "no finished backup run yet")
+    last = runs[0]
+    if last["backup_status"] == "partial":
+        failed = {t: str(v).removeprefix("failed: ") for t, v in last["backup_targets"].items()
+                  if str(v).startswith("failed")}
+        where = "; ".join(f"target {t} failed: {why}" for t, why in failed.items()) \
+            or _first_line(last["error"])
+        return _result(name, "last_run", None, WARNING,
+                       f"backup {last['id']} is partial, not on every target ({where})",
+                       f"{step}; kbackupctl storage check", errors)
+    if last["status"] == "complete":
+        return _result(name, "last_run", None, OK, f"last backup run {last['id']} complete")
+    streak = 0
+    for run in runs:
+        if run["status"] == "complete" or run["backup_status"] == "partial":
+            break
+        streak += 1
+    error = _first_line(last["error"])
+    if history.last_good_backup(name) is None:
+        return _result(name, "last_run", None, CRITICAL,
+                       f"no complete backup yet: backup run {last['id']} failed: {error}",
+                       step, errors)
+    if streak >= most:
+        return _result(name, "last_run", None, CRITICAL,
+                       f"{streak} backup runs failed in a row (limit {most}), the last,"
+                       f" {last['id']}: {error}", step, errors)
+    return _result(name, "last_run", None, WARNING,
+                   f"backup run {last['id']} failed: {error}", step, errors)
 
 
 def check_failure_rate(job: JobConfig, limits: ThresholdsConfig, history: History,
@@ -341,10 +398,43 @@ def check_missed_schedules(config: Config, job: JobConfig, limits: ThresholdsCon
     return results
 
 
-def check_verification(job: JobConfig, history: History) -> CheckResult | None:
+def _verify_grace(config: Config, job: JobConfig, limits: ThresholdsConfig,
+                  now: datetime) -> float | None:
+    """How long a backup may stay unverified: a whole job timeout past the backup when each
+    backup is verified at once, the verify schedule's largest gap + 25% when scheduled."""
+    graces = []
+    if job.verify.after_backup != "none":
+        graces.append(job.timeout + limits.schedule_grace)
+    if job.verify.schedule:
+        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        gap = largest_gap((job.verify.schedule,), job.timezone or config.daemon.timezone, day)
+        if gap is not None:
+            graces.append(gap * 1.25 + limits.schedule_grace)
+    return min(graces) if graces else None
+
+
+def check_verification(config: Config, job: JobConfig, limits: ThresholdsConfig,
+                       history: History, facts: Facts) -> CheckResult | None:
     last = history.last_job_verification(job.name)
     if last is None:
-        return None
+        oldest = history.oldest_good_backup(job.name)
+        grace = _verify_grace(config, job, limits, facts.now)
+        when = parse_time(oldest["finished_at"]) if oldest else None
+        if oldest is None or when is None or grace is None:
+            return None
+        how = " and ".join(
+            ([f"{job.verify.after_backup} after each backup"]
+             if job.verify.after_backup != "none" else [])
+            + ([f"{job.verify.level} on schedule '{job.verify.schedule}'"]
+               if job.verify.schedule else []))
+        age = (facts.now - when).total_seconds()
+        severity = WARNING if age > grace else OK
+        what = ("never verified: no backup of this job has been verified" if severity != OK
+                else "no backup of this job verified yet")
+        reason = (f"{what}, the oldest ({oldest['id']}) is {human_duration(age)} old"
+                  f" (verification: {how}, grace {human_duration(grace)})")
+        return _result(job.name, "verification", None, severity, reason,
+                       f"kbackupctl verify {oldest['id']}; kbackupctl runs {job.name}")
     if last["ok"]:
         return _result(job.name, "verification", None, OK,
                        f"backup {last['backup_id']} passed {last['level']} verification")
@@ -358,9 +448,11 @@ def evaluate_job(config: Config, job: JobConfig, history: History,
     limits = config.settings.thresholds.for_job(job.thresholds)
     errors = history.recent_errors(job.name)
     results = check_backup_age(config, job, limits, history, facts, errors)
+    results.append(check_last_run(job, limits, history, errors))
     results.append(check_failure_rate(job, limits, history, facts, errors))
     results += [r for r in (check_duration(job, limits, history, facts),
-                            check_verification(job, history)) if r is not None]
+                            check_verification(config, job, limits, history, facts))
+                if r is not None]
     results += check_sizes(job, limits, history)
     results += check_missed_schedules(config, job, limits, history, facts)
     return results

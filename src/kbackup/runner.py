@@ -16,6 +16,7 @@ from typing import Any
 from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config
 from kbackup.jobs.backup import BackupRun
+from kbackup.process import stderr_for_log, stderr_of
 from kbackup.progress import Progress
 from kbackup.repository import new_backup_id
 from kbackup.storage import Storage
@@ -177,6 +178,7 @@ class Runner:
                        target_id: str | None) -> None:
         config = self.config
         status, error = "failed", None
+        stderr: list[str] = []
         try:
             async with self.limiter:
                 config = self.config  # the newest config once it is this run's turn
@@ -196,10 +198,13 @@ class Runner:
             error = "aborted: daemon shutting down"
         except Exception as exc:  # one job must never take the daemon down
             error = str(exc) or exc.__class__.__name__
+            stderr = stderr_of(exc)
         finally:
             if status != "complete":
-                log.error("event=run.failed job=%s kind=%s run=%s error=%r", run.job, run.kind,
-                          run.id, error)
+                # With a failed tool's whole stderr: the error above is its one telling line.
+                log.error("event=run.failed job=%s kind=%s run=%s error=%r%s", run.job,
+                          run.kind, run.id, error,
+                          f" stderr={stderr_for_log(stderr)!r}" if stderr else "")
                 if run.kind == "backup" and self.catalog.get_backup(run.id) is not None:
                     row = self.catalog.get_backup(run.id)
                     if row is not None and row["status"] not in ("corrupt", "partial"):

@@ -67,8 +67,15 @@ CREATE TABLE IF NOT EXISTS health_seen (
 );
 """
 GOOD = "status IN ('complete', 'partial')"
+NOT_ABORTED = "COALESCE({col}, '') NOT LIKE 'aborted: daemon%'"  # a clean stop is no failure
 SAMPLE_EVERY = timedelta(minutes=10)
 SAMPLES_KEPT = timedelta(days=14)
+
+
+def _with_targets(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {**dict(row), "targets": json.loads(row["targets"]) if row["targets"] else {}}
 
 
 def _alert_row(row: sqlite3.Row) -> dict[str, Any]:
@@ -214,13 +221,32 @@ class AlertStore:
     # ------------------------------------------------------------------ history (health.History)
 
     def last_good_backup(self, job: str, target: str | None = None) -> dict[str, Any] | None:
-        query = f"SELECT id, finished_at FROM backups WHERE job=? AND {GOOD}"
+        query = f"SELECT id, status, finished_at, targets FROM backups WHERE job=? AND {GOOD}"
         args: tuple[Any, ...] = (job,)
         if target is not None:
             query += " AND json_extract(targets, '$.\"' || ? || '\"') = 'complete'"
             args += (target,)
         row = self.db.execute(query + " ORDER BY started_at DESC LIMIT 1", args).fetchone()
-        return dict(row) if row else None
+        return _with_targets(row)
+
+    def oldest_good_backup(self, job: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            f"SELECT id, status, finished_at, targets FROM backups WHERE job=? AND {GOOD}"
+            " ORDER BY started_at LIMIT 1", (job,)).fetchone()
+        return _with_targets(row)
+
+    def last_backup_runs(self, job: str, limit: int) -> list[dict[str, Any]]:
+        """The newest finished backup runs, newest first, with the status and targets of the
+        backup each wrote (None: none recorded); runs a daemon stop aborted are left out."""
+        rows = self.db.execute(
+            "SELECT r.id, r.status, r.started_at, r.finished_at, r.error,"
+            " b.status AS backup_status, b.targets AS backup_targets"
+            " FROM runs r LEFT JOIN backups b ON b.id = r.id"
+            " WHERE r.job=? AND r.kind='backup' AND r.status != 'running'"
+            f" AND {NOT_ABORTED.format(col='r.error')}"
+            " ORDER BY r.started_at DESC, r.rowid DESC LIMIT ?", (job, limit))
+        return [{**dict(r), "backup_targets": json.loads(r["backup_targets"])
+                 if r["backup_targets"] else {}} for r in rows]
 
     def good_backups(self, job: str, limit: int) -> list[dict[str, Any]]:
         rows = self.db.execute(

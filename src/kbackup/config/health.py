@@ -52,6 +52,7 @@ class JobThresholds(Strict):
     max_duration: Seconds | None = None
     min_size_ratio: Ratio | None = None
     schedule_grace: Seconds | None = None
+    max_consecutive_failures: int | None = Field(default=None, ge=1)
 
 
 class ThresholdsConfig(Strict):
@@ -64,6 +65,7 @@ class ThresholdsConfig(Strict):
     max_duration: Seconds | None = None
     min_size_ratio: Ratio = 0.5
     schedule_grace: Seconds = 600.0
+    max_consecutive_failures: int = Field(default=2, ge=1)  # last_run: CRITICAL from this many
     min_free_disk: DiskThreshold = "10%"
     disk_forecast: Seconds = 7 * 86400.0  # warn when a disk fills up within this
 

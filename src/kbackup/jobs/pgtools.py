@@ -16,12 +16,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from kbackup.config import PostgresSource, read_secret_file
-from kbackup.process import kill_tree, last_error_line, read_stderr_tail, spawn
+from kbackup.process import ToolError, error_reason, kill_tree, read_stderr_tail, spawn
 from kbackup.sources.postgres import count_rows, one_line
 
 
-class PgError(Exception):
-    """A PostgreSQL step of a verify or restore failed; one line naming the step."""
+class PgError(ToolError):
+    """A PostgreSQL step of a verify or restore failed; one line naming the step (and
+    `stderr`, when a tool failed, what it printed)."""
 
 
 class CannotCreateDatabase(PgError):
@@ -248,15 +249,10 @@ async def feed_process(argv: Sequence[str], env: dict[str, str],
 
 
 def failure(step: str, code: int, stderr: list[str]) -> PgError:
-    """The step, its exit code and the server's reason: pg_restore ends its report with the
-    failed "Command was: ...", so the last error line (and its DETAIL) is picked, not that."""
-    lines = [" ".join(line.split()) for line in stderr if line.strip()]
-    at = next((i for i in range(len(lines) - 1, -1, -1) if "error:" in lines[i].lower()), None)
-    if at is None:
-        return PgError(f"{step} failed (exit {code}): {last_error_line(stderr, 'no message')}")
-    reason = lines[at]
-    reason += "".join(f" {line}" for line in lines[at + 1:at + 3] if line.startswith("DETAIL:"))
+    """The step, its exit code and the tool's reason (error_reason: the error line and its
+    detail, not the "Command was: ..." that pg_restore ends its report with)."""
+    reason = error_reason(stderr, "no message")
     if "must be member of role" in reason or "must be owner of" in reason:
         reason += (" (the restore login may not set the dump's owners: add --no-owner, or set"
                    " restore_dsn to a role that may)")
-    return PgError(f"{step} failed (exit {code}): {reason}")
+    return PgError(f"{step} failed (exit {code}): {reason}", stderr)

@@ -151,7 +151,7 @@ class RestoreRun:
         if code != 0:
             raise PgError(failure(f"pg_restore into {step.target}", code, stderr).args[0]
                           + f"; database {step.target} is unchanged (the transaction was rolled"
-                          " back)")
+                          " back)", stderr)
 
     async def _replace_whole_database(self, login: Login, component: Component,
                                       target: str) -> None:
@@ -173,7 +173,7 @@ class RestoreRun:
                                               on_chunk=self._advance)
             if code != 0:
                 raise PgError(failure(f"pg_restore of {target}", code, stderr).args[0]
-                              + f"; database {target} is unchanged")
+                              + f"; database {target} is unchanged", stderr)
             self.progress.phase = f"swapping the restored database in as {target}"
             await swap_database(login, target, side, self.restore_id[-6:])
         except BaseException:
@@ -195,7 +195,8 @@ class RestoreRun:
                                           on_chunk=self._advance)
         errors = [line for line in stderr if "ERROR" in line and "already exists" not in line]
         if code != 0 or errors:
-            raise PgError(f"applying roles failed: {errors[0] if errors else f'exit {code}'}")
+            raise PgError(f"applying roles failed: {errors[0] if errors else f'exit {code}'}",
+                          stderr)
 
     async def _files(self, step: Step) -> None:
         assert self.storage is not None

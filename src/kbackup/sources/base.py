@@ -18,11 +18,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from kbackup.handoff import CHUNK, ChunkQueue, Transform, pipe_for_child, read_pipe
-from kbackup.process import kill_tree, last_error_line, read_stderr_tail, spawn
+from kbackup.process import ToolError, error_reason, kill_tree, read_stderr_tail, spawn
 
 
-class SourceError(Exception):
-    """The source cannot be read; the message is one line naming the source and the reason."""
+class SourceError(ToolError):
+    """The source cannot be read; the message is one line naming the source and the reason
+    (and `stderr`, when a tool failed, what it printed)."""
 
 
 class SourceStream(ABC):
@@ -94,7 +95,7 @@ class ProcessStream(SourceStream):
         stderr = await self.stderr_task
         if code != 0:
             raise SourceError(f"{self.what} failed (exit {code}): "
-                              + last_error_line(stderr, "no error message"))
+                              + error_reason(stderr, "no error message"), stderr)
         if self.reader.error is not None:
             raise SourceError(f"{self.what}: reading its output failed: {self.reader.error}")
 
