@@ -175,6 +175,11 @@ def test_reader_may_not_run_a_backup(grouped_kb: KbEnv) -> None:
     assert reload.returncode == 1
     assert ADMIN_GROUP in reload.stderr
     assert grouped_kb.ctl_json("runs") == []  # the refused run never started
+    for args in (("pause", "shop", "--reason", "x"), ("resume", "shop")):  # admin only
+        refused = grouped_kb.ctl(*args, user="kbt-reader")
+        assert refused.returncode == 1, args
+        assert f"needs membership in group {ADMIN_GROUP}" in refused.stderr, args
+    assert grouped_kb.ctl_json("status")["jobs"][0]["paused"] is None
     # Reads are fine for a reader.
     assert grouped_kb.ctl("jobs", user="kbt-reader").returncode == 0
     assert grouped_kb.ctl("backups", user="kbt-reader").returncode == 0

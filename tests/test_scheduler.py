@@ -95,7 +95,7 @@ def test_scheduler_fires_on_time_and_only_once(tmp_path: Path) -> None:
     clock = FakeClock(datetime(2026, 3, 28, 12, 0, tzinfo=UTC))
     launched: list[tuple[str, str, datetime]] = []
     scheduler = Scheduler(catalog,
-                          lambda job, trig, kind: launched.append((job, trig, clock.now())),
+                          lambda job, trig, *_: launched.append((job, trig, clock.now())),
                           clock)
     scheduler.configure(config)
     assert scheduler.next_run("shop") == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 02:00 GMT
@@ -115,14 +115,14 @@ def test_catch_up_once_after_downtime_and_not_for_new_jobs(tmp_path: Path) -> No
     catalog = Catalog(tmp_path / "state")
     clock = FakeClock(datetime(2026, 11, 20, 12, 0, tzinfo=UTC))
     launched: list[tuple[str, str]] = []
-    first = Scheduler(catalog, lambda job, trig, kind: launched.append((job, trig)), clock)
+    first = Scheduler(catalog, lambda job, trig, *_: launched.append((job, trig)), clock)
     first.configure(config)
     first.tick()
     assert launched == []  # a new job waits for its first scheduled time
 
     # The daemon is down for three days, over three 02:00 runs.
     clock.current = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-    second = Scheduler(catalog, lambda job, trig, kind: launched.append((job, trig)), clock)
+    second = Scheduler(catalog, lambda job, trig, *_: launched.append((job, trig)), clock)
     second.configure(config)
     second.tick()
     second.tick()
@@ -130,7 +130,7 @@ def test_catch_up_once_after_downtime_and_not_for_new_jobs(tmp_path: Path) -> No
     assert second.next_run("shop") == datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
     # Restarting again the same day does not catch up twice.
-    third = Scheduler(catalog, lambda job, trig, kind: launched.append((job, trig)), clock)
+    third = Scheduler(catalog, lambda job, trig, *_: launched.append((job, trig)), clock)
     third.configure(config)
     third.tick()
     assert launched == [("shop", "catch-up")]
@@ -141,7 +141,7 @@ async def test_scheduler_loop_launches_due_jobs(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "state")
     clock = FakeClock(datetime(2026, 11, 23, 9, 0, 30, tzinfo=UTC))
     launched: list[str] = []
-    scheduler = Scheduler(catalog, lambda job, trig, kind: launched.append(job), clock)
+    scheduler = Scheduler(catalog, lambda job, trig, *_: launched.append(job), clock)
     scheduler.configure(config)
     task = asyncio.create_task(scheduler.run())
     await asyncio.sleep(0.05)
@@ -162,7 +162,7 @@ def test_verify_schedule_launches_a_verification(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "state")
     clock = FakeClock(datetime(2026, 11, 21, 12, 0, tzinfo=UTC))  # a Saturday
     launched: list[tuple[str, str, datetime]] = []
-    scheduler = Scheduler(catalog, lambda job, trig, kind: launched.append((job, kind,
+    scheduler = Scheduler(catalog, lambda job, trig, kind, _tag: launched.append((job, kind,
                                                                              clock.now())), clock)
     scheduler.configure(load_config(conf))
     assert scheduler.next_run("shop", "verify") == datetime(2026, 11, 22, 4, 0, tzinfo=UTC)

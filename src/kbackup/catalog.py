@@ -3,11 +3,16 @@
 The storage is the source of truth for what backups exist (manifests); the catalog is a fast
 index over it plus the history that storage cannot hold (failed runs, schedule bookkeeping).
 `rescan` rebuilds the backup index from the manifests, so a new server sees old backups.
+
+Schema versions: SCHEMA is the original layout (version 0); MIGRATIONS are applied in order at
+open, each in its own transaction, and `PRAGMA user_version` records how many have run. A
+catalog written by a newer kbackupd (a higher user_version) is refused, never guessed at.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -73,6 +78,23 @@ CREATE TABLE IF NOT EXISTS schedule_state (
 );
 """
 
+# Ordered: MIGRATIONS[i] takes a catalog from user_version i to i + 1. Only append.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (  # 1: backup tags and labels (issue 13), paused jobs
+        "ALTER TABLE backups ADD COLUMN tag TEXT",
+        "ALTER TABLE backups ADD COLUMN label TEXT",
+        "CREATE INDEX IF NOT EXISTS backups_tag ON backups(job, tag)",
+        "CREATE TABLE IF NOT EXISTS job_pauses (job TEXT PRIMARY KEY, paused_at TEXT NOT NULL,"
+        " paused_by TEXT NOT NULL, reason TEXT, until TEXT, resumed_by TEXT)",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+log = logging.getLogger("kbackup.catalog")
+
+
+class CatalogError(Exception):
+    """The catalog cannot be used by this version (one line, for the log and the terminal)."""
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -98,7 +120,29 @@ class Catalog:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION; refuse a catalog from a newer kbackupd."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self.db.close()
+            raise CatalogError(
+                f"{self.path}: catalog schema version {version} is newer than this kbackupd"
+                f" knows ({SCHEMA_VERSION}): it was written by a newer kbackupd; upgrade, or"
+                " move the file away and run `kbackupctl catalog rescan`")
         self.db.executescript(SCHEMA)
+        for number, steps in enumerate(MIGRATIONS[version:], start=version + 1):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for step in steps:
+                    self.db.execute(step)
+                self.db.execute(f"PRAGMA user_version = {number:d}")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            log.info("event=catalog.migrated path=%s version=%d", self.path, number)
 
     def close(self) -> None:
         self.db.close()
@@ -158,15 +202,17 @@ class Catalog:
         targets: dict[str, Any],
         manifest: dict[str, Any] | None,
         error: str | None = None,
+        tag: str | None = None,
+        label: str | None = None,
     ) -> None:
         self.db.execute(
             "INSERT INTO backups (id, job, status, trigger, started_at, finished_at, size_bytes,"
-            " targets, manifest, error) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " targets, manifest, error, tag, label) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET job=excluded.job, status=excluded.status,"
             " trigger=excluded.trigger, started_at=excluded.started_at,"
             " finished_at=excluded.finished_at, size_bytes=excluded.size_bytes,"
             " targets=excluded.targets, manifest=COALESCE(excluded.manifest, backups.manifest),"
-            " error=excluded.error",
+            " error=excluded.error, tag=excluded.tag, label=excluded.label",
             (
                 backup_id,
                 job,
@@ -178,6 +224,8 @@ class Catalog:
                 json.dumps(targets),
                 json.dumps(manifest) if manifest is not None else None,
                 error,
+                tag,
+                label,
             ),
         )
 
@@ -199,7 +247,9 @@ class Catalog:
         row = self.db.execute("SELECT * FROM backups WHERE id=?", (backup_id,)).fetchone()
         return self._backup_row(row) if row else None
 
-    def backups(self, job: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def backups(self, job: str | None = None, status: str | None = None,
+                label: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; `label` matches a schedule tag or a user label."""
         clauses, args = [], []
         if job:
             clauses.append("job=?")
@@ -207,6 +257,9 @@ class Catalog:
         if status:
             clauses.append("status=?")
             args.append(status)
+        if label:
+            clauses.append("(tag=? OR label=?)")
+            args += [label, label]
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.db.execute(f"SELECT * FROM backups{where} ORDER BY started_at DESC", args)
         return [self._backup_row(r) for r in rows]
@@ -304,3 +357,39 @@ class Catalog:
             " ON CONFLICT(job, schedule) DO UPDATE SET last_fired_at=excluded.last_fired_at",
             (job, schedule, iso(when)),
         )
+
+    # ------------------------------------------------------------------ paused jobs
+
+    def pause_record(self, job: str) -> dict[str, Any] | None:
+        """The job's last pause, active or not (its window explains skipped schedules)."""
+        row = self.db.execute("SELECT * FROM job_pauses WHERE job=?", (job,)).fetchone()
+        return dict(row) if row else None
+
+    def active_pause(self, job: str, now: datetime) -> dict[str, Any] | None:
+        """The job's pause if it is in force at `now` (a --for pause expires by itself)."""
+        pause = self.pause_record(job)
+        if pause is None:
+            return None
+        until = parse_iso(pause["until"])
+        return pause if until is None or until > now else None
+
+    def set_pause(self, job: str, by: str, reason: str | None, until: datetime | None,
+                  now: datetime) -> dict[str, Any]:
+        self.db.execute(
+            "INSERT INTO job_pauses (job, paused_at, paused_by, reason, until, resumed_by)"
+            " VALUES (?,?,?,?,?,NULL) ON CONFLICT(job) DO UPDATE SET"
+            " paused_at=excluded.paused_at, paused_by=excluded.paused_by,"
+            " reason=excluded.reason, until=excluded.until, resumed_by=NULL",
+            (job, iso(now), by, reason, iso(until)))
+        record = self.pause_record(job)
+        assert record is not None
+        return record
+
+    def end_pause(self, job: str, by: str, now: datetime) -> dict[str, Any] | None:
+        """Resume: the pause ends now (kept as a record); None if it was not in force."""
+        pause = self.active_pause(job, now)
+        if pause is None:
+            return None
+        self.db.execute("UPDATE job_pauses SET until=?, resumed_by=? WHERE job=?",
+                        (iso(now), by, job))
+        return pause

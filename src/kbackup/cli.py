@@ -29,6 +29,7 @@ from kbackup.ctl.alerts import cmd_alerts, cmd_check
 from kbackup.ctl.client import DEFAULT_SOCKET, Client, CliError
 from kbackup.ctl.delete import cmd_audit, cmd_delete
 from kbackup.ctl.output import emit_json
+from kbackup.ctl.pause import cmd_pause, cmd_resume
 from kbackup.ctl.reads import cmd_backups, cmd_jobs, cmd_restores, cmd_runs, cmd_show, cmd_status
 
 
@@ -100,11 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("jobs", help="configured jobs and their schedules")
     p = sub.add_parser("backups", help="list backups, newest first")
     p.add_argument("job", nargs="?")
+    p.add_argument("--label", help="only backups with this schedule tag or user label")
     p = sub.add_parser("show", help="one backup in detail")
     p.add_argument("backup_id")
     p = sub.add_parser("run", help="start a backup of JOB now")
     p.add_argument("job")
     p.add_argument("--wait", action="store_true", help="wait for the end; exit 1 if it failed")
+    p.add_argument("--label", help="label the backup (1-64 of A-Z a-z 0-9 . _ -)")
+    p.add_argument("--force", action="store_true", help="run even if the job is paused")
+    p = sub.add_parser("pause", help="stop JOB's scheduled runs until resumed")
+    p.add_argument("job")
+    p.add_argument("--reason", help="why (shown in status, health and refused runs)")
+    p.add_argument("--for", dest="duration", metavar="DURATION",
+                   help="resume by itself after this long, e.g. 2h")
+    p = sub.add_parser("resume", help="run JOB on schedule again")
+    p.add_argument("job")
     p = sub.add_parser("verify", help="prove a backup restores (checksum, structure, restore-test)")
     p.add_argument("backup_id")
     p.add_argument("--level", choices=["checksum", "structure", "restore-test"],
@@ -186,6 +197,8 @@ COMMANDS = {
     "backups": cmd_backups,
     "show": cmd_show,
     "run": cmd_run,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
     "runs": cmd_runs,
     "verify": cmd_verify,
     "restore": cmd_restore,

@@ -21,7 +21,7 @@ import sdnotify
 
 from kbackup import __version__
 from kbackup.alerts.monitor import Monitor
-from kbackup.catalog import Catalog, iso, parse_iso, utcnow
+from kbackup.catalog import Catalog, CatalogError, iso, parse_iso, utcnow
 from kbackup.config import Config, ConfigError, load_config
 from kbackup.logs import setup_logging
 from kbackup.repository import clean_incomplete, list_manifests
@@ -58,12 +58,13 @@ class Daemon:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _launch(self, job: str, trigger: str, kind: str = "backup") -> None:
+    def _launch(self, job: str, trigger: str, kind: str = "backup",
+                tag: str | None = None) -> None:
         from kbackup.runner import RunnerBusy
 
         if kind == "backup":
             try:
-                self.runner.submit_backup(job, trigger)
+                self.runner.submit_backup(job, trigger, tag=tag)
             except RunnerBusy as exc:
                 log.warning("event=schedule.skipped job=%s reason=%r", job, str(exc))
             return
@@ -235,7 +236,14 @@ class Daemon:
             },
             "next_run": iso(next_run),
             "health": self.monitor.job_health(name),
+            "paused": self.pause_view(name),
         }
+
+    def pause_view(self, name: str) -> dict[str, Any] | None:
+        """The job's pause in force now (who, when, why, until), else None."""
+        from kbackup.api.pause_routes import pause_view
+
+        return pause_view(self.catalog.active_pause(name, self.clock.now()))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -287,6 +295,8 @@ class Daemon:
                 m.size_bytes,
                 entry["targets"],
                 m.model_dump(mode="json"),
+                tag=m.tag,
+                label=m.label,
             )
         removed = 0 if errors else self.catalog.delete_backups_not_in(found)
         log.info(
@@ -294,16 +304,20 @@ class Daemon:
         )
         return {"found": len(found), "forgotten": removed, "errors": errors}
 
-    def backups(self, job: str | None) -> list[dict[str, Any]]:
+    def backups(self, job: str | None, label: str | None = None) -> list[dict[str, Any]]:
         return [backup_view(row, self.catalog.last_verification(row["id"]))
-                for row in self.catalog.backups(job)]
+                for row in self.catalog.backups(job, label=label)]
 
 
 # ---------------------------------------------------------------------- entry point
 
 
 async def serve(config: Config) -> int:
-    daemon = Daemon(config, clock_from_env())
+    try:
+        daemon = Daemon(config, clock_from_env())
+    except CatalogError as exc:  # e.g. a catalog written by a newer kbackupd
+        log.error("event=daemon.start_failed error=%r", str(exc))
+        return 1
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, daemon.stopping.set)
     loop.add_signal_handler(signal.SIGINT, daemon.stopping.set)

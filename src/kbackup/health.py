@@ -119,6 +119,8 @@ class History(Protocol):
 
     def recent_errors(self, job: str, limit: int = 3) -> list[str]: ...
 
+    def job_pause(self, job: str) -> dict[str, Any] | None: ...  # last pause, ended or not
+
 
 # ---------------------------------------------------------------------- formatting
 
@@ -381,6 +383,7 @@ def check_missed_schedules(config: Config, job: JobConfig, limits: ThresholdsCon
     tz = config.job_timezone(job)
     results = []
     tags = [s.tag for s in job.schedules]
+    pause = history.job_pause(job.name)  # due times inside a pause were skipped on purpose
     for index, schedule in enumerate(job.schedules):
         label = schedule.tag if tags.count(schedule.tag) == 1 else f"{schedule.tag}-{index + 1}"
         known = facts.seen.get((job.name, f"schedule:{schedule.tag}:{schedule.cron}"))
@@ -388,7 +391,7 @@ def check_missed_schedules(config: Config, job: JobConfig, limits: ThresholdsCon
         late = (facts.now - due).total_seconds()
         severity = OK
         if known is not None and due >= known and late > limits.schedule_grace \
-                and not history.run_covers(job.name, due):
+                and not history.run_covers(job.name, due) and not _paused_at(pause, due):
             severity = WARNING
         reason = (f"scheduled run at {_local(due, tz)} ({schedule.tag}) did not start"
                   f" ({human_duration(late)} late, grace {human_duration(limits.schedule_grace)})"
@@ -443,6 +446,31 @@ def check_verification(config: Config, job: JobConfig, limits: ThresholdsConfig,
                    f" failed: {last['problem']}", f"kbackupctl show {last['backup_id']}")
 
 
+def _paused_at(pause: dict[str, Any] | None, when: datetime) -> bool:
+    if pause is None:
+        return False
+    start, until = parse_time(pause["paused_at"]), parse_time(pause["until"])
+    return start is not None and start <= when and (until is None or when < until)
+
+
+def check_paused(config: Config, job: JobConfig, limits: ThresholdsConfig, history: History,
+                 facts: Facts) -> CheckResult:
+    """A paused job: OK while the pause is fresh, WARNING once it outlives max_backup_age."""
+    pause = history.job_pause(job.name)
+    if pause is None or not _paused_at(pause, facts.now):
+        return _result(job.name, "paused", None, OK, "not paused")
+    since = parse_time(pause["paused_at"]) or facts.now
+    until = parse_time(pause["until"])
+    tz = config.job_timezone(job)
+    reason = (f"job paused since {_local(since, tz)} by {pause['paused_by']}"
+              f" ({pause['reason'] or 'no reason given'})"
+              + (f", until {_local(until, tz)}" if until else ""))
+    limit = max_backup_age(config, job, limits, facts.now)
+    late = limit is not None and (facts.now - since).total_seconds() > limit
+    return _result(job.name, "paused", None, WARNING if late else OK, reason,
+                   f"kbackupctl resume {job.name}")
+
+
 def evaluate_job(config: Config, job: JobConfig, history: History,
                  facts: Facts) -> list[CheckResult]:
     limits = config.settings.thresholds.for_job(job.thresholds)
@@ -455,6 +483,7 @@ def evaluate_job(config: Config, job: JobConfig, history: History,
                 if r is not None]
     results += check_sizes(job, limits, history)
     results += check_missed_schedules(config, job, limits, history, facts)
+    results.append(check_paused(config, job, limits, history, facts))
     return results
 
 

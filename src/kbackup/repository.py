@@ -62,12 +62,19 @@ class Component(BaseModel):
 
 
 class Manifest(BaseModel):
+    """What a complete backup is. `trigger` says what started it (scheduled, catch-up, manual,
+    pre-restore); `tag` is the schedule tag it was taken for (also for a catch-up run; None for
+    manual and pre-restore backups); `label` is the user's label (`kbackupctl run --label`).
+    Manifests written before tags and labels existed load with both None."""
+
     model_config = ConfigDict(extra="allow")
 
     format: int = FORMAT_VERSION
     id: str
     job: str
     trigger: str
+    tag: str | None = None
+    label: str | None = None
     host: str
     kbackup_version: str
     started_at: str

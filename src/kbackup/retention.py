@@ -6,6 +6,12 @@ timezone (so a DST day is still one day). keep_within keeps everything within th
 of the newest backup. Guards on top: the newest complete, verified backup is never removed;
 min_keep complete, non-corrupt backups always stay; safety backups taken before a restore are
 kept for keep_pre_restore and are not counted by the period rules.
+
+Rules per schedule tag ([retention.tags.weekly] keep_last = 8) apply the same way to the
+backups recorded with that tag only (keep_last 8 = the 8 newest weekly backups). A backup no
+rule covers (the job has no job-wide rules and its tag, or lack of one, has none either) is
+kept: rules for one tag never remove the backups of another, nor manual ones.
+Each reason names the rule: "keep_last 7", "tag weekly: keep_weekly 8 (2026-W47)".
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from kbackup.config import RetentionConfig
+from kbackup.config.jobs import RetentionRules
 
 
 @dataclass
@@ -25,6 +32,7 @@ class Candidate:
     status: str  # complete, partial, corrupt
     trigger: str
     verified: bool = False
+    tag: str | None = None  # the schedule tag it was taken for
 
 
 @dataclass
@@ -47,6 +55,34 @@ def _periods(tz: ZoneInfo) -> list[tuple[str, Callable[[datetime], str]]]:
     ]
 
 
+def _apply(rules: RetentionRules, pool: list[Decision], within_pool: list[Decision],
+           tz: ZoneInfo, prefix: str) -> None:
+    """One set of rules over `pool` (newest first); reasons are prefixed (the tag)."""
+    for index, decision in enumerate(pool):
+        if rules.keep_last and index < rules.keep_last:
+            decision.reasons.append(f"{prefix}keep_last {rules.keep_last}")
+
+    for name, bucket_of in _periods(tz):
+        limit = getattr(rules, f"keep_{name}")
+        if not limit:
+            continue
+        seen: list[str] = []
+        for decision in pool:  # newest first: the first backup of a period represents it
+            bucket = bucket_of(decision.backup.started)
+            if bucket in seen:
+                continue
+            if len(seen) >= limit:
+                break
+            seen.append(bucket)
+            decision.reasons.append(f"{prefix}keep_{name} {limit} ({bucket})")
+
+    if rules.within_seconds and within_pool:
+        newest = within_pool[0].backup.started
+        for decision in within_pool:
+            if newest - decision.backup.started <= timedelta(seconds=rules.within_seconds):
+                decision.reasons.append(f"{prefix}keep_within {rules.keep_within}")
+
+
 def decide(backups: Sequence[Candidate], policy: RetentionConfig, tz: ZoneInfo,
            now: datetime) -> list[Decision]:
     """Keep/remove for every backup, newest first, each with the rules that kept it."""
@@ -55,29 +91,17 @@ def decide(backups: Sequence[Candidate], policy: RetentionConfig, tz: ZoneInfo,
     regular = [d for d in decisions if d.backup.trigger != "pre-restore"
                and d.backup.status != "corrupt"]
 
-    for index, decision in enumerate(regular):
-        if policy.keep_last and index < policy.keep_last:
-            decision.reasons.append(f"last {policy.keep_last}")
-
-    for name, bucket_of in _periods(tz):
-        limit = getattr(policy, f"keep_{name}")
-        if not limit:
-            continue
-        seen: list[str] = []
-        for decision in regular:  # newest first: the first backup of a period represents it
-            bucket = bucket_of(decision.backup.started)
-            if bucket in seen:
-                continue
-            if len(seen) >= limit:
-                break
-            seen.append(bucket)
-            decision.reasons.append(f"{name} {bucket}")
-
-    if policy.within_seconds and ordered:
-        newest = ordered[0].started
+    _apply(policy, regular, decisions, tz, "")
+    ruled_tags = {tag for tag, rules in policy.tags.items() if rules.has_rules}
+    for tag in sorted(ruled_tags):
+        pool = [d for d in regular if d.backup.tag == tag]
+        _apply(policy.tags[tag], pool, pool, tz, f"tag {tag}: ")
+    if not policy.has_rules:
         for decision in decisions:
-            if newest - decision.backup.started <= timedelta(seconds=policy.within_seconds):
-                decision.reasons.append(f"within {policy.keep_within}")
+            tag = decision.backup.tag
+            if decision.backup.trigger != "pre-restore" and tag not in ruled_tags:
+                decision.reasons.append(f"no rule covers {'tag ' + tag if tag else 'untagged'}"
+                                        " backups")
 
     for decision in decisions:
         if decision.backup.trigger == "pre-restore":

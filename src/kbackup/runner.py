@@ -61,6 +61,8 @@ class ActiveRun:
     coalesced: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
     backup_id: str | None = None  # the backup it reads or writes (delete refuses it meanwhile)
+    tag: str | None = None  # backups: the schedule tag that fired the run
+    label: str | None = None  # backups: the user's label
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -128,15 +130,19 @@ class Runner:
                  trigger)
         return run, False
 
-    def submit_backup(self, job_name: str, trigger: str) -> tuple[ActiveRun, bool]:
-        return self.submit(job_name, "backup", trigger, self._backup)
+    def submit_backup(self, job_name: str, trigger: str, tag: str | None = None,
+                      label: str | None = None) -> tuple[ActiveRun, bool]:
+        run, coalesced = self.submit(job_name, "backup", trigger, self._backup)
+        if not coalesced:  # set before the task first runs (no await in between)
+            run.tag, run.label = tag, label
+        return run, coalesced
 
     async def _backup(self, run: ActiveRun, config: Config) -> str | None:
         from kbackup.jobs.verify import VerifyRun
 
         job = config.jobs[run.job]
         backup = BackupRun(config, job, self.storages, self.catalog, run.id, run.trigger,
-                           run.progress)
+                           run.progress, tag=run.tag, label=run.label)
         manifest = await backup.run()
         level = job.verify.after_backup
         if level != "none":

@@ -64,13 +64,15 @@ class Entry:
     tz: ZoneInfo
     next_at: datetime
     kind: str = "backup"
+    due_at: datetime | None = None  # the fire time last found due
 
     @property
     def key(self) -> str:
         return f"{self.tag}:{self.cron}"
 
 
-Launch = Callable[[str, str, str], None]  # (job name, trigger, kind: backup or verify)
+# (job name, trigger, kind: backup or verify, schedule tag: what the backup is recorded as)
+Launch = Callable[[str, str, str, str | None], None]
 
 
 class Scheduler:
@@ -106,26 +108,43 @@ class Scheduler:
         return min(times) if times else None
 
     def tick(self) -> list[tuple[str, str]]:
-        """Fire what is due; a job due on several schedules (or missed many times) runs once."""
+        """Fire what is due; a job due on several schedules (or missed many times) runs once.
+
+        The run is recorded with the tag of the due schedule that fires least often (its next
+        time is furthest away: "weekly" wins over "daily" on a Sunday), also when it runs as a
+        catch-up. A paused job's due times are skipped, not saved up: its schedule bookkeeping
+        moves on as if it had run, so resuming it fires nothing until its next scheduled time.
+        """
         now = self.clock.now()
-        launched: dict[tuple[str, str], str] = {}
+        due: dict[tuple[str, str], tuple[str, list[Entry]]] = {}
         for entry in self.entries:
             if entry.next_at > now:
                 continue
             overdue = (now - entry.next_at).total_seconds()
             trigger = "scheduled" if overdue < 2 * MAX_SLEEP + 60 else "catch-up"
-            if (entry.job, entry.kind) not in launched:
-                launched[(entry.job, entry.kind)] = trigger
-                log.info("event=schedule.fire job=%s kind=%s tag=%s due=%s trigger=%s",
-                         entry.job, entry.kind, entry.tag, iso(entry.next_at), trigger)
-            else:
-                log.info("event=schedule.coalesced job=%s tag=%s due=%s", entry.job, entry.tag,
-                         iso(entry.next_at))
+            due.setdefault((entry.job, entry.kind), (trigger, []))[1].append(entry)
+            entry.due_at = entry.next_at
             self.catalog.set_last_fired(entry.job, entry.key, now)
             entry.next_at = next_fire(entry.cron, entry.tz, now)
-        for (job, kind), trigger in launched.items():
-            self.launch(job, trigger, kind)
-        return [(job, trigger) for (job, _kind), trigger in launched.items()]
+        launched: list[tuple[str, str]] = []
+        for (job, kind), (trigger, entries) in due.items():
+            tag = max(entries, key=lambda e: e.next_at).tag
+            pause = self.catalog.active_pause(job, now)
+            if pause is not None:
+                log.info("event=schedule.paused job=%s kind=%s tag=%s due=%s paused_by=%s"
+                         " reason=%r until=%s", job, kind, tag, iso(entries[0].due_at),
+                         pause["paused_by"], pause["reason"] or "", pause["until"] or "-")
+                continue
+            for index, entry in enumerate(entries):
+                if index == 0:
+                    log.info("event=schedule.fire job=%s kind=%s tag=%s due=%s trigger=%s",
+                             job, kind, tag, iso(entry.due_at), trigger)
+                else:
+                    log.info("event=schedule.coalesced job=%s tag=%s due=%s", job, entry.tag,
+                             iso(entry.due_at))
+            self.launch(job, trigger, kind, tag if kind == "backup" else None)
+            launched.append((job, trigger))
+        return launched
 
     async def run(self) -> None:
         while True:

@@ -37,8 +37,8 @@ def verification_view(found: dict[str, Any] | None) -> dict[str, Any] | None:
 def backup_view(row: dict[str, Any], verification: dict[str, Any] | None = None,
                 full: bool = False) -> dict[str, Any]:
     manifest = row.get("manifest") or {}
-    view = {k: row.get(k) for k in ("id", "job", "status", "trigger", "started_at",
-                                    "finished_at", "size_bytes", "error")}
+    view = {k: row.get(k) for k in ("id", "job", "status", "trigger", "tag", "label",
+                                    "started_at", "finished_at", "size_bytes", "error")}
     view["verification"] = verification_view(verification)
     view["targets"] = row.get("targets") or {}
     view["components"] = [component_view(c) for c in manifest.get("components", [])]

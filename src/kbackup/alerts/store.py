@@ -287,6 +287,10 @@ class AlertStore:
             " ORDER BY started_at DESC, rowid DESC LIMIT ?", (job, limit))
         return [f"{r['started_at']} {r['kind']} {r['id']}: {r['error']}" for r in rows]
 
+    def job_pause(self, job: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM job_pauses WHERE job=?", (job,)).fetchone()
+        return dict(row) if row else None
+
     # ------------------------------------------------------------------ notifications, metrics
 
     def previous_backup_status(self, job: str, run_id: str) -> str | None:

@@ -57,12 +57,21 @@ OPENAPI: dict[str, Any] = {
             " per channel ok or the exact error", "admin")},
         "/v1/jobs": {"get": _op("Configured jobs", "read")},
         "/v1/jobs/{job}/run": {
-            "post": _op("Start a backup of a job now", "admin", [_path_param("job")], ok="202")
+            "post": _op("Start a backup of a job now; body {\"label\": NAME} labels it,"
+                        " {\"force\": true} runs a paused job (409 without)", "admin",
+                        [_path_param("job")], ok="202")
         },
+        "/v1/jobs/{job}/pause": {"post": _op(
+            "Pause a job's scheduled runs: body {\"reason\", \"for\": \"2h\" (or"
+            " \"for_seconds\")}, both optional", "admin", [_path_param("job")])},
+        "/v1/jobs/{job}/resume": {"post": _op("End a job's pause", "admin",
+                                              [_path_param("job")])},
         "/v1/jobs/{job}/prune": {"post": _op(
             "Apply the job's retention on every target; body {\"dry_run\": true} only reports",
             "admin", [_path_param("job")])},
-        "/v1/backups": {"get": _op("Backups, newest first", "read", [_query_param("job")])},
+        "/v1/backups": {"get": _op("Backups, newest first; ?label= matches a schedule tag or"
+                                   " a user label", "read",
+                                   [_query_param("job"), _query_param("label")])},
         "/v1/backups/{id}": {
             "get": _op("One backup with its manifest", "read", [_path_param("id")]),
             "delete": _op(

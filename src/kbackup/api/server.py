@@ -108,6 +108,7 @@ async def get_jobs(request: web.Request) -> web.Response:
                 "sources": [{"name": s.name, "kind": "postgres"} for s in job.postgres]
                 + [{"name": s.name, "kind": "files", "path": str(s.path)} for s in job.files],
                 "next_run": daemon.job_status(name)["next_run"],
+                "paused": daemon.pause_view(name),
             }
         )
     return web.json_response(jobs)
@@ -115,7 +116,8 @@ async def get_jobs(request: web.Request) -> web.Response:
 
 async def get_backups(request: web.Request) -> web.Response:
     job = request.query.get("job")
-    return web.json_response(request.app[DAEMON].backups(job))
+    label = request.query.get("label")  # a schedule tag or a user label
+    return web.json_response(request.app[DAEMON].backups(job, label=label))
 
 
 async def get_backup(request: web.Request) -> web.Response:
@@ -152,17 +154,31 @@ async def post_verify(request: web.Request) -> web.Response:
 
 
 async def post_run(request: web.Request) -> web.Response:
+    from kbackup.api.pause_routes import json_body, paused_message
+    from kbackup.labels import check_label
+
     daemon = request.app[DAEMON]
     name = request.match_info["job"]
     if name not in daemon.config.jobs:
         known = ", ".join(sorted(daemon.config.jobs)) or "none configured"
         return error(404, f"no job named {name!r} (jobs: {known})")
+    body = await json_body(request)  # {"label": NAME, "force": true}, both optional
+    label = body.get("label")
+    if label is not None:
+        try:
+            check_label(label)
+        except ValueError as exc:
+            return error(400, str(exc))
+    pause = daemon.catalog.active_pause(name, daemon.clock.now())
+    if pause is not None and body.get("force") is not True:
+        return error(409, paused_message(name, pause))
     try:
-        run, coalesced = daemon.runner.submit_backup(name, "manual")
+        run, coalesced = daemon.runner.submit_backup(name, "manual", label=label)
     except RunnerBusy as exc:
         return error(409, str(exc))
     return web.json_response(
-        {"run_id": run.id, "backup_id": run.id, "coalesced": coalesced}, status=202
+        {"run_id": run.id, "backup_id": run.id, "coalesced": coalesced, "label": run.label},
+        status=202
     )
 
 
@@ -315,6 +331,10 @@ def build_app(daemon: Daemon) -> web.Application:
     from kbackup.api.delete_routes import register as register_delete  # DELETE backup, audit
 
     register_delete(app)
+
+    from kbackup.api import pause_routes  # /v1/jobs/{job}/pause, /resume
+
+    pause_routes.register(app)
     return app
 
 

@@ -223,6 +223,11 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
                         f"{path}: targets.{index}: unknown storage target {target!r}"
                         f" (kbackupd.toml defines: {known})"
                     )
+        schedule_tags = sorted({s.tag for s in job.schedules})
+        for tag in job.retention.tags:  # issue 13: retention per schedule tag
+            if tag not in schedule_tags:
+                problems.append(f"{path}: retention.tags.{tag}: not a schedule tag of this job"
+                                f" (its schedules have: {', '.join(schedule_tags) or 'none'})")
         secret_files = [(f"postgres.{s.name}.{field}", getattr(s, field))
                         for s in job.postgres for field in ("password_file",
                                                             "restore_password_file")]

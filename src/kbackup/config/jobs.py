@@ -113,8 +113,8 @@ def _check_duration_text(value: str | None) -> str | None:
 DurationText = Annotated[str, BeforeValidator(_check_duration_text)]
 
 
-class RetentionConfig(Strict):
-    """Which backups prune keeps (restic's forget rules); nothing set = keep everything."""
+class RetentionRules(Strict):
+    """The keep rules (restic's forget rules), job-wide or for one schedule tag."""
 
     keep_last: int | None = Field(default=None, ge=1)
     keep_hourly: int | None = Field(default=None, ge=1)
@@ -123,17 +123,30 @@ class RetentionConfig(Strict):
     keep_monthly: int | None = Field(default=None, ge=1)
     keep_yearly: int | None = Field(default=None, ge=1)
     keep_within: DurationText | None = None
-    min_keep: int = Field(default=1, ge=0)
-    keep_pre_restore: DurationText = "7d"
 
     @property
-    def configured(self) -> bool:
+    def has_rules(self) -> bool:
         return any(getattr(self, f"keep_{n}") for n in
                    ("last", "hourly", "daily", "weekly", "monthly", "yearly", "within"))
 
     @property
     def within_seconds(self) -> float | None:
         return parse_duration(self.keep_within) if self.keep_within else None
+
+
+class RetentionConfig(RetentionRules):
+    """Which backups prune keeps; nothing set = keep everything.
+
+    [retention.tags.TAG] holds rules for the backups of one schedule tag (30 dailies, 12
+    monthlies); a backup kept by any rule, job-wide or of its tag, stays."""
+
+    min_keep: int = Field(default=1, ge=0)
+    keep_pre_restore: DurationText = "7d"
+    tags: dict[Name, RetentionRules] = Field(default_factory=dict)
+
+    @property
+    def configured(self) -> bool:
+        return self.has_rules or any(rules.has_rules for rules in self.tags.values())
 
     @property
     def pre_restore_seconds(self) -> float:

@@ -58,7 +58,17 @@ def follow(client: Client, run_id: str, label: str, as_json: bool) -> bool:
 
 
 def cmd_run(client: Client, args: argparse.Namespace) -> int:
-    started = client.call("POST", f"/v1/jobs/{segment(args.job)}/run")
+    body: dict[str, Any] = {}
+    if args.label is not None:
+        from kbackup.labels import check_label
+
+        try:
+            body["label"] = check_label(args.label)
+        except ValueError as exc:
+            raise CliError(str(exc), 2) from None
+    if args.force:
+        body["force"] = True
+    started = client.call("POST", f"/v1/jobs/{segment(args.job)}/run", body)
     run_id = started["run_id"]
     if started["coalesced"]:
         print(

@@ -21,7 +21,13 @@ from kbackup.ctl.output import (
     short_time,
     table,
 )
+from kbackup.ctl.pause import pause_text
 from kbackup.units import format_duration, format_size
+
+
+def tag_label(backup: dict[str, Any]) -> str:
+    """The TAG/LABEL column: 'weekly', 'pre-upgrade', 'weekly/pre-upgrade' or '-'."""
+    return "/".join(v for v in (backup.get("tag"), backup.get("label")) if v) or "-"
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
@@ -94,6 +100,8 @@ def print_status(data: dict[str, Any]) -> None:
             if job["running"]
             else (last_run["status"] if last_run else "never run")
         )
+        if job.get("paused") and not job["running"]:
+            state = f"paused ({job['paused'].get('reason') or 'no reason given'})"
         rows.append(
             [
                 job["job"],
@@ -106,6 +114,8 @@ def print_status(data: dict[str, Any]) -> None:
         )
         if last_run and last_run["status"] == "failed":
             problems.append(f"{job['job']}: last run {last_run['id']} failed: {last_run['error']}")
+        if job.get("paused"):
+            problems.append(f"{job['job']}: {pause_text(job['paused'])}")
     print()
     print(table(["JOB", "STATE", "LAST RUN", "LAST GOOD BACKUP", "NEXT RUN", "HEALTH"], rows))
     for line in problems:
@@ -136,15 +146,23 @@ def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
             ", ".join(f"{s['kind']}:{s['name']}" for s in j["sources"]),
             ", ".join(j["targets"]),
             short_time(j["next_run"]),
+            f"paused ({j['paused'].get('reason') or 'no reason given'})" if j.get("paused")
+            else "active",
         ]
         for j in data
     ]
-    print(table(["JOB", "SCHEDULES", "SOURCES", "TARGETS", "NEXT RUN"], rows))
+    print(table(["JOB", "SCHEDULES", "SOURCES", "TARGETS", "NEXT RUN", "STATE"], rows))
     return 0
 
 
 def cmd_backups(client: Client, args: argparse.Namespace) -> int:
-    data = client.get_for_job("/v1/backups", args.job)
+    path = "/v1/backups"
+    if args.label:
+        path += f"?label={segment(args.label)}" + (f"&job={segment(args.job)}" if args.job
+                                                    else "")
+        data = client.call("GET", path)
+    else:
+        data = client.get_for_job(path, args.job)
     if args.json:
         return emit_json(data)
     rows = []
@@ -155,11 +173,11 @@ def cmd_backups(client: Client, args: argparse.Namespace) -> int:
         verified = "-"
         if verification:
             verified = verification["level"] + (" ok" if verification["ok"] else " FAILED")
-        rows.append([b["id"], b["job"], b["status"], b["trigger"], short_time(b["started_at"]),
-                     took, format_size(b["size_bytes"]), verified,
+        rows.append([b["id"], b["job"], b["status"], b["trigger"], tag_label(b),
+                     short_time(b["started_at"]), took, format_size(b["size_bytes"]), verified,
                      ",".join(c["name"] for c in b["components"])])
-    headers = ["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "TOOK", "SIZE", "VERIFIED",
-               "COMPONENTS"]
+    headers = ["ID", "JOB", "STATUS", "TRIGGER", "TAG/LABEL", "STARTED", "TOOK", "SIZE",
+               "VERIFIED", "COMPONENTS"]
     print(table(headers, rows))
     return 0
 
@@ -169,7 +187,9 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         return emit_json(data)
     print(f"backup    {data['id']}\njob       {data['job']}\nstatus    {data['status']}")
-    print(f"trigger   {data['trigger']}\nstarted   {data['started_at']}")
+    print(f"trigger   {data['trigger']}")
+    print(f"tag       {data.get('tag') or '-'}\nlabel     {data.get('label') or '-'}")
+    print(f"started   {data['started_at']}")
     print(f"finished  {data['finished_at'] or '-'}\nsize      {format_size(data['size_bytes'])}")
     print("targets   " + ", ".join(f"{k}: {v}" for k, v in data["targets"].items()))
     if data.get("error"):

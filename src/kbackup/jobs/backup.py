@@ -58,6 +58,8 @@ class BackupRun:
         backup_id: str,
         trigger: str,
         progress: Progress,
+        tag: str | None = None,
+        label: str | None = None,
     ):
         self.config = config
         self.job = job
@@ -65,6 +67,8 @@ class BackupRun:
         self.catalog = catalog
         self.backup_id = backup_id
         self.trigger = trigger
+        self.tag = tag  # the schedule tag that fired it (None: manual, pre-restore)
+        self.label = label  # the user's label (kbackupctl run --label)
         self.progress = progress
         self.prefix = backup_prefix(job.name, backup_id)
         self.started_at = iso(utcnow()) or ""
@@ -82,6 +86,7 @@ class BackupRun:
             None if status == "running" else iso(utcnow()),
             manifest.size_bytes if manifest else 0, targets,
             manifest.model_dump(mode="json") if manifest else None, error,
+            tag=self.tag, label=self.label,
         )
 
     def _healthy(self) -> list[Storage]:
@@ -224,6 +229,8 @@ class BackupRun:
                 id=self.backup_id,
                 job=self.job.name,
                 trigger=self.trigger,
+                tag=self.tag,
+                label=self.label,
                 host=socket.gethostname(),
                 kbackup_version=__version__,
                 started_at=self.started_at,

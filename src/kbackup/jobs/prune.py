@@ -42,11 +42,13 @@ async def prune_job(config: Config, job: JobConfig, storages: dict[str, Storage]
             assert started is not None
             verification = catalog.last_verification(row["id"])
             candidates.append(Candidate(row["id"], started, row["status"], row["trigger"],
-                                        verified=bool(verification and verification["ok"])))
+                                        verified=bool(verification and verification["ok"]),
+                                        tag=row.get("tag")))
         decisions = decide(candidates, job.retention, tz, now)
         report["targets"][target_name] = [
             {"id": d.backup.id, "keep": d.keep, "reasons": d.reasons,
-             "started_at": rows[d.backup.id]["started_at"], "status": d.backup.status}
+             "started_at": rows[d.backup.id]["started_at"], "status": d.backup.status,
+             "tag": d.backup.tag}
             for d in decisions]
         if dry_run:
             continue
