@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_job ON runs(job, started_at);
+CREATE INDEX IF NOT EXISTS runs_started ON runs(started_at);
 CREATE TABLE IF NOT EXISTS backups (
     id TEXT PRIMARY KEY,
     job TEXT NOT NULL,
@@ -40,6 +41,9 @@ CREATE TABLE IF NOT EXISTS backups (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS backups_job ON backups(job, started_at);
+CREATE INDEX IF NOT EXISTS backups_started ON backups(started_at);
+CREATE INDEX IF NOT EXISTS backups_job_status ON backups(job, status, started_at);
+CREATE INDEX IF NOT EXISTS backups_status ON backups(status, started_at);
 CREATE TABLE IF NOT EXISTS verifications (
     id TEXT PRIMARY KEY,
     backup_id TEXT NOT NULL,
@@ -65,6 +69,8 @@ CREATE TABLE IF NOT EXISTS restores (
     safety_backup_id TEXT,
     error TEXT
 );
+CREATE INDEX IF NOT EXISTS restores_job ON restores(job, started_at);
+CREATE INDEX IF NOT EXISTS restores_started ON restores(started_at);
 CREATE TABLE IF NOT EXISTS schedule_state (
     job TEXT NOT NULL,
     schedule TEXT NOT NULL,
@@ -88,6 +94,14 @@ def parse_iso(value: str | None) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _where(**equal: str | None) -> tuple[str, list[Any]]:
+    """A WHERE clause matching each given (non-None) column; the names are ours, never input."""
+    given = {name: value for name, value in equal.items() if value is not None}
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(f"{name}=?" for name in given), list(given.values())
 
 
 class Catalog:
@@ -124,14 +138,17 @@ class Catalog:
         row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return dict(row) if row else None
 
-    def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        query = "SELECT * FROM runs"
-        args: tuple[Any, ...] = ()
-        if job:
-            query += " WHERE job=?"
-            args = (job,)
-        query += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
-        return [dict(r) for r in self.db.execute(query, (*args, limit))]
+    def runs(self, job: str | None = None, limit: int = 50,
+             offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first; one page of `limit` after `offset`."""
+        where, args = _where(job=job)
+        query = (f"SELECT * FROM runs{where} ORDER BY started_at DESC, rowid DESC"
+                 " LIMIT ? OFFSET ?")
+        return [dict(r) for r in self.db.execute(query, (*args, limit, offset))]
+
+    def count_runs(self, job: str | None = None) -> int:
+        where, args = _where(job=job)
+        return int(self.db.execute(f"SELECT count(*) FROM runs{where}", args).fetchone()[0])
 
     def last_run(self, job: str, kind: str = "backup") -> dict[str, Any] | None:
         row = self.db.execute(
@@ -199,17 +216,19 @@ class Catalog:
         row = self.db.execute("SELECT * FROM backups WHERE id=?", (backup_id,)).fetchone()
         return self._backup_row(row) if row else None
 
-    def backups(self, job: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        clauses, args = [], []
-        if job:
-            clauses.append("job=?")
-            args.append(job)
-        if status:
-            clauses.append("status=?")
-            args.append(status)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self.db.execute(f"SELECT * FROM backups{where} ORDER BY started_at DESC", args)
-        return [self._backup_row(r) for r in rows]
+    def backups(self, job: str | None = None, status: str | None = None,
+                limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first; all of them, or one page of `limit` after `offset`."""
+        where, args = _where(job=job, status=status)
+        query = f"SELECT * FROM backups{where} ORDER BY started_at DESC, rowid DESC"
+        if limit is not None:
+            query += " LIMIT ? OFFSET ?"
+            args = [*args, limit, offset]
+        return [self._backup_row(r) for r in self.db.execute(query, args)]
+
+    def count_backups(self, job: str | None = None, status: str | None = None) -> int:
+        where, args = _where(job=job, status=status)
+        return int(self.db.execute(f"SELECT count(*) FROM backups{where}", args).fetchone()[0])
 
     def last_complete_backup(self, job: str) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -261,6 +280,21 @@ class Catalog:
         found = self.verifications(backup_id)
         return found[0] if found else None
 
+    def last_verifications(self, backup_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The newest verification of each of these backups (those verified at all), in one
+        query per 500 ids rather than one per backup."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(backup_ids), 500):
+            chunk = backup_ids[start:start + 500]
+            rows = self.db.execute(
+                "SELECT * FROM verifications WHERE backup_id IN"
+                f" ({','.join('?' * len(chunk))}) ORDER BY finished_at DESC, rowid DESC", chunk)
+            for r in rows:
+                if r["backup_id"] not in found:
+                    found[r["backup_id"]] = {**dict(r), "ok": bool(r["ok"]),
+                                             "details": json.loads(r["details"])}
+        return found
+
     # ------------------------------------------------------------------ restores
 
     def add_restore(self, restore_id: str, job: str, backup_id: str, user: str, uid: int,
@@ -280,11 +314,18 @@ class Catalog:
             (status, safety_backup_id, error, iso(utcnow()), restore_id),
         )
 
-    def restores(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        query = "SELECT * FROM restores" + (" WHERE job=?" if job else "")
-        query += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
-        rows = self.db.execute(query, ((job, limit) if job else (limit,)))
+    def restores(self, job: str | None = None, limit: int = 50,
+                 offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first; one page of `limit` after `offset`."""
+        where, args = _where(job=job)
+        query = (f"SELECT * FROM restores{where} ORDER BY started_at DESC, rowid DESC"
+                 " LIMIT ? OFFSET ?")
+        rows = self.db.execute(query, (*args, limit, offset))
         return [{**dict(r), "plan": json.loads(r["plan"])} for r in rows]
+
+    def count_restores(self, job: str | None = None) -> int:
+        where, args = _where(job=job)
+        return int(self.db.execute(f"SELECT count(*) FROM restores{where}", args).fetchone()[0])
 
     # ------------------------------------------------------------------ scheduler
 

@@ -293,9 +293,14 @@ class Daemon:
         )
         return {"found": len(found), "forgotten": removed, "errors": errors}
 
-    def backups(self, job: str | None) -> list[dict[str, Any]]:
-        return [backup_view(row, self.catalog.last_verification(row["id"]))
-                for row in self.catalog.backups(job)]
+    def backups(self, job: str | None, status: str | None = None, limit: int = 50,
+                offset: int = 0) -> dict[str, Any]:
+        """One page of backups, newest first, with their last verification and the total."""
+        rows = self.catalog.backups(job, status, limit, offset)
+        verified = self.catalog.last_verifications([row["id"] for row in rows])
+        return {"items": [backup_view(row, verified.get(row["id"])) for row in rows],
+                "total": self.catalog.count_backups(job, status), "limit": limit,
+                "offset": offset}
 
 
 # ---------------------------------------------------------------------- entry point

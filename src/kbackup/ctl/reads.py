@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from kbackup.ctl.client import Client, segment
 from kbackup.ctl.output import (
@@ -75,12 +76,24 @@ def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def fetch(client: Client, path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The listing at path for `[JOB] --limit N | --all`."""
+    return client.listing(path, args.job, None if args.all else args.limit)
+
+
+def more(data: dict[str, Any], what: str) -> None:
+    """Say so when the listing shows fewer items than there are."""
+    if len(data["items"]) < data["total"]:
+        print(f"showing {len(data['items'])} of {data['total']} {what}; --all or --limit N"
+              " for more")
+
+
 def cmd_backups(client: Client, args: argparse.Namespace) -> int:
-    data = client.get_for_job("/v1/backups", args.job)
+    data = fetch(client, "/v1/backups", args)
     if args.json:
         return emit_json(data)
     rows = []
-    for b in data:
+    for b in data["items"]:
         start, end = parse_time(b["started_at"]), parse_time(b["finished_at"])
         took = format_duration((end - start).total_seconds()) if start and end else "-"
         verification = b.get("verification")
@@ -93,6 +106,7 @@ def cmd_backups(client: Client, args: argparse.Namespace) -> int:
     headers = ["ID", "JOB", "STATUS", "TRIGGER", "STARTED", "TOOK", "SIZE", "VERIFIED",
                "COMPONENTS"]
     print(table(headers, rows))
+    more(data, "backups")
     return 0
 
 
@@ -140,7 +154,7 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:
-    data = client.get_for_job("/v1/runs", args.job)
+    data = fetch(client, "/v1/runs", args)
     if args.json:
         return emit_json(data)
     rows = [
@@ -153,18 +167,21 @@ def cmd_runs(client: Client, args: argparse.Namespace) -> int:
             short_time(r["started_at"]),
             progress_text(r.get("progress")) or (r["error"] or ""),
         ]
-        for r in data
+        for r in data["items"]
     ]
     print(table(["RUN", "JOB", "KIND", "TRIGGER", "STATUS", "STARTED", "DETAIL"], rows))
+    more(data, "runs")
     return 0
 
 
 def cmd_restores(client: Client, args: argparse.Namespace) -> int:
-    data = client.get_for_job("/v1/restores", args.job)
+    data = fetch(client, "/v1/restores", args)
     if args.json:
         return emit_json(data)
     rows = [[r["id"], r["job"], r["backup_id"], r["user"], short_time(r["started_at"]),
-             r["status"], r["safety_backup_id"] or "-", (r["error"] or "")[:60]] for r in data]
+             r["status"], r["safety_backup_id"] or "-", (r["error"] or "")[:60]]
+            for r in data["items"]]
     print(table(["RESTORE", "JOB", "BACKUP", "USER", "STARTED", "STATUS", "SAFETY BACKUP",
                  "ERROR"], rows))
+    more(data, "restores")
     return 0
