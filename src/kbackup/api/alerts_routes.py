@@ -22,6 +22,8 @@ from kbackup.api.models import (
 from kbackup.api.server import DAEMON, error
 from kbackup.units import parse_duration
 
+MAX_SILENCE_SECONDS = 3650 * 86400
+
 
 def _monitor(request: web.Request) -> Any:
     return request.app[DAEMON].monitor
@@ -47,6 +49,8 @@ async def post_silence(request: web.Request) -> web.Response:
         seconds = parse_duration(body.for_)
     except ValueError as exc:
         return error(400, f"for: {exc}")
+    if seconds > MAX_SILENCE_SECONDS:  # "9999999999w" would overflow a datetime
+        return error(400, "for: expected a duration of at most 3650d")
     if not reason:
         return error(400, "reason: say why (it is shown with the silence)")
     try:

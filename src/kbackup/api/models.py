@@ -80,7 +80,7 @@ class StorageCheckBody(Body):
 class SilenceBody(Body):
     match: Name
     for_: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NO_NUL)] | \
-        Annotated[int, Field(ge=1, le=10 * 365 * 86400)] = Field(
+        Annotated[int, Field(ge=1, le=3650 * 86400)] = Field(
             alias="for", description="a duration like '2h', '1h30m', '14d', or seconds")
     reason: Text
 
