@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kbackup.views import component_view
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -38,7 +40,8 @@ CREATE TABLE IF NOT EXISTS backups (
     size_bytes INTEGER NOT NULL DEFAULT 0,
     targets TEXT NOT NULL DEFAULT '{}',
     manifest TEXT,
-    error TEXT
+    error TEXT,
+    components TEXT
 );
 CREATE INDEX IF NOT EXISTS backups_job ON backups(job, started_at);
 CREATE INDEX IF NOT EXISTS backups_started ON backups(started_at);
@@ -96,6 +99,13 @@ def parse_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _components(manifest: dict[str, Any] | None) -> str | None:
+    """What a listing shows of a manifest's components, as JSON (None without a manifest)."""
+    if manifest is None:
+        return None
+    return json.dumps([component_view(c) for c in manifest.get("components", [])])
+
+
 def _where(**equal: str | None) -> tuple[str, list[Any]]:
     """A WHERE clause matching each given (non-None) column; the names are ours, never input."""
     given = {name: value for name, value in equal.items() if value is not None}
@@ -113,6 +123,9 @@ class Catalog:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(backups)")}
+        if "components" not in columns:  # a catalog from before listings were summarized
+            self.db.execute("ALTER TABLE backups ADD COLUMN components TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -178,12 +191,13 @@ class Catalog:
     ) -> None:
         self.db.execute(
             "INSERT INTO backups (id, job, status, trigger, started_at, finished_at, size_bytes,"
-            " targets, manifest, error) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " targets, manifest, error, components) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET job=excluded.job, status=excluded.status,"
             " trigger=excluded.trigger, started_at=excluded.started_at,"
             " finished_at=excluded.finished_at, size_bytes=excluded.size_bytes,"
             " targets=excluded.targets, manifest=COALESCE(excluded.manifest, backups.manifest),"
-            " error=excluded.error",
+            " error=excluded.error,"
+            " components=COALESCE(excluded.components, backups.components)",
             (
                 backup_id,
                 job,
@@ -195,6 +209,7 @@ class Catalog:
                 json.dumps(targets),
                 json.dumps(manifest) if manifest is not None else None,
                 error,
+                _components(manifest),
             ),
         )
 
@@ -210,6 +225,7 @@ class Catalog:
         item = dict(row)
         item["targets"] = json.loads(item["targets"] or "{}")
         item["manifest"] = json.loads(item["manifest"]) if item["manifest"] else None
+        item.pop("components", None)
         return item
 
     def get_backup(self, backup_id: str) -> dict[str, Any] | None:
@@ -225,6 +241,30 @@ class Catalog:
             query += " LIMIT ? OFFSET ?"
             args = [*args, limit, offset]
         return [self._backup_row(r) for r in self.db.execute(query, args)]
+
+    def backup_listing(self, job: str | None = None, status: str | None = None,
+                       limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """One page of backups for a listing, newest first: the summary of their components
+        (views.component_view) as stored JSON text, instead of the whole manifest, which is
+        10-100x larger; views.backup_list_json splices it into the answer as it is."""
+        where, args = _where(job=job, status=status)
+        rows = self.db.execute(
+            "SELECT id, job, status, trigger, started_at, finished_at, size_bytes, targets,"
+            " error, components, CASE WHEN components IS NULL THEN manifest END AS manifest"
+            f" FROM backups{where} ORDER BY started_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset])
+        listing = []
+        for row in rows:
+            item = dict(row)
+            item["targets"] = json.loads(item["targets"] or "{}")
+            if item["components"] is None:  # recorded before the column existed
+                item["components"] = _components(json.loads(item["manifest"] or "null"))
+                self.db.execute("UPDATE backups SET components=? WHERE id=?",
+                                (item["components"], item["id"]))
+            item["components"] = item["components"] or "[]"
+            del item["manifest"]
+            listing.append(item)
+        return listing
 
     def count_backups(self, job: str | None = None, status: str | None = None) -> int:
         where, args = _where(job=job, status=status)

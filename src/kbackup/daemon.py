@@ -28,7 +28,7 @@ from kbackup.repository import clean_incomplete, list_manifests
 from kbackup.runner import Runner
 from kbackup.scheduler import Clock, Scheduler, clock_from_env
 from kbackup.storage import Storage, StorageError, open_storage
-from kbackup.views import backup_view
+from kbackup.views import backup_list_json
 
 log = logging.getLogger("kbackup.daemon")
 ORPHAN_AGE = timedelta(days=1)
@@ -293,14 +293,15 @@ class Daemon:
         )
         return {"found": len(found), "forgotten": removed, "errors": errors}
 
-    def backups(self, job: str | None, status: str | None = None, limit: int = 50,
-                offset: int = 0) -> dict[str, Any]:
-        """One page of backups, newest first, with their last verification and the total."""
-        rows = self.catalog.backups(job, status, limit, offset)
+    def backups_json(self, job: str | None, status: str | None = None, limit: int = 50,
+                     offset: int = 0) -> str:
+        """One page of backups, newest first, with their last verification and the total:
+        {"items": [...], "total": N, "limit": L, "offset": O} as JSON text."""
+        rows = self.catalog.backup_listing(job, status, limit, offset)
         verified = self.catalog.last_verifications([row["id"] for row in rows])
-        return {"items": [backup_view(row, verified.get(row["id"])) for row in rows],
-                "total": self.catalog.count_backups(job, status), "limit": limit,
-                "offset": offset}
+        total = self.catalog.count_backups(job, status)
+        return (f'{{"items": {backup_list_json(rows, verified)}, "total": {total},'
+                f' "limit": {limit}, "offset": {offset}}}')
 
 
 # ---------------------------------------------------------------------- entry point

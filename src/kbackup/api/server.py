@@ -192,8 +192,9 @@ async def get_jobs(request: web.Request) -> web.Response:
 
 async def get_backups(request: web.Request) -> web.Response:
     query = query_of(request, BackupsQuery)
-    return web.json_response(daemon_of(request).backups(query.job, query.status, query.limit,
-                                                        query.offset))
+    return web.Response(text=daemon_of(request).backups_json(query.job, query.status,
+                                                              query.limit, query.offset),
+                        content_type="application/json")
 
 
 async def get_backup(request: web.Request) -> web.Response:
