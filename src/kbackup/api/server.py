@@ -143,7 +143,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.info(
             "event=api.call method=%s path=%s user=%s uid=%d status=%d",
             request.method,
-            request.path,
+            request.rel_url.raw_path[:200],
             caller.user,
             caller.uid,
             response.status,
@@ -157,7 +157,7 @@ def internal_error(request: web.Request) -> web.Response:
     Exception texts can hold internals (paths, SQL, values): they stay in the log."""
     error_id = secrets.token_hex(4)
     log.exception("event=api.error id=%s method=%s path=%s", error_id, request.method,
-                  request.path[:200])
+                  request.rel_url.raw_path[:200])  # as sent: percent-encoded, one line
     return error(500, f"internal error (id {error_id}); see the daemon log",
                  error_id=error_id)
 
