@@ -456,7 +456,7 @@ ct systemctl start kbackupd
 # JSON is read on this side: the container has no jq.
 status=$(ct kbackupctl --json runs slow | python3 -c '
 import json, sys
-runs = [r for r in json.load(sys.stdin) if r["id"] == sys.argv[1]]
+runs = [r for r in json.load(sys.stdin)["items"] if r["id"] == sys.argv[1]]
 print(runs[0]["status"] if runs else "missing")' "$slow_id")
 [ "$status" = failed ] || die "the interrupted run is '$status', expected failed"
 left=$(ct find /var/backups/kbackup/slow -type f 2>/dev/null || true)

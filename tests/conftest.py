@@ -294,6 +294,10 @@ exclude = ["*.tmp"]
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
+    def ctl_items(self, *args: str) -> list[Any]:
+        """The items of a paged listing (backups, runs, restores, audit) as --json gives it."""
+        return self.ctl_json(*args)["items"]  # type: ignore[no-any-return]
+
     def run_backup(self, job: str = "shop") -> dict[str, Any]:
         """kbackupctl run JOB --wait, then the backup as `show --json` returns it."""
         result = self.ctl("run", job, "--wait")

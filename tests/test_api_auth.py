@@ -156,7 +156,7 @@ def test_stranger_is_refused_by_the_daemon_when_the_socket_is_world_writable(
         assert refused.returncode == 1, args
         assert "read access denied" in refused.stderr, args
     # Nothing was started by the refused `run`.
-    assert grouped_kb.ctl_json("runs") == []
+    assert grouped_kb.ctl_json("runs")["items"] == []
     # Group members still get in through the world-writable socket as before.
     assert grouped_kb.ctl("status", user="kbt-reader").returncode == 0
 
@@ -174,7 +174,7 @@ def test_reader_may_not_run_a_backup(grouped_kb: KbEnv) -> None:
     reload = grouped_kb.ctl("reload", user="kbt-reader")
     assert reload.returncode == 1
     assert ADMIN_GROUP in reload.stderr
-    assert grouped_kb.ctl_json("runs") == []  # the refused run never started
+    assert grouped_kb.ctl_json("runs")["items"] == []  # the refused run never started
     for args in (("pause", "shop", "--reason", "x"), ("resume", "shop")):  # admin only
         refused = grouped_kb.ctl(*args, user="kbt-reader")
         assert refused.returncode == 1, args
@@ -198,7 +198,7 @@ def test_operator_runs_a_backup_that_completes(
     # The reader sees the operator's backup.
     listing = grouped_kb.ctl("--json", "backups", user="kbt-reader")
     assert listing.returncode == 0, listing.stderr
-    assert [b["id"] for b in json.loads(listing.stdout)] == [backup_id]
+    assert [b["id"] for b in json.loads(listing.stdout)["items"]] == [backup_id]
     # The state-changing call is logged with who made it.
     uid = test_users["kbt-operator"]
     assert (f"event=api.call method=POST path=/v1/jobs/shop/run user=kbt-operator uid={uid}"
@@ -249,7 +249,7 @@ def test_unknown_job_is_named_in_the_error(kb: KbEnv, pg: PgServer, shop_db: str
     result = kb.ctl("run", "payroll", "--wait")
     assert result.returncode == 1
     assert result.stderr.strip() == "kbackupctl: no job named 'payroll' (jobs: shop)"
-    assert kb.ctl_json("runs") == []
+    assert kb.ctl_json("runs")["items"] == []
 
 
 def test_unknown_backup_id_in_show(kb: KbEnv, pg: PgServer, shop_db: str) -> None:

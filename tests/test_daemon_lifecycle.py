@@ -130,7 +130,7 @@ def store_files(kb: KbEnv) -> list[Path]:
 
 
 def run_by_id(kb: KbEnv, run_id: str) -> dict[str, Any]:
-    runs = {r["id"]: r for r in kb.ctl_json("runs")}
+    runs = {r["id"]: r for r in kb.ctl_json("runs")["items"]}
     assert run_id in runs, runs
     return runs[run_id]
 
@@ -427,7 +427,7 @@ def test_sigkill_during_a_backup_is_recovered_at_next_start(
     for path in leftovers:
         key = path.relative_to(kb.store).as_posix()
         assert any(line.endswith(f"key={key}") for line in removed), (key, removed)
-    assert [b["status"] for b in kb.ctl_json("backups")] == ["failed"]
+    assert [b["status"] for b in kb.ctl_json("backups")["items"]] == ["failed"]
 
     # And the next backup works.
     gated.release()
@@ -522,7 +522,7 @@ def test_failing_job_does_not_crash_the_daemon(
     assert_run_fails(kb, reason)
     # Twice in a row: the daemon is still fully functional after a failure.
     assert_run_fails(kb, reason)
-    assert len(kb.ctl_json("runs")) == 2
+    assert len(kb.ctl_json("runs")["items"]) == 2
 
 
 @pytest.mark.parametrize("what", ["file", "directory"])
@@ -623,7 +623,7 @@ password_file = "{secret}"
 
     # The password never reaches the log, the catalog or the stored config snapshot.
     assert "wrong-pass" not in kb.logs() and "right-pass" not in kb.logs()
-    assert "-pass" not in json.dumps(kb.ctl_json("runs"))
+    assert "-pass" not in json.dumps(kb.ctl_json("runs")["items"])
     snapshot = zstandard.ZstdDecompressor().decompressobj().decompress(
         (kb.backup_dir(backup) / "config.json.zst").read_bytes())
     assert str(secret).encode() in snapshot  # the path is recorded, the content is not

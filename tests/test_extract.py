@@ -234,7 +234,7 @@ def test_restore_refuses_a_malicious_archive_in_a_backup(
     assert "'2026/../../escaped.txt' escapes the target directory" in result.stderr
     assert not (parent / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
     assert [p.name for p in parent.iterdir()] == ["out"]
-    [record] = kb.ctl_json("restores")
+    [record] = kb.ctl_json("restores")["items"]
     assert record["status"] == "failed"
     assert "2026/../../escaped.txt" in (record["error"] or ""), record
 
@@ -249,4 +249,4 @@ def test_restore_refuses_a_malicious_archive_in_a_backup(
             if p.is_file()} == live
     assert sorted(p.name for p in pdf_tree.parent.iterdir()) == sorted(before)
     assert not (pdf_tree.parent / "escaped.txt").exists()
-    assert kb.ctl_json("restores")[0]["status"] == "failed"
+    assert kb.ctl_json("restores")["items"][0]["status"] == "failed"

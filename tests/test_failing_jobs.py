@@ -328,7 +328,7 @@ dsn = "{server.dsn('bulk')}"
         os.kill(daemon, signal.SIGCONT)
     def failed_run() -> list[dict[str, Any]]:
         data = kb.ctl_json("runs", "bulk")
-        rows = data["runs"] if isinstance(data, dict) else data
+        rows = data["items"]
         return [r for r in rows if r["id"] == run_id and r["status"] == "failed"]
 
     runs = wait_for(failed_run, timeout=60, what="the failed run")

@@ -78,12 +78,12 @@ def printed_safety_id(stdout: str) -> str:
 
 
 def restores(kb: KbEnv) -> list[dict[str, Any]]:
-    return kb.ctl_json("restores")
+    return kb.ctl_json("restores")["items"]
 
 
 def backup_ids(kb: KbEnv) -> set[str]:
     """The complete backups (a failed run is listed too, but is no backup)."""
-    return {b["id"] for b in kb.ctl_json("backups") if b["status"] == "complete"}
+    return {b["id"] for b in kb.ctl_json("backups")["items"] if b["status"] == "complete"}
 
 
 def next_second() -> None:
@@ -188,7 +188,7 @@ def test_restore_latest_brings_back_exactly_the_backup(
     [record] = restores(kb)
     assert record["backup_id"] == backup["id"] and record["status"] == "complete"
     assert record["safety_backup_id"] == safety_id and record["user"] == "root"
-    listing = {b["id"]: b for b in kb.ctl_json("backups")}
+    listing = {b["id"]: b for b in kb.ctl_json("backups")["items"]}
     assert set(listing) == {backup["id"], safety_id}
     assert listing[safety_id]["trigger"] == "pre-restore"
     assert listing[safety_id]["status"] == "complete"
@@ -327,7 +327,7 @@ def test_dry_run_changes_nothing(
     assert backup_ids(kb) == {backup["id"]}
     assert restores(kb) == []
     assert not (kb.store / "_audit").exists()
-    assert [r["kind"] for r in kb.ctl_json("runs")] == ["backup"]
+    assert [r["kind"] for r in kb.ctl_json("runs")["items"]] == ["backup"]
 
 
 # ---------------------------------------------------------------------- other databases
@@ -415,7 +415,7 @@ dsn = "{pg.dsn(f"kbt_missing_{uuid.uuid4().hex[:8]}")}"
 
     failed_run = ctl(kb, "run", "broken", "--wait")
     assert failed_run.returncode == 1, failed_run
-    [failed] = [r for r in kb.ctl_json("runs") if r["job"] == "broken"]
+    [failed] = [r for r in kb.ctl_json("runs")["items"] if r["job"] == "broken"]
     assert failed["status"] == "failed"
 
     def refused(*args: str, message: str) -> str:
@@ -435,7 +435,7 @@ dsn = "{pg.dsn(f"kbt_missing_{uuid.uuid4().hex[:8]}")}"
     refused(backup["id"], "--component", "pdfs", message="give --files-to DIR (or --in-place)")
     assert state(pg, shop_db) == live
     assert restores(kb) == []
-    listed = kb.ctl_json("backups")
+    listed = kb.ctl_json("backups")["items"]
 
     # A corrupt backup: refused; with --force the checksum pre-check still stops it.
     stored = kb.backup_dir(backup) / "db-shop.dump.zst"
@@ -449,7 +449,7 @@ dsn = "{pg.dsn(f"kbt_missing_{uuid.uuid4().hex[:8]}")}"
     stderr = refused(backup["id"], "--force", message="db-shop.dump.zst")
     assert "sha256" in stderr and "nothing was changed" in stderr
     assert state(pg, shop_db) == live
-    assert len(kb.ctl_json("backups")) == len(listed)  # stopped before the safety backup
+    assert len(kb.ctl_json("backups")["items"]) == len(listed)  # stopped before the safety backup
 
     [record] = check_audit(kb)
     assert record["status"] == "failed" and record["backup_id"] == backup["id"]
@@ -625,7 +625,7 @@ def test_disaster_recovery_from_storage_alone(
     assert pg.databases(shop_db) == []
     shutil.rmtree(pdf_tree)
     kb.start()
-    assert kb.ctl_json("backups") == []
+    assert kb.ctl_json("backups")["items"] == []
     rescan = ctl(kb, "catalog", "rescan")
     assert rescan.returncode == 0, rescan.stderr
     assert "found 3" in rescan.stdout
@@ -675,6 +675,6 @@ def test_unwritable_restore_target_is_refused_before_the_safety_backup(
                          str(readonly / "pdfs"))
         assert result.returncode != 0
         assert f"--files-to {readonly / 'pdfs'}: {readonly} is not writable" in result.stderr
-        assert [b["trigger"] for b in kb.ctl_json("backups")] == ["manual"]
+        assert [b["trigger"] for b in kb.ctl_json("backups")["items"]] == ["manual"]
     finally:
         subprocess.run(["umount", str(readonly)], capture_output=True)

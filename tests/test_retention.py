@@ -116,7 +116,7 @@ def test_prune_through_the_daemon(kb: KbEnv, pg: PgServer, shop_db: str) -> None
     kb.start()
     first = kb.run_backup()  # retention runs after every backup: never below keep_last
     ids = [first["id"]] + [kb.run_backup()["id"] for _ in range(3)]
-    remaining = {b["id"]: b["status"] for b in kb.ctl_json("backups")}
+    remaining = {b["id"]: b["status"] for b in kb.ctl_json("backups")["items"]}
     assert {i for i, s in remaining.items() if s == "complete"} == set(ids[-2:])
     assert {i for i, s in remaining.items() if s == "pruned"} == set(ids[:2])
     manifests = sorted(p.parent.name for p in kb.store.rglob("manifest.json"))

@@ -86,10 +86,11 @@ def test_backups_json_contract(kb: KbEnv, pg: PgServer, shop_db: str, pdf_tree: 
     kb.shop_job(pg, shop_db, pdf_tree)
     kb.start()
     backup = kb.run_backup()
-    listing = kb.ctl_json("backups")
+    listing = kb.ctl_json("backups")["items"]
     assert [b["id"] for b in listing] == [backup["id"]]
-    assert kb.ctl_json("backups", "shop") == listing
-    assert kb.ctl_json("backups", "shop&job=x y") == []  # typed text is quoted, not spliced
+    assert kb.ctl_json("backups", "shop")["items"] == listing
+    # typed text is quoted, not spliced
+    assert kb.ctl_json("backups", "shop&job=x y")["items"] == []
     for args, expected in ((["show", "no such/id"], "no backup with id 'no such/id' ("),
                            (["run", "shop/../x"], "no job named 'shop/../x' (")):
         result = kb.ctl(*args)
@@ -152,11 +153,11 @@ def test_rescan_rebuilds_catalog_from_storage(
     for extra in ("catalog.sqlite3-wal", "catalog.sqlite3-shm"):
         (kb.state / extra).unlink(missing_ok=True)
     kb.start()
-    assert kb.ctl_json("backups") == []
+    assert kb.ctl_json("backups")["items"] == []
     result = kb.ctl("catalog", "rescan")
     assert result.returncode == 0, result.stderr
     assert "found 2" in result.stdout
-    ids = {b["id"] for b in kb.ctl_json("backups")}
+    ids = {b["id"] for b in kb.ctl_json("backups")["items"]}
     assert ids == {first["id"], second["id"]}
     shown = kb.ctl_json("show", first["id"])
     assert shown["components"][0]["database"]["rows"] == sum(SHOP_COUNTS.values())
@@ -229,7 +230,7 @@ def test_a_failing_target_makes_the_backup_partial(kb: KbEnv, pg: PgServer,
     result = kb.ctl("run", "shop", "--wait")
     assert result.returncode == 1
     assert "is partial: not on every target (broken:" in result.stderr
-    [backup] = kb.ctl_json("backups")
+    [backup] = kb.ctl_json("backups")["items"]
     assert backup["status"] == "partial"
     assert backup["targets"]["local"] == "complete"
     assert backup["targets"]["broken"].startswith("failed: ")

@@ -43,7 +43,7 @@ def max_overlap(log: Path) -> int:
 def wait_idle(kb: KbEnv, timeout: float = 60) -> list[dict[str, object]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = kb.ctl_json("runs")
+        runs = kb.ctl_json("runs")["items"]
         if runs and all(r["status"] != "running" for r in runs):
             return runs
         time.sleep(0.2)
@@ -106,7 +106,7 @@ def test_timeout_kills_the_whole_process_tree(kb: KbEnv, pg: PgServer, shop_db: 
     assert not Path(f"/proc/{sleeper}").exists(), "the grandchild survived the timeout"
     assert not list(kb.store.rglob("manifest.json"))
     assert not list(kb.store.rglob("*.partial"))
-    [backup] = kb.ctl_json("backups")
+    [backup] = kb.ctl_json("backups")["items"]
     assert backup["status"] == "failed"
     assert "timed out" in backup["error"]
     assert kb.ctl("status").returncode == 0

@@ -412,7 +412,7 @@ dsn = "{pg.dsn(shop_db)}"
     finally:
         dav_server.faults()
     assert result.returncode == 1 and "is partial" in result.stderr, result.stderr
-    [backup] = kb.ctl_json("backups")
+    [backup] = kb.ctl_json("backups")["items"]
     assert backup["status"] == "partial"
     assert backup["targets"]["local"] == backup["targets"]["offsite"] == "complete"
     assert "HTTP 507 Insufficient Storage on PUT shop/" in backup["targets"]["nextcloud"]

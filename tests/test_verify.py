@@ -85,7 +85,7 @@ def test_flipped_byte_is_caught_by_checksum_and_names_the_object(
     shown = kb.ctl_json("show", backed_up["id"])
     assert shown["status"] == "corrupt"
     assert "files-pdfs.tar.zst" in shown["error"]
-    assert kb.ctl_json("backups")[0]["verification"]["ok"] is False
+    assert kb.ctl_json("backups")["items"][0]["verification"]["ok"] is False
     status = kb.ctl("show", backed_up["id"]).stdout
     assert "checksum FAILED" in status
 
@@ -145,7 +145,7 @@ def test_failing_sql_check_fails_restore_test(kb: KbEnv, pg: PgServer, shop_db: 
     result = kb.ctl("run", "shop", "--wait")
     assert result.returncode == 1
     assert "sql_checks[0] returned rows (first: (1601,))" in result.stderr
-    [backup] = kb.ctl_json("backups")
+    [backup] = kb.ctl_json("backups")["items"]
     assert backup["status"] == "corrupt"
     assert pg.databases("kbackup_verify_") == []
 

@@ -65,18 +65,24 @@ class AuditLog:
             out.append(item)
         return out
 
-    def history(self, job: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Restores and deletions in one list, newest first, in one shape:
-        kind, id, at, job, backup_id, user, uid, result, targets, plus the kind's details."""
+    def count_deletions(self, job: str | None = None) -> int:
+        query = "SELECT count(*) FROM deletions" + (" WHERE job=?" if job else "")
+        return int(self.catalog.db.execute(query, (job,) if job else ()).fetchone()[0])
+
+    def history(self, job: str | None = None, limit: int = 100,
+                offset: int = 0) -> dict[str, Any]:
+        """Restores and deletions in one list, newest first, in one shape (kind, id, at, job,
+        backup_id, user, uid, result, targets, plus the kind's details), one page of it:
+        {items, total, limit, offset} like the other listings."""
         entries: list[dict[str, Any]] = []
-        for r in self.catalog.restores(job, limit):
+        for r in self.catalog.restores(job, limit + offset):
             entries.append({
                 "kind": "restore", "id": r["id"], "at": r["started_at"], "job": r["job"],
                 "backup_id": r["backup_id"], "user": r["user"], "uid": r["uid"],
                 "result": r["status"], "targets": None, "finished_at": r["finished_at"],
                 "safety_backup_id": r["safety_backup_id"], "error": r["error"],
             })
-        for d in self.deletions(job, limit):
+        for d in self.deletions(job, limit + offset):
             entries.append({
                 "kind": "deletion", "id": d["id"], "at": d["deleted_at"], "job": d["job"],
                 "backup_id": d["backup_id"], "user": d["user"], "uid": d["uid"],
@@ -87,4 +93,6 @@ class AuditLog:
                 "errors": d["errors"],
             })
         entries.sort(key=lambda e: e["at"] or "", reverse=True)
-        return entries[:limit]
+        total = self.catalog.count_restores(job) + self.count_deletions(job)
+        return {"items": entries[offset:offset + limit], "total": total, "limit": limit,
+                "offset": offset}

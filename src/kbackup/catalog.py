@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kbackup.views import component_view
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -32,6 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_job ON runs(job, started_at);
+CREATE INDEX IF NOT EXISTS runs_started ON runs(started_at);
 CREATE TABLE IF NOT EXISTS backups (
     id TEXT PRIMARY KEY,
     job TEXT NOT NULL,
@@ -45,6 +48,9 @@ CREATE TABLE IF NOT EXISTS backups (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS backups_job ON backups(job, started_at);
+CREATE INDEX IF NOT EXISTS backups_started ON backups(started_at);
+CREATE INDEX IF NOT EXISTS backups_job_status ON backups(job, status, started_at);
+CREATE INDEX IF NOT EXISTS backups_status ON backups(status, started_at);
 CREATE TABLE IF NOT EXISTS verifications (
     id TEXT PRIMARY KEY,
     backup_id TEXT NOT NULL,
@@ -70,6 +76,8 @@ CREATE TABLE IF NOT EXISTS restores (
     safety_backup_id TEXT,
     error TEXT
 );
+CREATE INDEX IF NOT EXISTS restores_job ON restores(job, started_at);
+CREATE INDEX IF NOT EXISTS restores_started ON restores(started_at);
 CREATE TABLE IF NOT EXISTS schedule_state (
     job TEXT NOT NULL,
     schedule TEXT NOT NULL,
@@ -86,6 +94,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX IF NOT EXISTS backups_tag ON backups(job, tag)",
         "CREATE TABLE IF NOT EXISTS job_pauses (job TEXT PRIMARY KEY, paused_at TEXT NOT NULL,"
         " paused_by TEXT NOT NULL, reason TEXT, until TEXT, resumed_by TEXT)",
+    ),
+    (  # 2: a summary of each backup's components, so listings need not decode manifests
+        "ALTER TABLE backups ADD COLUMN components TEXT",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -110,6 +121,31 @@ def parse_iso(value: str | None) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _components(manifest: dict[str, Any] | None) -> str | None:
+    """What a listing shows of a manifest's components, as JSON (None without a manifest)."""
+    if manifest is None:
+        return None
+    return json.dumps([component_view(c) for c in manifest.get("components", [])])
+
+
+def _where(**equal: str | None) -> tuple[str, list[Any]]:
+    """A WHERE clause matching each given (non-None) column; the names are ours, never input."""
+    given = {name: value for name, value in equal.items() if value is not None}
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(f"{name}=?" for name in given), list(given.values())
+
+
+def _backup_filter(job: str | None, status: str | None,
+                   label: str | None) -> tuple[str, list[Any]]:
+    """_where for backups, plus `label`: a schedule tag or a user label."""
+    where, args = _where(job=job, status=status)
+    if label is None:
+        return where, args
+    return (where + (" AND" if where else " WHERE") + " (tag=? OR label=?)",
+            [*args, label, label])
 
 
 class Catalog:
@@ -168,14 +204,17 @@ class Catalog:
         row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return dict(row) if row else None
 
-    def runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        query = "SELECT * FROM runs"
-        args: tuple[Any, ...] = ()
-        if job:
-            query += " WHERE job=?"
-            args = (job,)
-        query += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
-        return [dict(r) for r in self.db.execute(query, (*args, limit))]
+    def runs(self, job: str | None = None, limit: int = 50,
+             offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first; one page of `limit` after `offset`."""
+        where, args = _where(job=job)
+        query = (f"SELECT * FROM runs{where} ORDER BY started_at DESC, rowid DESC"
+                 " LIMIT ? OFFSET ?")
+        return [dict(r) for r in self.db.execute(query, (*args, limit, offset))]
+
+    def count_runs(self, job: str | None = None) -> int:
+        where, args = _where(job=job)
+        return int(self.db.execute(f"SELECT count(*) FROM runs{where}", args).fetchone()[0])
 
     def last_run(self, job: str, kind: str = "backup") -> dict[str, Any] | None:
         row = self.db.execute(
@@ -207,12 +246,14 @@ class Catalog:
     ) -> None:
         self.db.execute(
             "INSERT INTO backups (id, job, status, trigger, started_at, finished_at, size_bytes,"
-            " targets, manifest, error, tag, label) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            " targets, manifest, error, tag, label, components)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET job=excluded.job, status=excluded.status,"
             " trigger=excluded.trigger, started_at=excluded.started_at,"
             " finished_at=excluded.finished_at, size_bytes=excluded.size_bytes,"
             " targets=excluded.targets, manifest=COALESCE(excluded.manifest, backups.manifest),"
-            " error=excluded.error, tag=excluded.tag, label=excluded.label",
+            " error=excluded.error, tag=excluded.tag, label=excluded.label,"
+            " components=COALESCE(excluded.components, backups.components)",
             (
                 backup_id,
                 job,
@@ -226,6 +267,7 @@ class Catalog:
                 error,
                 tag,
                 label,
+                _components(manifest),
             ),
         )
 
@@ -241,6 +283,7 @@ class Catalog:
         item = dict(row)
         item["targets"] = json.loads(item["targets"] or "{}")
         item["manifest"] = json.loads(item["manifest"]) if item["manifest"] else None
+        item.pop("components", None)
         return item
 
     def get_backup(self, backup_id: str) -> dict[str, Any] | None:
@@ -248,21 +291,47 @@ class Catalog:
         return self._backup_row(row) if row else None
 
     def backups(self, job: str | None = None, status: str | None = None,
-                label: str | None = None) -> list[dict[str, Any]]:
-        """Newest first; `label` matches a schedule tag or a user label."""
-        clauses, args = [], []
-        if job:
-            clauses.append("job=?")
-            args.append(job)
-        if status:
-            clauses.append("status=?")
-            args.append(status)
-        if label:
-            clauses.append("(tag=? OR label=?)")
-            args += [label, label]
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self.db.execute(f"SELECT * FROM backups{where} ORDER BY started_at DESC", args)
-        return [self._backup_row(r) for r in rows]
+                label: str | None = None, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first; all of them, or one page of `limit` after `offset`; `label` matches a
+        schedule tag or a user label."""
+        where, args = _backup_filter(job, status, label)
+        query = f"SELECT * FROM backups{where} ORDER BY started_at DESC, rowid DESC"
+        if limit is not None:
+            query += " LIMIT ? OFFSET ?"
+            args = [*args, limit, offset]
+        return [self._backup_row(r) for r in self.db.execute(query, args)]
+
+    def backup_listing(self, job: str | None = None, status: str | None = None,
+                       label: str | None = None, limit: int = 50,
+                       offset: int = 0) -> list[dict[str, Any]]:
+        """One page of backups for a listing, newest first: the summary of their components
+        (views.component_view) as stored JSON text, instead of the whole manifest, which is
+        10-100x larger; views.backup_list_json splices it into the answer as it is."""
+        where, args = _backup_filter(job, status, label)
+        rows = self.db.execute(
+            "SELECT id, job, status, trigger, started_at, finished_at, size_bytes, targets,"
+            " error, tag, label, components,"
+            " CASE WHEN components IS NULL THEN manifest END AS manifest"
+            f" FROM backups{where} ORDER BY started_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset])
+        listing = []
+        for row in rows:
+            item = dict(row)
+            item["targets"] = json.loads(item["targets"] or "{}")
+            if item["components"] is None:  # recorded before the column existed
+                item["components"] = _components(json.loads(item["manifest"] or "null"))
+                self.db.execute("UPDATE backups SET components=? WHERE id=?",
+                                (item["components"], item["id"]))
+            item["components"] = item["components"] or "[]"
+            del item["manifest"]
+            listing.append(item)
+        return listing
+
+    def count_backups(self, job: str | None = None, status: str | None = None,
+                      label: str | None = None) -> int:
+        where, args = _backup_filter(job, status, label)
+        return int(self.db.execute(f"SELECT count(*) FROM backups{where}", args).fetchone()[0])
 
     def last_complete_backup(self, job: str) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -318,6 +387,21 @@ class Catalog:
         found = self.verifications(backup_id)
         return found[0] if found else None
 
+    def last_verifications(self, backup_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The newest verification of each of these backups (those verified at all), in one
+        query per 500 ids rather than one per backup."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(backup_ids), 500):
+            chunk = backup_ids[start:start + 500]
+            rows = self.db.execute(
+                "SELECT * FROM verifications WHERE backup_id IN"
+                f" ({','.join('?' * len(chunk))}) ORDER BY finished_at DESC, rowid DESC", chunk)
+            for r in rows:
+                if r["backup_id"] not in found:
+                    found[r["backup_id"]] = {**dict(r), "ok": bool(r["ok"]),
+                                             "details": json.loads(r["details"])}
+        return found
+
     # ------------------------------------------------------------------ restores
 
     def add_restore(self, restore_id: str, job: str, backup_id: str, user: str, uid: int,
@@ -337,11 +421,18 @@ class Catalog:
             (status, safety_backup_id, error, iso(utcnow()), restore_id),
         )
 
-    def restores(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        query = "SELECT * FROM restores" + (" WHERE job=?" if job else "")
-        query += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
-        rows = self.db.execute(query, ((job, limit) if job else (limit,)))
+    def restores(self, job: str | None = None, limit: int = 50,
+                 offset: int = 0) -> list[dict[str, Any]]:
+        """Newest first; one page of `limit` after `offset`."""
+        where, args = _where(job=job)
+        query = (f"SELECT * FROM restores{where} ORDER BY started_at DESC, rowid DESC"
+                 " LIMIT ? OFFSET ?")
+        rows = self.db.execute(query, (*args, limit, offset))
         return [{**dict(r), "plan": json.loads(r["plan"])} for r in rows]
+
+    def count_restores(self, job: str | None = None) -> int:
+        where, args = _where(job=job)
+        return int(self.db.execute(f"SELECT count(*) FROM restores{where}", args).fetchone()[0])
 
     # ------------------------------------------------------------------ scheduler
 

@@ -48,6 +48,21 @@ def socket_path(args: argparse.Namespace) -> str:
         return DEFAULT_SOCKET
 
 
+def count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text}")
+    return value
+
+
+def paged(parser: argparse.ArgumentParser, what: str) -> None:
+    """--limit N / --all for a listing, newest first."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--limit", type=count, default=50, metavar="N",
+                       help=f"show the newest N {what} (default 50)")
+    group.add_argument("--all", action="store_true", help=f"show all {what}")
+
+
 def common_options(top: bool) -> argparse.ArgumentParser:
     """--socket, --config-dir and --json, accepted before and after the command.
 
@@ -102,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backups", help="list backups, newest first")
     p.add_argument("job", nargs="?")
     p.add_argument("--label", help="only backups with this schedule tag or user label")
+    paged(p, "backups")
     p = sub.add_parser("show", help="one backup in detail")
     p.add_argument("backup_id")
     p = sub.add_parser("run", help="start a backup of JOB now")
@@ -161,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", help="one target (default: all)")
     p = sub.add_parser("restores", help="restore history (audit trail)")
     p.add_argument("job", nargs="?")
+    paged(p, "restores")
     p = sub.add_parser("delete", help="delete a backup (shows what goes, asks, records who)")
     p.add_argument("backup_id")
     p.add_argument("--target", help="delete only the copy on this storage target")
@@ -171,8 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would go, delete nothing")
     p = sub.add_parser("audit", help="restores and deletions: who, when, which backup")
     p.add_argument("job", nargs="?")
+    paged(p, "entries")
     p = sub.add_parser("runs", help="recent runs")
     p.add_argument("job", nargs="?")
+    paged(p, "runs")
     sub.add_parser("reload", help="reload the configuration (like systemctl reload)")
     p = sub.add_parser("config", help="configuration commands")
     p.add_argument("action", choices=["check"])

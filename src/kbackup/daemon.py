@@ -28,7 +28,7 @@ from kbackup.repository import clean_incomplete, list_manifests
 from kbackup.runner import Runner
 from kbackup.scheduler import Clock, Scheduler, clock_from_env
 from kbackup.storage import Storage, StorageError, open_storage
-from kbackup.views import backup_view
+from kbackup.views import backup_list_json
 
 log = logging.getLogger("kbackup.daemon")
 ORPHAN_AGE = timedelta(days=1)
@@ -304,9 +304,15 @@ class Daemon:
         )
         return {"found": len(found), "forgotten": removed, "errors": errors}
 
-    def backups(self, job: str | None, label: str | None = None) -> list[dict[str, Any]]:
-        return [backup_view(row, self.catalog.last_verification(row["id"]))
-                for row in self.catalog.backups(job, label=label)]
+    def backups_json(self, job: str | None, status: str | None = None,
+                     label: str | None = None, limit: int = 50, offset: int = 0) -> str:
+        """One page of backups, newest first, with their last verification and the total:
+        {"items": [...], "total": N, "limit": L, "offset": O} as JSON text."""
+        rows = self.catalog.backup_listing(job, status, label, limit, offset)
+        verified = self.catalog.last_verifications([row["id"] for row in rows])
+        total = self.catalog.count_backups(job, status, label)
+        return (f'{{"items": {backup_list_json(rows, verified)}, "total": {total},'
+                f' "limit": {limit}, "offset": {offset}}}')
 
 
 # ---------------------------------------------------------------------- entry point

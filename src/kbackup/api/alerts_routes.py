@@ -11,30 +11,28 @@ from typing import Any
 from aiohttp import web
 
 from kbackup import metrics
+from kbackup.api.models import (
+    AlertTestBody,
+    JobQuery,
+    SilenceBody,
+    UnsilenceBody,
+    body_of,
+    query_of,
+)
 from kbackup.api.server import DAEMON, error
 from kbackup.units import parse_duration
+
+MAX_SILENCE_SECONDS = 3650 * 86400
 
 
 def _monitor(request: web.Request) -> Any:
     return request.app[DAEMON].monitor
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="expected a JSON object") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    return body
-
-
 async def get_health(request: web.Request) -> web.Response:
     """Overall and per-check health; ?job=NAME narrows to one job (and its targets)."""
     monitor = _monitor(request)
-    job = request.query.get("job")
+    job = query_of(request, JobQuery).job
     if job and job not in request.app[DAEMON].config.jobs:
         return error(404, f"no job named {job!r}")
     return web.json_response({"job": job, **monitor.health(job)})
@@ -45,14 +43,14 @@ async def get_alerts(request: web.Request) -> web.Response:
 
 
 async def post_silence(request: web.Request) -> web.Response:
-    body = await _body(request)
-    match, reason = str(body.get("match", "")), str(body.get("reason", "")).strip()
+    body = await body_of(request, SilenceBody)
+    match, reason = body.match, body.reason.strip()
     try:
-        seconds = parse_duration(body.get("for", ""))
+        seconds = parse_duration(body.for_)
     except ValueError as exc:
         return error(400, f"for: {exc}")
-    if not match:
-        return error(400, "match: name a job, 'daemon' or an alert key")
+    if seconds > MAX_SILENCE_SECONDS:  # "9999999999w" would overflow a datetime
+        return error(400, "for: expected a duration of at most 3650d")
     if not reason:
         return error(400, "reason: say why (it is shown with the silence)")
     try:
@@ -64,14 +62,14 @@ async def post_silence(request: web.Request) -> web.Response:
 
 
 async def post_unsilence(request: web.Request) -> web.Response:
-    match = str((await _body(request)).get("match", ""))
+    match = (await body_of(request, UnsilenceBody)).match
     if not _monitor(request).manager.unsilence(match):
         return error(404, f"no active silence for {match!r} (see kbackupctl alerts)")
     return web.json_response({"match": match, "unsilenced": True})
 
 
 async def post_test(request: web.Request) -> web.Response:
-    channel = (await _body(request)).get("channel")
+    channel = (await body_of(request, AlertTestBody)).channel
     try:
         results = await _monitor(request).manager.test(channel or None)
     except KeyError as exc:

@@ -13,24 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
+from kbackup.api.models import EmptyBody, PauseBody, body_of
 from kbackup.api.server import DAEMON, error
 from kbackup.units import parse_duration
 
 log = logging.getLogger("kbackup.api")
 MAX_REASON = 500
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object ({} without a body); 400 for anything else."""
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="expected a JSON object") from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="expected a JSON object")
-    return body
 
 
 def unknown_job(daemon: Any, name: str) -> web.Response:
@@ -55,14 +43,11 @@ def paused_message(job: str, pause: dict[str, Any]) -> str:
 async def post_pause(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     name = request.match_info["job"]
+    body = await body_of(request, PauseBody)
     if name not in daemon.config.jobs:
         return unknown_job(daemon, name)
-    body = await json_body(request)
-    reason = body.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        return error(400, "reason: expected text")
-    reason = " ".join((reason or "").split())[:MAX_REASON] or None  # one line
-    duration = body.get("for", body.get("for_seconds"))
+    reason = " ".join((body.reason or "").split())[:MAX_REASON] or None  # one line
+    duration = body.for_ if body.for_ is not None else body.for_seconds
     seconds = None
     if duration is not None:
         try:
@@ -82,6 +67,7 @@ async def post_pause(request: web.Request) -> web.Response:
 async def post_resume(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     name = request.match_info["job"]
+    await body_of(request, EmptyBody)
     if name not in daemon.config.jobs:
         return unknown_job(daemon, name)
     user = request["caller"].user

@@ -11,14 +11,29 @@ import contextlib
 import grp
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from kbackup.api.auth import ADMIN, Caller, identify, peer_credentials
+from kbackup.api.models import (
+    MAX_BODY_BYTES,
+    BackupsQuery,
+    EmptyBody,
+    PageQuery,
+    PruneBody,
+    RestoreBody,
+    RunBody,
+    RunQuery,
+    StorageCheckBody,
+    VerifyBody,
+    body_of,
+    query_of,
+)
 from kbackup.api.openapi import OPENAPI
 from kbackup.runner import RunnerBusy
 from kbackup.views import backup_view
@@ -29,14 +44,53 @@ if TYPE_CHECKING:
 log = logging.getLogger("kbackup.api")
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Requests are read by aiohttp's parser with room to spare (HANDLER_ARGS), so that the guard,
+# not the parser, refuses what is too long, and answers in JSON like everything else. Past
+# 64 KiB a line is refused by the parser itself (plain text: no request exists to answer).
+MAX_PATH_BYTES = 8192  # the request target, query string included: longer is a 414
+MAX_HEADER_BYTES = 8192  # one header's value: longer is a 431
+MAX_PATH_PARAM = 200  # one path parameter ({id}, {job}): longer is a 400 naming it
+HANDLER_ARGS = {"max_line_size": 65536, "max_field_size": 65536}
 
 
 def daemon_of(request: web.Request) -> Daemon:
     return request.app[DAEMON]
 
 
-def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message, "status": status}, status=status)
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, "status": status, **extra}, status=status)
+
+
+def http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (unknown route, wrong method, body too large) in our JSON."""
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"{request.method} is not allowed on {request.path[:200]} (allowed: {allowed})"
+    elif isinstance(exc, web.HTTPNotFound) and exc.text == "404: Not Found":
+        message = (f"no such endpoint: {request.method} {request.path[:200]}"
+                   " (see GET /v1/openapi.json)")
+    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+        message = f"request body larger than {MAX_BODY_BYTES} bytes"
+    else:
+        message = exc.text or exc.reason
+    response = error(exc.status, message)
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        response.headers["Allow"] = exc.headers.get("Allow", "")
+    return response
+
+
+def oversized(request: web.Request) -> web.Response | None:
+    """A JSON refusal of a request line, header or path parameter that is too long."""
+    if len(request.raw_path) > MAX_PATH_BYTES:
+        return error(414, f"request path longer than {MAX_PATH_BYTES} bytes")
+    for name, value in request.headers.items():
+        if len(value) > MAX_HEADER_BYTES:
+            return error(431, f"header {name[:100]} longer than {MAX_HEADER_BYTES} bytes")
+    for name, value in request.match_info.items():
+        if len(value) > MAX_PATH_PARAM or "\x00" in value:
+            return error(400, f"{name}: expected a non-empty string of at most"
+                              f" {MAX_PATH_PARAM} characters without NUL")
+    return None
 
 
 def caller_of(request: web.Request) -> Caller:
@@ -53,7 +107,15 @@ def caller_of(request: web.Request) -> Caller:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     daemon = request.app[DAEMON]
-    caller = caller_of(request)
+    try:
+        refused = oversized(request)
+        if refused is not None:
+            return refused
+        caller = caller_of(request)
+    except web.HTTPException as exc:
+        return http_error(request, exc)
+    except Exception:
+        return internal_error(request)
     request["caller"] = caller
     needs_admin = request.method not in ("GET", "HEAD")
     if caller.role is None:
@@ -73,21 +135,37 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400:
-            return error(exc.status, exc.text or exc.reason)
-        raise
-    except Exception as exc:
-        log.exception("event=api.error path=%s", request.path)
-        return error(500, f"internal error: {exc}")
+            response = http_error(request, exc)
+        else:
+            raise
+    except Exception:
+        response = internal_error(request)
     if needs_admin:
         log.info(
             "event=api.call method=%s path=%s user=%s uid=%d status=%d",
             request.method,
-            request.path,
+            request.rel_url.raw_path[:200],
             caller.user,
             caller.uid,
             response.status,
         )
     return response
+
+
+def internal_error(request: web.Request) -> web.Response:
+    """A 500 that tells the caller only an id; the daemon's log has that id and the traceback.
+
+    Exception texts can hold internals (paths, SQL, values): they stay in the log."""
+    error_id = secrets.token_hex(4)
+    log.exception("event=api.error id=%s method=%s path=%s", error_id, request.method,
+                  request.rel_url.raw_path[:200])  # as sent: percent-encoded, one line
+    return error(500, f"internal error (id {error_id}); see the daemon log",
+                 error_id=error_id)
+
+
+def page(items: list[dict[str, Any]], total: int, query: BackupsQuery | PageQuery) -> Any:
+    """A listing's answer: one page of items and how many there are in all."""
+    return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -115,9 +193,11 @@ async def get_jobs(request: web.Request) -> web.Response:
 
 
 async def get_backups(request: web.Request) -> web.Response:
-    job = request.query.get("job")
-    label = request.query.get("label")  # a schedule tag or a user label
-    return web.json_response(request.app[DAEMON].backups(job, label=label))
+    query = query_of(request, BackupsQuery)
+    return web.Response(text=daemon_of(request).backups_json(query.job, query.status,
+                                                              query.label, query.limit,
+                                                              query.offset),
+                        content_type="application/json")
 
 
 async def get_backup(request: web.Request) -> web.Response:
@@ -133,6 +213,7 @@ async def get_backup(request: web.Request) -> web.Response:
 
 async def post_verify(request: web.Request) -> web.Response:
     daemon = daemon_of(request)
+    level = (await body_of(request, VerifyBody)).level  # a bad body is a 400 before a 404
     backup_id = request.match_info["id"]
     row = daemon.catalog.get_backup(backup_id)
     if row is None:
@@ -140,11 +221,6 @@ async def post_verify(request: web.Request) -> web.Response:
     if row["status"] not in ("complete", "partial", "corrupt") or not row["manifest"]:
         return error(409, f"backup {backup_id} is {row['status']}: only complete backups can"
                           " be verified")
-    body = await request.json() if request.can_read_body else {}
-    level = body.get("level", "checksum")
-    if level not in ("checksum", "structure", "restore-test"):
-        return error(400, f"unknown level {level!r}; expected checksum, structure or"
-                          " restore-test")
     if row["job"] not in daemon.config.jobs:
         return error(409, f"backup {backup_id} belongs to job {row['job']!r}, which is not"
                           " configured here")
@@ -154,26 +230,18 @@ async def post_verify(request: web.Request) -> web.Response:
 
 
 async def post_run(request: web.Request) -> web.Response:
-    from kbackup.api.pause_routes import json_body, paused_message
-    from kbackup.labels import check_label
+    from kbackup.api.pause_routes import paused_message, unknown_job
 
     daemon = request.app[DAEMON]
     name = request.match_info["job"]
+    body = await body_of(request, RunBody)
     if name not in daemon.config.jobs:
-        known = ", ".join(sorted(daemon.config.jobs)) or "none configured"
-        return error(404, f"no job named {name!r} (jobs: {known})")
-    body = await json_body(request)  # {"label": NAME, "force": true}, both optional
-    label = body.get("label")
-    if label is not None:
-        try:
-            check_label(label)
-        except ValueError as exc:
-            return error(400, str(exc))
+        return unknown_job(daemon, name)
     pause = daemon.catalog.active_pause(name, daemon.clock.now())
-    if pause is not None and body.get("force") is not True:
+    if pause is not None and not body.force:
         return error(409, paused_message(name, pause))
     try:
-        run, coalesced = daemon.runner.submit_backup(name, "manual", label=label)
+        run, coalesced = daemon.runner.submit_backup(name, "manual", label=body.label)
     except RunnerBusy as exc:
         return error(409, str(exc))
     return web.json_response(
@@ -186,15 +254,13 @@ async def post_restore(request: web.Request) -> web.Response:
     from kbackup.jobs.restore_plan import RestoreRefused, RestoreRequest, make_plan
 
     daemon = daemon_of(request)
+    body = await body_of(request, RestoreBody)
     try:
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise ValueError("expected a JSON object")
-        restore = RestoreRequest.from_json(body)
+        restore = RestoreRequest.from_json(body.model_dump())
         plan = await make_plan(daemon.config, daemon.catalog, restore)
     except ValueError as exc:
         return error(400, f"bad restore request: {exc}")
-    except (RestoreRefused, TypeError) as exc:
+    except RestoreRefused as exc:
         return error(409, str(exc))
     if restore.dry_run:
         return web.json_response({"plan": plan.as_dict(), "dry_run": True})
@@ -230,7 +296,10 @@ async def get_keys(request: web.Request) -> web.Response:
 
 
 async def get_restores(request: web.Request) -> web.Response:
-    return web.json_response(daemon_of(request).catalog.restores(request.query.get("job")))
+    query = query_of(request, PageQuery)
+    catalog = daemon_of(request).catalog
+    return web.json_response(page(catalog.restores(query.job, query.limit, query.offset),
+                                  catalog.count_restores(query.job), query))
 
 
 async def post_prune(request: web.Request) -> web.Response:
@@ -239,20 +308,18 @@ async def post_prune(request: web.Request) -> web.Response:
 
     daemon = daemon_of(request)
     name = request.match_info["job"]
+    body = await body_of(request, PruneBody)
     job = daemon.config.jobs.get(name)
     if job is None:
         return error(404, f"no job named {name!r}")
-    body = await request.json() if request.can_read_body else {}
     report = await prune_job(daemon.config, job, daemon.storages, daemon.catalog,
-                             daemon.clock.now() if daemon.clock else utcnow(),
-                             bool(body.get("dry_run", False)))
+                             daemon.clock.now() if daemon.clock else utcnow(), body.dry_run)
     return web.json_response(report)
 
 
 async def post_storage_check(request: web.Request) -> web.Response:
     daemon = daemon_of(request)
-    body = await request.json() if request.can_read_body else {}
-    target = body.get("target")
+    target = (await body_of(request, StorageCheckBody)).target
     try:
         return web.json_response(await daemon.check_storage(target))
     except KeyError:
@@ -262,17 +329,19 @@ async def post_storage_check(request: web.Request) -> web.Response:
 
 async def get_runs(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
-    runs = daemon.catalog.runs(request.query.get("job"), int(request.query.get("limit", 50)))
+    query = query_of(request, PageQuery)
+    runs = daemon.catalog.runs(query.job, query.limit, query.offset)
     for run in runs:
         active = daemon.runner.find(run["id"])
         if active:
             run["progress"] = active.progress.as_dict()
-    return web.json_response(runs)
+    return web.json_response(page(runs, daemon.catalog.count_runs(query.job), query))
 
 
 async def get_run(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     run_id = request.match_info["id"]
+    wait = min(query_of(request, RunQuery).wait, 10.0)
     run = daemon.catalog.get_run(run_id)
     if run is None:
         return error(404, f"no run with id {run_id!r}")
@@ -280,7 +349,6 @@ async def get_run(request: web.Request) -> web.Response:
     if active:
         # ?wait=SECONDS: answer as soon as the run ends (or after SECONDS), so a waiting
         # client learns the end at once instead of at its next poll.
-        wait = min(float(request.query.get("wait", 0) or 0), 10.0)
         if wait > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
@@ -292,6 +360,7 @@ async def get_run(request: web.Request) -> web.Response:
 
 
 async def post_reload(request: web.Request) -> web.Response:
+    await body_of(request, EmptyBody)
     problem = await request.app[DAEMON].reload()
     if problem:
         return error(422, "config rejected, the previous config keeps running:\n" + problem)
@@ -299,6 +368,7 @@ async def post_reload(request: web.Request) -> web.Response:
 
 
 async def post_rescan(request: web.Request) -> web.Response:
+    await body_of(request, EmptyBody)
     return web.json_response(await request.app[DAEMON].rescan())
 
 
@@ -307,7 +377,8 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 def build_app(daemon: Daemon) -> web.Application:
-    app = web.Application(middlewares=[guard])
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES,
+                          handler_args=HANDLER_ARGS)
     app[DAEMON] = daemon
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/jobs", get_jobs)

@@ -7,9 +7,10 @@ import json
 import os
 import socket
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 DEFAULT_SOCKET = "/run/kbackup/kbackupd.sock"
+PAGE_MAX = 10_000  # the daemon's largest page (api/models.MAX_PAGE)
 
 
 class CliError(Exception):
@@ -70,6 +71,23 @@ class Client:
     def get_for_job(self, path: str, job: str | None) -> Any:
         """GET path, narrowed to one job when given (quoted: it is typed by a person)."""
         return self.call("GET", path + (f"?job={segment(job)}" if job else ""))
+
+    def listing(self, path: str, job: str | None, limit: int | None,
+                **filters: str | None) -> dict[str, Any]:
+        """GET a paged listing ({items, total, ...}): the newest `limit` items, or all of them
+        (limit None), a page of at most PAGE_MAX per request."""
+        items: list[Any] = []
+        total = 0
+        while limit is None or len(items) < limit:
+            want = PAGE_MAX if limit is None else min(PAGE_MAX, limit - len(items))
+            query = {"limit": want, "offset": len(items)} | ({"job": job} if job else {}) | {
+                name: value for name, value in filters.items() if value is not None}
+            page = self.call("GET", f"{path}?{urlencode(query, quote_via=quote)}")
+            items += page["items"]
+            total = page["total"]
+            if len(page["items"]) < want or len(items) >= total:
+                break
+        return {"items": items, "total": total, "limit": limit, "offset": 0}
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         payload = None if body is None else json.dumps(body).encode()

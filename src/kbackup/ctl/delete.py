@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from kbackup.ctl.client import Client, CliError, segment
 from kbackup.ctl.output import emit_json, short_time, table
+from kbackup.ctl.reads import fetch, more
 from kbackup.units import format_size
 
 
@@ -106,10 +107,11 @@ def audit_result(entry: dict[str, Any]) -> str:
 
 
 def cmd_audit(client: Client, args: argparse.Namespace) -> int:
-    data = client.get_for_job("/v1/audit", args.job)
+    data = fetch(client, "/v1/audit", args)
     if args.json:
         return emit_json(data)
     rows = [[short_time(e["at"]), e["kind"], e["backup_id"], e["job"], e["user"],
-             audit_result(e)] for e in data]
+             audit_result(e)] for e in data["items"]]
     print(table(["WHEN", "WHAT", "BACKUP", "JOB", "WHO", "RESULT"], rows))
+    more(data, "entries")
     return 0

@@ -155,18 +155,25 @@ def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def fetch(client: Client, path: str, args: argparse.Namespace,
+          **filters: str | None) -> dict[str, Any]:
+    """The listing at path for `[JOB] --limit N | --all`, narrowed by `filters` (label=...)."""
+    return client.listing(path, args.job, None if args.all else args.limit, **filters)
+
+
+def more(data: dict[str, Any], what: str) -> None:
+    """Say so when the listing shows fewer items than there are."""
+    if len(data["items"]) < data["total"]:
+        print(f"showing {len(data['items'])} of {data['total']} {what}; --all or --limit N"
+              " for more")
+
+
 def cmd_backups(client: Client, args: argparse.Namespace) -> int:
-    path = "/v1/backups"
-    if args.label:
-        path += f"?label={segment(args.label)}" + (f"&job={segment(args.job)}" if args.job
-                                                    else "")
-        data = client.call("GET", path)
-    else:
-        data = client.get_for_job(path, args.job)
+    data = fetch(client, "/v1/backups", args, label=args.label)
     if args.json:
         return emit_json(data)
     rows = []
-    for b in data:
+    for b in data["items"]:
         start, end = parse_time(b["started_at"]), parse_time(b["finished_at"])
         took = format_duration((end - start).total_seconds()) if start and end else "-"
         verification = b.get("verification")
@@ -179,6 +186,7 @@ def cmd_backups(client: Client, args: argparse.Namespace) -> int:
     headers = ["ID", "JOB", "STATUS", "TRIGGER", "TAG/LABEL", "STARTED", "TOOK", "SIZE",
                "VERIFIED", "COMPONENTS"]
     print(table(headers, rows))
+    more(data, "backups")
     return 0
 
 
@@ -228,7 +236,7 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:
-    data = client.get_for_job("/v1/runs", args.job)
+    data = fetch(client, "/v1/runs", args)
     if args.json:
         return emit_json(data)
     rows = [
@@ -241,18 +249,21 @@ def cmd_runs(client: Client, args: argparse.Namespace) -> int:
             short_time(r["started_at"]),
             progress_text(r.get("progress")) or (r["error"] or ""),
         ]
-        for r in data
+        for r in data["items"]
     ]
     print(table(["RUN", "JOB", "KIND", "TRIGGER", "STATUS", "STARTED", "DETAIL"], rows))
+    more(data, "runs")
     return 0
 
 
 def cmd_restores(client: Client, args: argparse.Namespace) -> int:
-    data = client.get_for_job("/v1/restores", args.job)
+    data = fetch(client, "/v1/restores", args)
     if args.json:
         return emit_json(data)
     rows = [[r["id"], r["job"], r["backup_id"], r["user"], short_time(r["started_at"]),
-             r["status"], r["safety_backup_id"] or "-", (r["error"] or "")[:60]] for r in data]
+             r["status"], r["safety_backup_id"] or "-", (r["error"] or "")[:60]]
+            for r in data["items"]]
     print(table(["RESTORE", "JOB", "BACKUP", "USER", "STARTED", "STATUS", "SAFETY BACKUP",
                  "ERROR"], rows))
+    more(data, "restores")
     return 0
