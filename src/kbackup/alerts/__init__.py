@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kbackup.config import AlertChannelConfig
+from kbackup.errors import KbackupError
 
 LABELS = {"resolved": "RESOLVED", "test": "TEST", "failure": "FAILED", "success": "OK",
           "recovery": "RECOVERED"}
 
 
-class ChannelError(Exception):
+class ChannelError(KbackupError):
     """A delivery failed; str() is the exact reason (never a secret)."""
 
     def __init__(self, message: str, retry: bool = True):
