@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kbackup.errors import NotFound, Refused
 from kbackup.repository import list_manifests
@@ -21,15 +21,40 @@ from kbackup.views import backup_list_json, backup_view, job_view, pause_view, r
 
 if TYPE_CHECKING:
     from kbackup.alerts.monitor import Monitor
+    from kbackup.audit import AuditLog
+    from kbackup.catalog import Catalog
     from kbackup.config import Config, JobConfig
-    from kbackup.daemon import Daemon
     from kbackup.jobs.restore_plan import Plan, RestoreRequest
+    from kbackup.runner import ActiveRun, Runner
+    from kbackup.scheduler import Clock
+    from kbackup.storage import Storage
 
 log = logging.getLogger("kbackup.services")
 
 
+class Core(Protocol):
+    """What the services use of the daemon (daemon.Daemon is one): its current state and the
+    few acts that belong to it."""
+
+    config: Config
+    catalog: Catalog
+    storages: dict[str, Storage]
+    runner: Runner
+    monitor: Monitor
+    clock: Clock
+    audit: AuditLog
+
+    def status(self) -> dict[str, Any]: ...
+    def job_status(self, name: str) -> dict[str, Any]: ...
+    def pause_now(self, name: str) -> dict[str, Any] | None: ...
+    def submit_verify(self, backup: dict[str, Any], level: str,
+                      trigger: str) -> tuple[ActiveRun, bool]: ...
+    def submit_restore(self, plan: Any, caller: dict[str, Any]) -> tuple[ActiveRun, bool]: ...
+    async def reload(self) -> str | None: ...
+
+
 class _Service:
-    def __init__(self, daemon: Daemon):
+    def __init__(self, daemon: Core):
         self._daemon = daemon
 
     @property
@@ -305,7 +330,7 @@ class Admin(_Service):
 class Services:
     """The narrow face of the daemon that request handlers see."""
 
-    def __init__(self, daemon: Daemon):
+    def __init__(self, daemon: Core):
         self.jobs = Jobs(daemon)
         self.backups = Backups(daemon)
         self.runs = Runs(daemon)
