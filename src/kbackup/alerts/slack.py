@@ -7,7 +7,7 @@ error message or a log line ("Slack webhook answered HTTP 500", not the URL).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 
 from kbackup.alerts.base import Channel, ChannelError, Message
 from kbackup.alerts.webhook import post_json
@@ -48,7 +48,9 @@ def payload(message: Message) -> dict[str, object]:
             "text": text,
             "fields": fields,
             "footer": f"kbackupd on {message.host}",
-            "ts": int(datetime.now(UTC).timestamp()),
+            # When the event happened, not when this attempt is sent: a retry resends the same
+            # body (and Slack shows the time of the event).
+            "ts": int(datetime.fromisoformat(message.sent_at).timestamp()),
         }],
     }
 
