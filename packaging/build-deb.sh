@@ -120,15 +120,17 @@ build_one() {  # build_one RELEASE
         tree=$(build_tree "$rel")
     fi
     # Run a command in the build directory, on this machine or in the release's tree (read-only;
-    # the build directory and pip's download cache are bound into it).
+    # the build directory and pip's download cache are bound into it, and this machine's CA
+    # bundle, so that pip in the tree trusts what pip here trusts, e.g. a TLS-inspecting proxy).
     in_env() {
         if [ $in_tree = 0 ]; then
             (cd "$work" && "$@")
         else
             mkdir -p "$BUILD_CACHE/pip"
-            systemd-nspawn -q -D "$tree" --read-only --register=no --keep-unit --as-pid2 \
+            systemd-nspawn -q -D "$tree" --read-only --register=no --keep-unit --as-pid2 --pipe \
                 --machine="kbackup-build-$rel" \
                 --bind="$root/$work:/build" --bind="$BUILD_CACHE/pip:/root/.cache/pip" \
+                --bind-ro=/etc/ssl/certs/ca-certificates.crt \
                 --chdir=/build --setenv=LANG=C.UTF-8 --setenv=HOME=/root \
                 --setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@" </dev/null
         fi
