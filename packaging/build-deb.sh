@@ -1,23 +1,47 @@
 #!/usr/bin/env bash
-# Build the kbackupd .deb into dist/ and check it with lintian: `make deb`.
+# Build the kbackupd .debs into dist/ and check them with lintian: `make deb`.
 #
-# The build runs in a copy of the source tree (build/deb/), so that debhelper's work files
-# and dpkg-buildpackage's outputs (which it writes to the parent directory) never land in
-# the working tree.
+#   packaging/build-deb.sh [RELEASE...]   default: every release (bookworm trixie)
+#
+# One package per Debian release, dist/kbackupd_VERSION~debNN_ARCH.deb, each with a
+# virtualenv of that release's Python (see packaging/releases.sh for the version scheme).
+# A release this machine runs (bookworm on the dev machine) builds here, as it always has;
+# any other builds in a cached debootstrapped tree of that release with its build
+# dependencies ($KBACKUP_DEB_BUILD_CACHE, default /var/cache/kbackup-deb-build), run with
+# systemd-nspawn, and is checked there with that release's lintian and systemd-analyze.
+#
+# Each build runs in a copy of the source tree (build/deb/RELEASE/), so that debhelper's
+# work files and dpkg-buildpackage's outputs (which it writes to the parent directory) never
+# land in the working tree.
 #
 # Environment:
-#   DEB_VERSION=V   build version V instead of debian/changelog's (adds a changelog entry
-#                   in the copy only); deb-test.sh uses it to make an "upgrade" package.
+#   DEB_VERSION=V   build version V~debNN instead of debian/changelog's (in the copy only).
 #   LINTIAN=0       skip the lintian check.
+#   KBACKUP_BUILD_IN_TREE=1  build even the host's own release in a cached tree.
+#   KBACKUP_DEB_BUILD_CACHE  where the build trees and pip's download cache live.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 root=$PWD
+# shellcheck source=packaging/releases.sh
+. packaging/releases.sh
+
+releases=${*:-$KBACKUP_RELEASES}
+for rel in $releases; do release_tag "$rel" >/dev/null; done
 
 packaging/build-deps.sh
+BUILD_CACHE=${KBACKUP_DEB_BUILD_CACHE:-/var/cache/kbackup-deb-build}
+# The build trees: build-essential and the Build-Depends of debian/control (dpkg-buildpackage
+# checks both), what build-deb runs in them (lintian, systemd-analyze, man-db for lintian's
+# man page checks) and CA certificates for pip.
+TREE_PACKAGES="build-essential debhelper dh-virtualenv dpkg-dev python3-venv systemd lintian man-db ca-certificates"
+# Bump when the way a build tree is prepared changes, so old trees are not reused.
+TREE_RECIPE=2
 
 changelog_version=$(dpkg-parsechangelog -SVersion)
 upstream_version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-# A native package: its version is the project's, possibly with a +suffix for rebuilds.
+# A native package: its version is the project's, possibly with a +suffix for rebuilds; the
+# release suffix (~debNN) is added per build.
 case "$changelog_version" in
     "$upstream_version" | "$upstream_version"+*) ;;
     *)
@@ -26,63 +50,143 @@ case "$changelog_version" in
         exit 1
         ;;
 esac
-version=${DEB_VERSION:-$changelog_version}
+base_version=${DEB_VERSION:-$changelog_version}
 arch=$(dpkg --print-architecture)
+mkdir -p dist
 
-work=build/deb
-src=$work/kbackupd-$version
-rm -rf "$work"
-mkdir -p "$src" dist
+# The source to build: what git would copy (tracked and new files, minus ignored ones); outside
+# a git checkout (a release tarball), everything but the same directories.
+copy_source() {  # copy_source DEST
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        git ls-files -z --cached --others --exclude-standard |
+            while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+            rsync -a --from0 --files-from=- ./ "$1/"
+    else
+        rsync -a --exclude=.venv --exclude=build --exclude=dist --exclude=__pycache__ \
+            --exclude='*.egg-info' --exclude=.pytest_cache --exclude=.ruff_cache ./ "$1/"
+    fi
+}
 
-# Copy what git would: tracked and new files, minus ignored ones (.venv, caches, dist...).
-# Outside a git checkout (a release tarball), copy everything but those same directories.
-if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    git ls-files -z --cached --others --exclude-standard |
-        while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
-        rsync -a --from0 --files-from=- ./ "$src/"
-else
-    rsync -a --exclude=.venv --exclude=build --exclude=dist --exclude=__pycache__ \
-        --exclude='*.egg-info' --exclude=.pytest_cache --exclude=.ruff_cache ./ "$src/"
-fi
+# A cached tree of RELEASE with the build dependencies, for builds not on the host.
+build_tree() {  # build_tree RELEASE -> prints the tree's path
+    local rel=$1 key dir
+    key=$(echo "$rel $(debian_mirror) $TREE_PACKAGES $TREE_RECIPE" | sha256sum | cut -c1-12)
+    dir=$BUILD_CACHE/tree-$rel-$key
+    if [ ! -f "$dir/.complete" ]; then
+        echo "build-deb: debootstrap $rel into $dir (once; cached for later builds)" >&2
+        make_tree "$rel" "" "$dir" "$BUILD_CACHE/debootstrap-$rel.log" "" "$TREE_PACKAGES" >&2 ||
+            exit 1
+        # Trees of an older recipe are no longer used.
+        find "$BUILD_CACHE" -maxdepth 1 -name "tree-$rel-*" ! -name "tree-$rel-$key" \
+            -exec rm -rf {} +
+    fi
+    # Mount points for the build directory and pip's cache (the tree runs read-only).
+    mkdir -p "$dir/build" "$dir/root/.cache/pip"
+    echo "$dir"
+}
 
-if [ "$version" != "$changelog_version" ]; then
-    # Prepend an entry so dpkg-buildpackage stamps the requested version.
-    {
-        echo "kbackupd ($version) bookworm; urgency=medium"
-        echo
-        echo "  * Rebuild as $version."
-        echo
-        echo " -- $(dpkg-parsechangelog -SMaintainer)  $(date -R)"
-        echo
-        cat debian/changelog
-    } >"$src/debian/changelog"
-fi
+build_one() {  # build_one RELEASE
+    local rel=$1 tag version work src log deb tree='' in_tree=0
+    tag=$(release_tag "$rel")
+    version=$base_version~$tag
+    work=build/deb/$rel
+    src=$work/kbackupd-$version
+    rm -rf "$work"
+    mkdir -p "$src"
+    copy_source "$src"
 
-# Binary-only, unsigned. The log goes to a file; on failure show its end.
-log=$root/$work/build.log
-echo "build-deb: building kbackupd $version (log: $work/build.log)"
-if ! (cd "$src" && dpkg-buildpackage -us -uc -b) >"$log" 2>&1; then
-    tail -40 "$log" >&2
-    echo "build-deb: dpkg-buildpackage failed; full log in $work/build.log" >&2
-    exit 1
-fi
-grep -E '^check-venv:' "$log" || true
+    # The top changelog entry names this build's version and release.
+    if [ "$base_version" != "$changelog_version" ]; then
+        {
+            echo "kbackupd ($base_version) $rel; urgency=medium"
+            echo
+            echo "  * Rebuild as $base_version."
+            echo
+            echo " -- $(dpkg-parsechangelog -SMaintainer)  $(date -R)"
+            echo
+            cat debian/changelog
+        } >"$src/debian/changelog"
+    fi
+    sed -i "1s/^kbackupd ([^)]*) [^;]*;/kbackupd ($version) $rel;/" "$src/debian/changelog"
+    # One pinned set for every release unless a release needs its own (a pin without wheels
+    # for its Python): packaging/requirements-RELEASE.txt then replaces requirements.txt.
+    if [ -f "packaging/requirements-$rel.txt" ]; then
+        cp "packaging/requirements-$rel.txt" "$src/packaging/requirements.txt"
+    fi
 
-deb=kbackupd_${version}_${arch}.deb
-mv "$work/$deb" dist/
-mv "$work"/kbackupd_"${version}"_"${arch}".{buildinfo,changes} dist/ 2>/dev/null || true
-echo "build-deb: dist/$deb ($(du -h "dist/$deb" | cut -f1))"
+    if [ "$rel" != "$(host_release)" ] || [ "${KBACKUP_BUILD_IN_TREE:-0}" = 1 ]; then
+        in_tree=1
+        packaging/build-deps.sh --tree
+        tree=$(build_tree "$rel")
+    fi
+    # Run a command in the build directory, on this machine or in the release's tree (read-only;
+    # the build directory and pip's download cache are bound into it, and this machine's CA
+    # bundle, so that pip in the tree trusts what pip here trusts, e.g. a TLS-inspecting proxy).
+    in_env() {
+        if [ $in_tree = 0 ]; then
+            (cd "$work" && "$@")
+        else
+            mkdir -p "$BUILD_CACHE/pip"
+            systemd-nspawn -q -D "$tree" --read-only --register=no --keep-unit --as-pid2 --pipe \
+                --machine="kbackup-build-$rel" \
+                --bind="$root/$work:/build" --bind="$BUILD_CACHE/pip:/root/.cache/pip" \
+                --bind-ro=/etc/ssl/certs/ca-certificates.crt \
+                --chdir=/build --setenv=LANG=C.UTF-8 --setenv=HOME=/root \
+                --setenv=PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@" </dev/null
+        fi
+    }
 
-if [ "${LINTIAN:-1}" != 0 ]; then
-    # Errors and warnings fail the build; the only accepted ones are overridden, with
-    # reasons, in debian/kbackupd.lintian-overrides. Info tags are shown, not fatal.
-    echo "build-deb: lintian dist/$deb"
-    lintian --fail-on error,warning --display-info "dist/$deb"
-    echo "build-deb: lintian clean"
-fi
+    # Binary-only, unsigned. The log goes to a file; on failure show its end.
+    log=$root/$work/build.log
+    echo "build-deb: building kbackupd $version for $rel$([ $in_tree = 1 ] && echo " in $tree")" \
+        "(log: $work/build.log)"
+    if ! in_env sh -c "cd kbackupd-$version && dpkg-buildpackage -us -uc -b" >"$log" 2>&1; then
+        tail -40 "$log" >&2
+        echo "build-deb: dpkg-buildpackage failed; full log in $work/build.log" >&2
+        exit 1
+    fi
+    grep -E '^(check-venv|finish-venv)' "$log" || true
 
-# The unit's exposure score must stay at or below 2.0 (--threshold counts tenths).
-# deb-test.sh checks it again on the installed unit, together with `systemd-analyze
-# verify`, which needs the package's files in place to check ExecStart= and the man pages.
-systemd-analyze security --offline=yes --threshold=20 --no-pager systemd/kbackupd.service |
-    tail -1
+    deb=kbackupd_${version}_${arch}.deb
+    if [ "${LINTIAN:-1}" != 0 ]; then
+        # Errors and warnings fail the build; the only accepted ones are overridden, with
+        # reasons, in debian/kbackupd.lintian-overrides. Info tags are shown, not fatal.
+        echo "build-deb: lintian $deb ($rel's lintian)"
+        in_env lintian --fail-on error,warning --display-info "$deb"
+        echo "build-deb: lintian clean"
+    fi
+
+    # The unit as packaged: its exposure score must stay at or below 2.0 (--threshold counts
+    # tenths), by the release's own systemd-analyze. deb-test.sh checks it again on the
+    # installed unit, together with `systemd-analyze verify`, which needs the package's files
+    # in place to check ExecStart= and the man pages.
+    rm -rf "$work/unit"
+    dpkg-deb -x "$work/$deb" "$work/unit"
+    unit=$(cd "$work" && find unit -path '*/systemd/system/kbackupd.service' | head -1)
+    [ -n "$unit" ] || { echo "build-deb: no kbackupd.service in $deb" >&2; exit 1; }
+    echo "build-deb: $rel unit: $(grep -E '^Type=' "$work/$unit")" \
+        "$(grep -q '^ExecReload=' "$work/$unit" && echo "with ExecReload=" || echo "without ExecReload=")"
+    in_env systemd-analyze security --offline=yes --threshold=20 --no-pager "$unit" | tail -1
+
+    mv "$work/$deb" dist/
+    mv "$work/kbackupd_${version}_${arch}".{buildinfo,changes} dist/ 2>/dev/null || true
+    echo "build-deb: dist/$deb ($(du -h "dist/$deb" | cut -f1))"
+}
+
+# The scheme's promise (packaging/releases.sh): the same version built for a later release
+# sorts higher, so a machine upgraded to that release takes its build.
+previous=
+for rel in $KBACKUP_RELEASES; do
+    if [ -n "$previous" ]; then
+        dpkg --compare-versions "$base_version~$(release_tag "$rel")" gt \
+            "$base_version~$(release_tag "$previous")" ||
+            { echo "build-deb: $rel's version does not sort after $previous's" >&2; exit 1; }
+    fi
+    previous=$rel
+done
+
+for rel in $releases; do
+    t0=$SECONDS
+    build_one "$rel"
+    echo "build-deb: $rel done in $((SECONDS - t0))s"
+done

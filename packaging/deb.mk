@@ -1,12 +1,17 @@
-# Debian package targets, included by the top-level Makefile.
-#   make deb        build dist/kbackupd_VERSION_ARCH.deb and check it with lintian
-#   make deb-test   build it, install it in a Debian 12 container booted with systemd, and
-#                   check the service end to end (needs root; caches the container tree
+# Debian package targets, included by the top-level Makefile. One package per Debian release
+# (bookworm = Debian 12, trixie = Debian 13); RELEASES="trixie" limits either target to some.
+#   make deb        build dist/kbackupd_VERSION~debNN_ARCH.deb for each release and check them
+#                   with that release's lintian (a release other than the host's builds in
+#                   a cached tree of it, /var/cache/kbackup-deb-build)
+#   make deb-test   build each, install it in a container of its release booted with systemd,
+#                   and check the service end to end (needs root; caches the container trees
 #                   in /var/cache/kbackup-deb-test)
 .PHONY: deb deb-test
 
+RELEASES ?=
+
 deb:
-	packaging/build-deb.sh
+	packaging/build-deb.sh $(RELEASES)
 
 deb-test:
-	packaging/deb-test.sh
+	packaging/deb-test.sh $(RELEASES)

@@ -5,8 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The package's venv runs Debian's /usr/bin/python3 (3.11), so resolve for that interpreter,
-# not for whatever python3 is first on PATH (pyenv on developer machines).
+# The package's venv runs Debian's /usr/bin/python3, so resolve for that interpreter, not for
+# whatever python3 is first on PATH (pyenv on developer machines). One set serves every
+# release: this resolves with bookworm's 3.11 (the oldest), and the hashes cover every file
+# of each pinned version, so trixie's 3.13 build installs the cp313 wheels of the same pins.
+# `make deb` builds each release with its own Python and fails on a pin without a wheel (or
+# hash) for it, or on a dependency the other Python needs (pip check); such a release gets
+# its own packaging/requirements-RELEASE.txt, which build-deb.sh uses instead.
 PY=/usr/bin/python3
 tool=$(mktemp -d)
 trap 'rm -rf "$tool"' EXIT

@@ -168,7 +168,12 @@ class Daemon:
 
     async def reload(self) -> str | None:
         """Apply a new config; a bad one is rejected and the old one keeps running."""
-        self.notify("RELOADING=1")
+        # MONOTONIC_USEC (same datagram): Type=notify-reload (systemd >= 253) takes RELOADING=1
+        # as the answer to its SIGHUP only with a timestamp later than the signal.
+        import time
+
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
         try:
             new = load_config(self.config.directory)
             storages = build_storages(new)
