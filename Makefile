@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: all sysdeps venv test lint demo bench clean
+.PHONY: all sysdeps venv test test-fast lint demo bench clean
 
 all: test
 
@@ -24,6 +24,10 @@ lint: venv
 test: venv
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
+
+# The unit layer only (no PostgreSQL, no daemon, no network): seconds, not minutes.
+test-fast: venv
+	$(BIN)/pytest -q tests/unit
 
 demo: venv
 	$(BIN)/python scripts/demo.py
