@@ -11,6 +11,7 @@ directory or a key file given for that purpose.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shutil
 import subprocess
@@ -209,9 +210,17 @@ class GpgProcess:
         return self._take()
 
     def close(self) -> None:
+        """Kill gpg if it still runs, then close our ends of its pipes (once the reader
+        threads are done with them), so no descriptor waits for the garbage collector."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.reader.join(5)
+        self.err_reader.join(5)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 @dataclass
