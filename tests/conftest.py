@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,15 @@ def cli_for_other_users() -> list[str]:
         _CLI_COPY.extend([python, "-I", "-c", "import sys; sys.path.insert(0, sys.argv.pop(1));"
                           " from kbackup.cli import main; sys.exit(main())", str(base)])
     return list(_CLI_COPY)
+
+
+def write_fake_now(path: Path, when: datetime) -> None:
+    """Set the time of a daemon started with KBACKUP_FAKE_NOW_FILE: written beside and renamed
+    over, since the daemon reads the file at any moment and a half-written one would read as
+    the real time (which once fired every schedule at once as a catch-up)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(when.isoformat())
+    os.replace(partial, path)
 
 
 class KbEnv:

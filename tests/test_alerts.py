@@ -29,7 +29,7 @@ from alert_servers import (
     smtp_server,
     test_cert,
 )
-from conftest import KbEnv, free_port
+from conftest import KbEnv, free_port, write_fake_now
 from kbackup.alerts.webhook import SIGNATURE_HEADER, sign
 from kbackup.config import load_config
 from kbackup.ctl.client import http_request
@@ -377,7 +377,7 @@ path = "{docs}"
     check = wait_for(lambda: (r := kb.ctl("check")).returncode == 0 and r, what="check OK")
     assert check.stdout.startswith("KBACKUP OK - kbackupd: ")  # type: ignore[attr-defined]
 
-    now_file.write_text((datetime.now(UTC) + timedelta(hours=3)).isoformat())  # 3h later
+    write_fake_now(now_file, datetime.now(UTC) + timedelta(hours=3))  # 3h later
     wait_for(lambda: len(http_recorder.received()) >= 2, what="the age alert")
     alert = http_recorder.received()[1].json
     assert (alert["kind"], alert["key"], alert["reason"]) == (

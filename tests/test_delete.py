@@ -405,6 +405,7 @@ def test_only_admins_delete(kb: KbEnv, pg: PgServer, shop_db: str,
 
 
 def test_a_run_using_the_backup_is_refused_even_with_force(tmp_path: Path) -> None:
+    from kbackup.api.server import status_of
     from kbackup.catalog import Catalog
     from kbackup.jobs.delete import DeleteRefused, plan_delete
     from kbackup.progress import Progress
@@ -422,7 +423,7 @@ def test_a_run_using_the_backup_is_refused_even_with_force(tmp_path: Path) -> No
                     datetime.now(UTC), Progress(), backup_id=older)
     with pytest.raises(DeleteRefused) as refused:
         plan_delete(config, catalog, storages, [run], older, None, True)
-    assert refused.value.status == 409
+    assert status_of(refused.value) == 409
     assert str(refused.value).startswith(f"backup {older} is in use by a running restore (run"
                                          " 20260301T000000Z-cccccc)")
     with pytest.raises(DeleteRefused) as refused:

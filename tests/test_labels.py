@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from alert_servers import FakeClock, HealthEnv, henv
-from conftest import KbEnv, PgServer
+from conftest import KbEnv, PgServer, write_fake_now
 from kbackup.catalog import SCHEMA, SCHEMA_VERSION, Catalog, CatalogError
 from kbackup.config import ConfigError, RetentionConfig, load_config
 from kbackup.ctl.client import http_request
@@ -374,7 +374,7 @@ def test_run_with_a_label(kb: KbEnv, pg: PgServer, shop_db: str) -> None:
 
 
 def set_now(path: Path, when: datetime) -> None:
-    path.write_text(when.isoformat())
+    write_fake_now(path, when)
 
 
 def complete_backups(kb: KbEnv) -> list[dict[str, Any]]:
@@ -408,7 +408,9 @@ globals = false
         wait_for(lambda n=count: len(complete_backups(kb)) == n  # type: ignore[misc]
                  and not [r for r in runs(kb) if r["status"] == "running"],
                  what=f"scheduled backup {count}")
-    backups = sorted(complete_backups(kb), key=lambda b: b["started_at"])
+    # Oldest first. Not sorted by started_at: it has whole seconds, and two of these quick
+    # backups can start within one; the listing is newest first, ties in insertion order.
+    backups = list(reversed(complete_backups(kb)))
     assert [(b["trigger"], b["tag"]) for b in backups] == [
         ("scheduled", "daily"), ("scheduled", "weekly"), ("scheduled", "daily"),
         ("scheduled", "daily")]

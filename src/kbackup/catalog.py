@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kbackup.errors import CatalogError as CatalogError
 from kbackup.views import component_view
 
 SCHEMA = """
@@ -101,10 +102,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 log = logging.getLogger("kbackup.catalog")
-
-
-class CatalogError(Exception):
-    """The catalog cannot be used by this version (one line, for the log and the terminal)."""
 
 
 def utcnow() -> datetime:

@@ -31,6 +31,7 @@ from kbackup.ctl.delete import cmd_audit, cmd_delete
 from kbackup.ctl.output import emit_json
 from kbackup.ctl.pause import cmd_pause, cmd_resume
 from kbackup.ctl.reads import cmd_backups, cmd_jobs, cmd_restores, cmd_runs, cmd_show, cmd_status
+from kbackup.verify_levels import LEVELS
 
 
 def socket_path(args: argparse.Namespace) -> str:
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p = sub.add_parser("verify", help="prove a backup restores (checksum, structure, restore-test)")
     p.add_argument("backup_id")
-    p.add_argument("--level", choices=["checksum", "structure", "restore-test"],
+    p.add_argument("--level", choices=LEVELS,
                    default="checksum")
     p.add_argument("--wait", action="store_true", help="wait for the verdict; exit 1 if it failed")
     p = sub.add_parser("restore", help="restore a backup (plans, confirms, safety backup)")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kbackup.config import Config, EncryptionConfig, JobConfig, read_secret_file
+from kbackup.errors import CryptoError
 from kbackup.process import child_env, error_reason
 
 GPG = "gpg"
@@ -29,11 +30,11 @@ BASE_ARGS = ["--batch", "--no-tty", "--quiet", "--yes", "--no-greeting",
              "--pinentry-mode", "loopback", "--no-symkey-cache"]
 
 
-class KeyProblem(Exception):
+class KeyProblem(CryptoError):
     """A key or secret is missing or unusable; one line naming the key or file."""
 
 
-class GpgFailed(Exception):
+class GpgFailed(CryptoError):
     """gpg stopped with an error (wrong passphrase, no secret key, corrupt data)."""
 
 

@@ -21,14 +21,16 @@ import sdnotify
 
 from kbackup import __version__
 from kbackup.alerts.monitor import Monitor
+from kbackup.audit import AuditLog
 from kbackup.catalog import Catalog, CatalogError, iso, parse_iso, utcnow
 from kbackup.config import Config, ConfigError, load_config
 from kbackup.logs import setup_logging
-from kbackup.repository import clean_incomplete, list_manifests
+from kbackup.repository import clean_incomplete
 from kbackup.runner import Runner
 from kbackup.scheduler import Clock, Scheduler, clock_from_env
+from kbackup.services import Services
 from kbackup.storage import Storage, StorageError, open_storage
-from kbackup.views import backup_list_json
+from kbackup.views import pause_view
 
 log = logging.getLogger("kbackup.daemon")
 ORPHAN_AGE = timedelta(days=1)
@@ -50,6 +52,7 @@ class Daemon:
         self.monitor = Monitor(config, self.catalog, self.storages, self.clock,
                                lambda: list(self.runner.active.values()))  # health, alerts
         self.runner.on_finish = self.monitor.run_finished
+        self.audit = AuditLog(self.catalog)  # restores and deletions, newest first
         self.notifier = sdnotify.SystemdNotifier()
         self.started_at = utcnow()
         self.stopping = asyncio.Event()
@@ -115,7 +118,7 @@ class Daemon:
                 # Bounded: an unreachable off-site target must not hold back READY=1.
                 async with asyncio.timeout(STARTUP_STORAGE_CHECK):
                     removed = await clean_incomplete(storage, known, utcnow(), ORPHAN_AGE)
-            except (StorageError, OSError, TimeoutError) as exc:
+            except (StorageError, TimeoutError) as exc:
                 log.warning("event=storage.unreachable target=%s error=%r", storage.name,
                             str(exc) or "no answer within the start-up check")
                 continue
@@ -128,7 +131,7 @@ class Daemon:
         await self.recover()
         self.scheduler.configure(self.config)
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
-        self.api_runner = await start_api(self)
+        self.api_runner = await start_api(Services(self), self.config.daemon.socket)
         await self.monitor.start()
         self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         self.notify("READY=1")
@@ -236,14 +239,12 @@ class Daemon:
             },
             "next_run": iso(next_run),
             "health": self.monitor.job_health(name),
-            "paused": self.pause_view(name),
+            "paused": pause_view(self.pause_now(name)),
         }
 
-    def pause_view(self, name: str) -> dict[str, Any] | None:
-        """The job's pause in force now (who, when, why, until), else None."""
-        from kbackup.api.pause_routes import pause_view
-
-        return pause_view(self.catalog.active_pause(name, self.clock.now()))
+    def pause_now(self, name: str) -> dict[str, Any] | None:
+        """The job's pause in force now (a catalog record), else None."""
+        return self.catalog.active_pause(name, self.clock.now())
 
     def status(self) -> dict[str, Any]:
         return {
@@ -260,59 +261,6 @@ class Daemon:
             "running": [run.as_dict() for run in self.runner.active.values()],
             "jobs": [self.job_status(name) for name in sorted(self.config.jobs)],
         }
-
-    async def check_storage(self, target: str | None) -> list[dict[str, Any]]:
-        """Write, read back, list and delete a probe object on each (or one) target."""
-        from kbackup.storage.probe import probe
-
-        if target is not None and target not in self.storages:
-            raise KeyError(target)
-        names = [target] if target else sorted(self.storages)
-        return [await probe(self.storages[name]) for name in names]
-
-    async def rescan(self) -> dict[str, Any]:
-        """Rebuild the backup index from the manifests on every storage target."""
-        found: dict[str, dict[str, Any]] = {}
-        errors = []
-        for name, storage in self.storages.items():
-            try:
-                manifests = await list_manifests(storage)
-            except (StorageError, OSError) as exc:
-                errors.append(f"{name}: {exc}")
-                continue
-            for manifest in manifests:
-                entry = found.setdefault(manifest.id, {"manifest": manifest, "targets": {}})
-                entry["targets"][name] = "complete"
-        for backup_id, entry in found.items():
-            m = entry["manifest"]
-            self.catalog.upsert_backup(
-                backup_id,
-                m.job,
-                "complete",
-                m.trigger,
-                m.started_at,
-                m.finished_at,
-                m.size_bytes,
-                entry["targets"],
-                m.model_dump(mode="json"),
-                tag=m.tag,
-                label=m.label,
-            )
-        removed = 0 if errors else self.catalog.delete_backups_not_in(found)
-        log.info(
-            "event=catalog.rescan found=%d forgotten=%d errors=%d", len(found), removed, len(errors)
-        )
-        return {"found": len(found), "forgotten": removed, "errors": errors}
-
-    def backups_json(self, job: str | None, status: str | None = None,
-                     label: str | None = None, limit: int = 50, offset: int = 0) -> str:
-        """One page of backups, newest first, with their last verification and the total:
-        {"items": [...], "total": N, "limit": L, "offset": O} as JSON text."""
-        rows = self.catalog.backup_listing(job, status, label, limit, offset)
-        verified = self.catalog.last_verifications([row["id"] for row in rows])
-        total = self.catalog.count_backups(job, status, label)
-        return (f'{{"items": {backup_list_json(rows, verified)}, "total": {total},'
-                f' "limit": {limit}, "offset": {offset}}}')
 
 
 # ---------------------------------------------------------------------- entry point

@@ -20,8 +20,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from kbackup.errors import RestoreError
 
-class UnsafeArchive(Exception):
+
+class UnsafeArchive(RestoreError):
     """The archive tries to write outside its target; the message names the member."""
 
 

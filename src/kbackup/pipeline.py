@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import zstandard
 
+from kbackup.errors import VerifyError
 from kbackup.handoff import Transform
 from kbackup.storage.base import ObjectWriter
 
@@ -170,7 +171,7 @@ async def run_stream(
 # ---------------------------------------------------------------------------- reading back
 
 
-class CorruptObject(Exception):
+class CorruptObject(VerifyError):
     """A stored object does not match its manifest or cannot be decoded; names the object."""
 
 

@@ -11,6 +11,8 @@ import re
 import signal
 from collections.abc import Mapping, Sequence
 
+from kbackup.errors import ToolError as ToolError
+
 CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
 
@@ -49,15 +51,6 @@ async def kill_tree(proc: asyncio.subprocess.Process, grace: float = 2.0) -> Non
             return
         except TimeoutError:
             continue
-
-
-class ToolError(Exception):
-    """An external tool failed: str() is the one-line reason (error_reason), `stderr` what it
-    printed (for the run's log line, see runner.py)."""
-
-    def __init__(self, message: str, stderr: Sequence[str] = ()):
-        super().__init__(message)
-        self.stderr = list(stderr)
 
 
 def stderr_of(exc: BaseException | None) -> list[str]:

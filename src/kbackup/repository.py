@@ -301,7 +301,7 @@ async def write_audit(storages: Iterable[Storage], kind: str, record_id: str,
     for storage in storages:
         try:
             await storage.put_bytes(key, data)
-        except (StorageError, OSError) as exc:
+        except StorageError as exc:
             failed[storage.name] = str(exc)
             log.error("event=audit.write_failed kind=%s target=%s key=%s error=%r", kind,
                       storage.name, key, str(exc))

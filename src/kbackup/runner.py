@@ -15,6 +15,7 @@ from typing import Any
 
 from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config
+from kbackup.errors import Refused
 from kbackup.jobs.backup import BackupRun
 from kbackup.process import stderr_for_log, stderr_of
 from kbackup.progress import Progress
@@ -80,7 +81,7 @@ class ActiveRun:
 Work = Callable[[ActiveRun, Config], Awaitable[str | None]]
 
 
-class RunnerBusy(Exception):
+class RunnerBusy(Refused):
     """The job is busy with another kind of run (a restore during a backup, or vice versa)."""
 
 

@@ -1,9 +1,44 @@
-"""The JSON shapes the API returns for catalog rows (one place, so CLI and API agree)."""
+"""The JSON shapes the API returns for jobs, backups, runs and pauses (one place, so CLI and
+API agree)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kbackup.config import JobConfig
+    from kbackup.runner import ActiveRun
+
+
+def pause_view(pause: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A pause record (catalog job_pauses) as the API shows it, or None."""
+    if pause is None:
+        return None
+    return {k: pause[k] for k in ("paused_at", "paused_by", "reason", "until")}
+
+
+def job_view(job: JobConfig, default_timezone: str, next_run: str | None,
+             pause: dict[str, Any] | None) -> dict[str, Any]:
+    """One configured job: schedules, targets, sources, next run, pause in force."""
+    return {
+        "name": job.name,
+        "schedules": [s.model_dump() for s in job.schedules],
+        "timezone": job.timezone or default_timezone,
+        "targets": job.targets,
+        "timeout_seconds": job.timeout,
+        "sources": [{"name": s.name, "kind": "postgres"} for s in job.postgres]
+        + [{"name": s.name, "kind": "files", "path": str(s.path)} for s in job.files],
+        "next_run": next_run,
+        "paused": pause_view(pause),
+    }
+
+
+def run_view(run: dict[str, Any], active: ActiveRun | None) -> dict[str, Any]:
+    """A catalog run row; while it is running, with its live progress."""
+    if active is not None and not active.done.is_set():
+        run["progress"] = active.progress.as_dict()
+    return run
 
 
 def component_view(component: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +67,9 @@ def component_view(component: dict[str, Any]) -> dict[str, Any]:
 def verification_view(found: dict[str, Any] | None) -> dict[str, Any] | None:
     if found is None:
         return None
-    return {k: found[k] for k in ("id", "level", "ok", "problem", "finished_at")}
+    view = {k: found[k] for k in ("id", "level", "ok", "problem", "finished_at")}
+    view["reason"] = found["problem"]  # the check-result field; "problem" kept for readers
+    return view
 
 
 def backup_view(row: dict[str, Any], verification: dict[str, Any] | None = None,

@@ -13,7 +13,7 @@ from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 
-from kbackup.alerts import Channel, ChannelError, Message
+from kbackup.alerts.base import Channel, ChannelError, Message
 from kbackup.config import EmailChannelConfig, read_secret_file
 
 

@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from kbackup.alerts import Channel, ChannelError, Message, build_channel
+from kbackup.alerts.base import Channel, ChannelError, Message
+from kbackup.alerts.channels import build_channel
 from kbackup.alerts.store import AlertStore
 from kbackup.catalog import iso, parse_iso
 from kbackup.config import Config

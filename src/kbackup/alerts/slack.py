@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from kbackup.alerts import Channel, ChannelError, Message
+from kbackup.alerts.base import Channel, ChannelError, Message
 from kbackup.alerts.webhook import post_json
 from kbackup.config import SlackChannelConfig, read_secret_file
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from kbackup import __version__
-from kbackup.alerts import Channel, ChannelError, Message
+from kbackup.alerts.base import Channel, ChannelError, Message
 from kbackup.config import WebhookChannelConfig, read_secret_file
 
 SIGNATURE_HEADER = "X-Kbackup-Signature"

@@ -6,11 +6,10 @@ by method, so these handlers only do their job.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from kbackup import metrics
+from kbackup.api.common import services_of
 from kbackup.api.models import (
     AlertTestBody,
     JobQuery,
@@ -19,27 +18,20 @@ from kbackup.api.models import (
     body_of,
     query_of,
 )
-from kbackup.api.server import DAEMON, error
+from kbackup.errors import Invalid
 from kbackup.units import parse_duration
 
 MAX_SILENCE_SECONDS = 3650 * 86400
 
 
-def _monitor(request: web.Request) -> Any:
-    return request.app[DAEMON].monitor
-
-
 async def get_health(request: web.Request) -> web.Response:
     """Overall and per-check health; ?job=NAME narrows to one job (and its targets)."""
-    monitor = _monitor(request)
     job = query_of(request, JobQuery).job
-    if job and job not in request.app[DAEMON].config.jobs:
-        return error(404, f"no job named {job!r}")
-    return web.json_response({"job": job, **monitor.health(job)})
+    return web.json_response(services_of(request).health.health(job))
 
 
 async def get_alerts(request: web.Request) -> web.Response:
-    return web.json_response(_monitor(request).manager.listing())
+    return web.json_response(services_of(request).health.alerts())
 
 
 async def post_silence(request: web.Request) -> web.Response:
@@ -48,37 +40,27 @@ async def post_silence(request: web.Request) -> web.Response:
     try:
         seconds = parse_duration(body.for_)
     except ValueError as exc:
-        return error(400, f"for: {exc}")
+        raise Invalid(f"for: {exc}") from None
     if seconds > MAX_SILENCE_SECONDS:  # "9999999999w" would overflow a datetime
-        return error(400, "for: expected a duration of at most 3650d")
+        raise Invalid("for: expected a duration of at most 3650d")
     if not reason:
-        return error(400, "reason: say why (it is shown with the silence)")
-    try:
-        silence = _monitor(request).manager.silence(match, seconds, reason,
-                                                    request["caller"].user)
-    except ValueError as exc:
-        return error(404, str(exc))
-    return web.json_response(silence)
+        raise Invalid("reason: say why (it is shown with the silence)")
+    return web.json_response(services_of(request).health.silence(match, seconds, reason,
+                                                                  request["caller"].user))
 
 
 async def post_unsilence(request: web.Request) -> web.Response:
     match = (await body_of(request, UnsilenceBody)).match
-    if not _monitor(request).manager.unsilence(match):
-        return error(404, f"no active silence for {match!r} (see kbackupctl alerts)")
-    return web.json_response({"match": match, "unsilenced": True})
+    return web.json_response(services_of(request).health.unsilence(match))
 
 
 async def post_test(request: web.Request) -> web.Response:
     channel = (await body_of(request, AlertTestBody)).channel
-    try:
-        results = await _monitor(request).manager.test(channel or None)
-    except KeyError as exc:
-        return error(404, str(exc.args[0]))
-    return web.json_response({"results": results})
+    return web.json_response(await services_of(request).health.test(channel or None))
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    return web.Response(body=_monitor(request).metrics_text().encode(),
+    return web.Response(body=services_of(request).health.metrics_text().encode(),
                         headers={"Content-Type": metrics.CONTENT_TYPE})
 
 

@@ -27,6 +27,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from kbackup.verify_levels import VerifyLevel
+
 MAX_BODY_BYTES = 1024 * 1024  # client_max_size of the app: a larger body is a JSON 413
 MAX_JSON_DEPTH = 32  # nesting of a request body; every real body is 1 or 2 deep
 MAX_PAGE = 10_000  # the largest `limit` of a listing
@@ -73,7 +75,7 @@ class EmptyBody(Body):
 
 
 class VerifyBody(Body):
-    level: Literal["checksum", "structure", "restore-test"] = "checksum"
+    level: VerifyLevel = "checksum"
 
 
 class RunBody(Body):

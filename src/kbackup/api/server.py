@@ -6,8 +6,6 @@ caller is identified per request with SO_PEERCRED, never by anything the client 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import grp
 import logging
 import os
@@ -15,11 +13,13 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from kbackup.api import alerts_routes, delete_routes, pause_routes
 from kbackup.api.auth import ADMIN, Caller, identify, peer_credentials
+from kbackup.api.common import SERVICES, error, page, services_of
 from kbackup.api.models import (
     MAX_BODY_BYTES,
     BackupsQuery,
@@ -35,14 +35,20 @@ from kbackup.api.models import (
     query_of,
 )
 from kbackup.api.openapi import OPENAPI
-from kbackup.runner import RunnerBusy
-from kbackup.views import backup_view
+from kbackup.errors import (
+    ConfigError,
+    Invalid,
+    KbackupError,
+    NotFound,
+    Refused,
+    StorageError,
+)
+from kbackup.storage.remote import TransientError
 
 if TYPE_CHECKING:
-    from kbackup.daemon import Daemon
+    from kbackup.services import Services
 
 log = logging.getLogger("kbackup.api")
-DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Requests are read by aiohttp's parser with room to spare (HANDLER_ARGS), so that the guard,
 # not the parser, refuses what is too long, and answers in JSON like everything else. Past
@@ -53,12 +59,22 @@ MAX_PATH_PARAM = 200  # one path parameter ({id}, {job}): longer is a 400 naming
 HANDLER_ARGS = {"max_line_size": 65536, "max_field_size": 65536}
 
 
-def daemon_of(request: web.Request) -> Daemon:
-    return request.app[DAEMON]
+# The one place that gives an error class its HTTP status: the first class of the exception's
+# MRO found here wins (RestoreRefused is a Refused: 409). Another KbackupError, or any other
+# exception, is unexpected: a 500 naming an error id (internal_error).
+STATUS: dict[type[KbackupError], int] = {
+    Invalid: 400,
+    NotFound: 404,
+    Refused: 409,
+    ConfigError: 422,
+    TransientError: 503,
+    StorageError: 502,
+}
 
 
-def error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, "status": status, **extra}, status=status)
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status of an expected error, else None (a 500)."""
+    return next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), None)
 
 
 def http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -94,19 +110,16 @@ def oversized(request: web.Request) -> web.Response | None:
 
 
 def caller_of(request: web.Request) -> Caller:
-    daemon = request.app[DAEMON]
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is None:
         raise web.HTTPForbidden(text="cannot identify caller")
     pid, uid, gid = peer_credentials(sock)
-    return identify(
-        pid, uid, gid, daemon.config.daemon.socket_group, daemon.config.daemon.admin_group
-    )
+    return identify(pid, uid, gid, *services_of(request).admin.access())
 
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    daemon = request.app[DAEMON]
+    socket_group, admin_group = services_of(request).admin.access()
     try:
         refused = oversized(request)
         if refused is not None:
@@ -119,13 +132,13 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     request["caller"] = caller
     needs_admin = request.method not in ("GET", "HEAD")
     if caller.role is None:
-        group = daemon.config.daemon.socket_group or "the daemon's"
+        group = socket_group or "the daemon's"
         return error(
             403,
             f"user {caller.user} (uid {caller.uid}) is not in group {group}: read access denied",
         )
     if needs_admin and caller.role != ADMIN:
-        group = daemon.config.daemon.admin_group or "admin"
+        group = admin_group or "admin"
         return error(
             403,
             f"user {caller.user} may only read: {request.method} {request.path}"
@@ -138,6 +151,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = http_error(request, exc)
         else:
             raise
+    except KbackupError as exc:
+        status = status_of(exc)
+        response = internal_error(request) if status is None else error(status, str(exc))
     except Exception:
         response = internal_error(request)
     if needs_admin:
@@ -163,223 +179,109 @@ def internal_error(request: web.Request) -> web.Response:
                  error_id=error_id)
 
 
-def page(items: list[dict[str, Any]], total: int, query: BackupsQuery | PageQuery) -> Any:
-    """A listing's answer: one page of items and how many there are in all."""
-    return {"items": items, "total": total, "limit": query.limit, "offset": query.offset}
-
-
 async def get_status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DAEMON].status())
+    return web.json_response(services_of(request).health.status())
 
 
 async def get_jobs(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
-    jobs = []
-    for name, job in sorted(daemon.config.jobs.items()):
-        jobs.append(
-            {
-                "name": name,
-                "schedules": [s.model_dump() for s in job.schedules],
-                "timezone": job.timezone or daemon.config.daemon.timezone,
-                "targets": job.targets,
-                "timeout_seconds": job.timeout,
-                "sources": [{"name": s.name, "kind": "postgres"} for s in job.postgres]
-                + [{"name": s.name, "kind": "files", "path": str(s.path)} for s in job.files],
-                "next_run": daemon.job_status(name)["next_run"],
-                "paused": daemon.pause_view(name),
-            }
-        )
-    return web.json_response(jobs)
+    return web.json_response(services_of(request).jobs.listing())
 
 
 async def get_backups(request: web.Request) -> web.Response:
     query = query_of(request, BackupsQuery)
-    return web.Response(text=daemon_of(request).backups_json(query.job, query.status,
-                                                              query.label, query.limit,
-                                                              query.offset),
-                        content_type="application/json")
+    text = services_of(request).backups.listing_json(query.job, query.status, query.label,
+                                                     query.limit, query.offset)
+    return web.Response(text=text, content_type="application/json")
 
 
 async def get_backup(request: web.Request) -> web.Response:
-    row = daemon_of(request).catalog.get_backup(request.match_info["id"])
-    if row is None:
-        return error(
-            404, f"no backup with id {request.match_info['id']!r} (see `kbackupctl backups`)"
-        )
-    view = backup_view(row, daemon_of(request).catalog.last_verification(row["id"]), full=True)
-    view["verifications"] = daemon_of(request).catalog.verifications(row["id"])
-    return web.json_response(view)
+    return web.json_response(services_of(request).backups.show(request.match_info["id"]))
 
 
 async def post_verify(request: web.Request) -> web.Response:
-    daemon = daemon_of(request)
     level = (await body_of(request, VerifyBody)).level  # a bad body is a 400 before a 404
-    backup_id = request.match_info["id"]
-    row = daemon.catalog.get_backup(backup_id)
-    if row is None:
-        return error(404, f"no backup with id {backup_id!r} (see `kbackupctl backups`)")
-    if row["status"] not in ("complete", "partial", "corrupt") or not row["manifest"]:
-        return error(409, f"backup {backup_id} is {row['status']}: only complete backups can"
-                          " be verified")
-    if row["job"] not in daemon.config.jobs:
-        return error(409, f"backup {backup_id} belongs to job {row['job']!r}, which is not"
-                          " configured here")
-    run, coalesced = daemon.submit_verify(row, level, "manual")
-    return web.json_response({"run_id": run.id, "backup_id": backup_id, "level": level,
-                              "coalesced": coalesced}, status=202)
+    return web.json_response(
+        services_of(request).backups.verify(request.match_info["id"], level), status=202)
 
 
 async def post_run(request: web.Request) -> web.Response:
-    from kbackup.api.pause_routes import paused_message, unknown_job
-
-    daemon = request.app[DAEMON]
-    name = request.match_info["job"]
     body = await body_of(request, RunBody)
-    if name not in daemon.config.jobs:
-        return unknown_job(daemon, name)
-    pause = daemon.catalog.active_pause(name, daemon.clock.now())
-    if pause is not None and not body.force:
-        return error(409, paused_message(name, pause))
-    try:
-        run, coalesced = daemon.runner.submit_backup(name, "manual", label=body.label)
-    except RunnerBusy as exc:
-        return error(409, str(exc))
     return web.json_response(
-        {"run_id": run.id, "backup_id": run.id, "coalesced": coalesced, "label": run.label},
-        status=202
-    )
+        services_of(request).jobs.run(request.match_info["job"], body.label, body.force),
+        status=202)
 
 
 async def post_restore(request: web.Request) -> web.Response:
-    from kbackup.jobs.restore_plan import RestoreRefused, RestoreRequest, make_plan
+    from kbackup.jobs.restore_plan import RestoreRequest
 
-    daemon = daemon_of(request)
+    restores = services_of(request).restores
     body = await body_of(request, RestoreBody)
     try:
         restore = RestoreRequest.from_json(body.model_dump())
-        plan = await make_plan(daemon.config, daemon.catalog, restore)
+        plan = await restores.plan(restore)
     except ValueError as exc:
-        return error(400, f"bad restore request: {exc}")
-    except RestoreRefused as exc:
-        return error(409, str(exc))
+        raise Invalid(f"bad restore request: {exc}") from None
     if restore.dry_run:
         return web.json_response({"plan": plan.as_dict(), "dry_run": True})
-    if plan.destructive and not restore.yes:
-        return error(409, f"restore replaces {plan.confirm_word()!r}: confirm with yes=true"
-                          " (kbackupctl asks you to type the name, or takes --yes)")
     caller: Caller = request["caller"]
-    try:
-        run, _ = daemon.submit_restore(plan, {"user": caller.user, "uid": caller.uid,
-                                              "pid": caller.pid})
-    except RunnerBusy as exc:
-        return error(409, str(exc))
-    return web.json_response({"run_id": run.id, "restore_id": run.id, "plan": plan.as_dict()},
-                             status=202)
+    started = restores.start(plan, restore.yes, {"user": caller.user, "uid": caller.uid,
+                                                 "pid": caller.pid})
+    return web.json_response(started, status=202)
 
 
 async def get_keys(request: web.Request) -> web.Response:
     """Per job: what encryption needs (passphrase source, recipients) and whether it is usable."""
-    import asyncio
-
-    from kbackup.crypto import KeyProblem, check_job_keys
-
-    daemon = daemon_of(request)
-    report = []
-    for name, job in sorted(daemon.config.jobs.items()):
-        try:
-            item = await asyncio.to_thread(check_job_keys, daemon.config, job)
-            item["ok"] = True
-        except KeyProblem as exc:
-            item = {"job": name, "mode": job.encryption.mode, "ok": False, "problem": str(exc)}
-        report.append(item)
-    return web.json_response(report)
+    return web.json_response(await services_of(request).jobs.keys())
 
 
 async def get_restores(request: web.Request) -> web.Response:
     query = query_of(request, PageQuery)
-    catalog = daemon_of(request).catalog
-    return web.json_response(page(catalog.restores(query.job, query.limit, query.offset),
-                                  catalog.count_restores(query.job), query))
+    items, total = services_of(request).restores.listing(query.job, query.limit, query.offset)
+    return web.json_response(page(items, total, query.limit, query.offset))
 
 
 async def post_prune(request: web.Request) -> web.Response:
-    from kbackup.catalog import utcnow
-    from kbackup.jobs.prune import prune_job
-
-    daemon = daemon_of(request)
-    name = request.match_info["job"]
     body = await body_of(request, PruneBody)
-    job = daemon.config.jobs.get(name)
-    if job is None:
-        return error(404, f"no job named {name!r}")
-    report = await prune_job(daemon.config, job, daemon.storages, daemon.catalog,
-                             daemon.clock.now() if daemon.clock else utcnow(), body.dry_run)
-    return web.json_response(report)
+    return web.json_response(
+        await services_of(request).jobs.prune(request.match_info["job"], body.dry_run))
 
 
 async def post_storage_check(request: web.Request) -> web.Response:
-    daemon = daemon_of(request)
     target = (await body_of(request, StorageCheckBody)).target
-    try:
-        return web.json_response(await daemon.check_storage(target))
-    except KeyError:
-        known = ", ".join(sorted(daemon.storages)) or "none"
-        return error(404, f"no storage target named {target!r} (targets: {known})")
+    return web.json_response(await services_of(request).storage.check(target))
 
 
 async def get_runs(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
     query = query_of(request, PageQuery)
-    runs = daemon.catalog.runs(query.job, query.limit, query.offset)
-    for run in runs:
-        active = daemon.runner.find(run["id"])
-        if active:
-            run["progress"] = active.progress.as_dict()
-    return web.json_response(page(runs, daemon.catalog.count_runs(query.job), query))
+    items, total = services_of(request).runs.listing(query.job, query.limit, query.offset)
+    return web.json_response(page(items, total, query.limit, query.offset))
 
 
 async def get_run(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
-    run_id = request.match_info["id"]
     wait = min(query_of(request, RunQuery).wait, 10.0)
-    run = daemon.catalog.get_run(run_id)
-    if run is None:
-        return error(404, f"no run with id {run_id!r}")
-    active = daemon.runner.find(run_id)
-    if active:
-        # ?wait=SECONDS: answer as soon as the run ends (or after SECONDS), so a waiting
-        # client learns the end at once instead of at its next poll.
-        if wait > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await active.done.wait()
-            run = daemon.catalog.get_run(run_id) or run
-        if not active.done.is_set():
-            run["progress"] = active.progress.as_dict()
-    return web.json_response(run)
+    return web.json_response(await services_of(request).runs.get(request.match_info["id"],
+                                                                 wait))
 
 
 async def post_reload(request: web.Request) -> web.Response:
     await body_of(request, EmptyBody)
-    problem = await request.app[DAEMON].reload()
-    if problem:
-        return error(422, "config rejected, the previous config keeps running:\n" + problem)
+    await services_of(request).admin.reload()
     return web.json_response({"reloaded": True})
 
 
 async def post_rescan(request: web.Request) -> web.Response:
     await body_of(request, EmptyBody)
-    return web.json_response(await request.app[DAEMON].rescan())
+    return web.json_response(await services_of(request).backups.rescan())
 
 
 async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
-def build_app(daemon: Daemon) -> web.Application:
+def build_app(services: Services) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES,
                           handler_args=HANDLER_ARGS)
-    app[DAEMON] = daemon
+    app[SERVICES] = services
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/jobs", get_jobs)
     app.router.add_post("/v1/jobs/{job}/run", post_run)
@@ -396,16 +298,9 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/v1/catalog/rescan", post_rescan)
     app.router.add_post("/v1/storage/check", post_storage_check)
     app.router.add_get("/v1/openapi.json", get_openapi)
-    from kbackup.api.alerts_routes import register  # /v1/health, /v1/alerts*, /metrics
-
-    register(app)
-    from kbackup.api.delete_routes import register as register_delete  # DELETE backup, audit
-
-    register_delete(app)
-
-    from kbackup.api import pause_routes  # /v1/jobs/{job}/pause, /resume
-
-    pause_routes.register(app)
+    alerts_routes.register(app)  # /v1/health, /v1/alerts*, /metrics
+    delete_routes.register(app)  # DELETE /v1/backups/{id}, /v1/audit
+    pause_routes.register(app)  # /v1/jobs/{job}/pause, /resume
     return app
 
 
@@ -443,11 +338,12 @@ def bind_socket(path: Path, group: str | None) -> socket.socket:
     return sock
 
 
-async def start_api(daemon: Daemon) -> web.AppRunner:
-    app = build_app(daemon)
+async def start_api(services: Services, path: Path) -> web.AppRunner:
+    """Serve the API for `services` on a Unix socket at path (group: the socket group)."""
+    app = build_app(services)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    sock = bind_socket(daemon.config.daemon.socket, daemon.config.daemon.socket_group)
+    sock = bind_socket(path, services.admin.access()[0])
     site = web.SockSite(runner, sock)
     await site.start()
     return runner

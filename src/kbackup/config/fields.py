@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from kbackup.errors import ConfigError as ConfigError
 from kbackup.units import parse_duration, parse_size
 
 DEFAULT_CONFIG_DIR = Path("/etc/kbackup")
@@ -22,14 +23,6 @@ MiB = 1024 * 1024
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]
-
-
-class ConfigError(Exception):
-    """A configuration problem; str() is one line per problem, each naming file and field."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 class Strict(BaseModel):

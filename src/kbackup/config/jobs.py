@@ -19,6 +19,7 @@ from kbackup.config.fields import (
 )
 from kbackup.config.health import JobThresholds, NotifyOn
 from kbackup.units import parse_duration
+from kbackup.verify_levels import AfterBackupLevel, VerifyLevel
 
 
 class Schedule(Strict):
@@ -153,11 +154,10 @@ class RetentionConfig(RetentionRules):
         return parse_duration(self.keep_pre_restore)
 
 
-VerifyLevel = Literal["checksum", "structure", "restore-test"]
 
 
 class VerifyConfig(Strict):
-    after_backup: Literal["none", "checksum", "structure", "restore-test"] = "checksum"
+    after_backup: AfterBackupLevel = "checksum"
     schedule: str | None = None
     level: VerifyLevel = "restore-test"
     restore_dsn: str | None = None

@@ -21,6 +21,7 @@ from kbackup import __version__
 from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config, JobConfig
 from kbackup.crypto import check_job_keys, encrypt_stage, encryption_meta
+from kbackup.errors import KbackupError
 from kbackup.pipeline import (
     ChunkSource,
     Stage,
@@ -44,7 +45,7 @@ from kbackup.storage import ObjectWriter, Storage, StorageError
 log = logging.getLogger("kbackup.backup")
 
 
-class BackupFailed(Exception):
+class BackupFailed(KbackupError):
     pass
 
 
@@ -126,7 +127,7 @@ class BackupRun:
                 try:
                     writers.append(_TargetWriter(self, target,
                                                  await target.open_writer(self.prefix + file)))
-                except (StorageError, OSError) as exc:
+                except StorageError as exc:
                     self._target_failed(target, exc)
             self._healthy()
             base = self.progress.bytes_done
@@ -241,7 +242,7 @@ class BackupRun:
             for target in self._healthy():
                 try:
                     await write_manifest(target, manifest)
-                except (StorageError, OSError) as exc:
+                except StorageError as exc:
                     self._target_failed(target, exc)
             self._healthy()
         except BaseException as exc:
@@ -304,7 +305,7 @@ class _TargetWriter(ObjectWriter):
         if self.alive:
             try:
                 await self.inner.write(data)
-            except (StorageError, OSError) as exc:
+            except StorageError as exc:
                 self.run._target_failed(self.target, exc)
                 await self.inner.abort()
                 self.run._healthy()
@@ -313,7 +314,7 @@ class _TargetWriter(ObjectWriter):
         if self.alive:
             try:
                 await self.inner.commit()
-            except (StorageError, OSError) as exc:
+            except StorageError as exc:
                 self.run._target_failed(self.target, exc)
                 await self.inner.abort()
 

@@ -27,6 +27,7 @@ from typing import Any
 from kbackup.audit import AuditLog
 from kbackup.catalog import Catalog, iso
 from kbackup.config import Config
+from kbackup.errors import NotFound, Refused
 from kbackup.repository import (
     backup_prefix,
     delete_backup,
@@ -41,28 +42,26 @@ log = logging.getLogger("kbackup.delete")
 _IN_PROGRESS: set[str] = set()  # backup ids being deleted right now
 
 
-class DeleteRefused(Exception):
-    """The deletion is refused before anything is touched; status is the HTTP status."""
-
-    def __init__(self, message: str, status: int = 409):
-        super().__init__(message)
-        self.status = status
+class DeleteRefused(Refused):
+    """The deletion is refused before anything is touched (an unknown backup or copy is a
+    NotFound)."""
 
 
 def plan_delete(config: Config, catalog: Catalog, storages: dict[str, Storage],
                 using: Sequence[ActiveRun], backup_id: str, target: str | None,
                 force: bool) -> dict[str, Any]:
-    """What a deletion would remove and keep; raises DeleteRefused. Touches nothing."""
+    """What a deletion would remove and keep; raises DeleteRefused or NotFound. Touches
+    nothing."""
     row = catalog.get_backup(backup_id)
     if row is None:
-        raise DeleteRefused(f"no backup with id {backup_id!r} (see `kbackupctl backups`)", 404)
+        raise NotFound(f"no backup with id {backup_id!r} (see `kbackupctl backups`)")
     job = row["job"]
     copies = {t: state for t, state in row["targets"].items() if state != "pruned"}
     if target is not None:
         if target not in copies:
             held = ", ".join(copies) or "none"
-            raise DeleteRefused(f"backup {backup_id} has no copy on target {target!r}"
-                                f" (its targets: {held})", 404)
+            raise NotFound(f"backup {backup_id} has no copy on target {target!r}"
+                           f" (its targets: {held})")
         chosen = [target]
     else:
         chosen = list(copies)
@@ -113,7 +112,7 @@ async def measure(plan: dict[str, Any], storages: dict[str, Storage]) -> None:
     for item in plan["targets"]:
         try:
             found = await storages[item["target"]].list(prefix)
-        except (StorageError, OSError) as exc:
+        except StorageError as exc:
             item.update(objects=None, size_bytes=None, error=str(exc))
             continue
         item.update(objects=len(found), size_bytes=sum(i.size for i in found))
@@ -140,7 +139,7 @@ async def execute_delete(config: Config, catalog: Catalog, audit: AuditLog,
             storage = storages[name]
             try:
                 await delete_backup(storage, job, backup_id)
-            except (StorageError, OSError) as exc:
+            except StorageError as exc:
                 errors[name] = str(exc) or type(exc).__name__
                 targets[name] = await _state_after_failure(storage, job, backup_id,
                                                            row["targets"][name], errors[name])
@@ -186,6 +185,6 @@ async def _state_after_failure(storage: Storage, job: str, backup_id: str, befor
     what is left is no backup and a later deletion has to remove it."""
     try:
         intact = await storage.stat(manifest_key(job, backup_id)) is not None
-    except (StorageError, OSError):
+    except StorageError:
         intact = False
     return before if intact else f"delete failed: {error}"

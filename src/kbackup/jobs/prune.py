@@ -58,7 +58,7 @@ async def prune_job(config: Config, job: JobConfig, storages: dict[str, Storage]
             backup_id = decision.backup.id
             try:
                 await delete_backup(storage, job.name, backup_id)
-            except (StorageError, OSError) as exc:
+            except StorageError as exc:
                 report["errors"].append(f"{target_name}: {backup_id}: {exc}")
                 continue
             row = rows[backup_id]
@@ -71,7 +71,7 @@ async def prune_job(config: Config, job: JobConfig, storages: dict[str, Storage]
                      backup_id)
         try:
             removed = await clean_incomplete(storage, set(), now, ORPHAN_AGE)
-        except (StorageError, OSError) as exc:
+        except StorageError as exc:
             report["errors"].append(f"{target_name}: cleaning leftovers: {exc}")
             continue
         for key in removed:

@@ -27,6 +27,7 @@ from typing import Any
 from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config
 from kbackup.crypto import Decryptor, GpgFailed, KeyProblem
+from kbackup.errors import RestoreFailed
 from kbackup.extract import UnsafeArchive, extract_stream, pump_tar
 from kbackup.jobs.backup import BackupRun
 from kbackup.jobs.pgtools import (
@@ -282,4 +283,4 @@ class RestoreRun:
             log.info("event=restore.%s restore=%s backup=%s user=%s error=%r", status,
                      self.restore_id, self.plan.backup_id, self.caller.get("user"), error)
         if error:
-            raise RestoreRefused(error)
+            raise RestoreFailed(error)

@@ -14,12 +14,9 @@ from typing import Any
 
 from kbackup.catalog import Catalog
 from kbackup.config import Config, JobConfig
+from kbackup.errors import RestoreRefused as RestoreRefused
 from kbackup.jobs.pgtools import Login, PgError, database_exists, database_is_empty
 from kbackup.repository import Component, Manifest
-
-
-class RestoreRefused(Exception):
-    """The request cannot be planned: wrong backup, unknown table, unsafe target..."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Any
 from kbackup.catalog import Catalog, utcnow
 from kbackup.config import Config, EncryptionConfig, JobConfig
 from kbackup.crypto import Decryptor, GpgFailed, KeyProblem
+from kbackup.errors import VerifyError
 from kbackup.extract import extract_stream, list_stream, pump_tar
 from kbackup.jobs.pgtools import (
     Login,
@@ -47,7 +48,7 @@ log = logging.getLogger("kbackup.verify")
 LEVELS = ("checksum", "structure", "restore-test")
 
 
-class VerificationFailed(Exception):
+class VerificationFailed(VerifyError):
     """The backup is not what its manifest promises; the message is the first mismatch."""
 
 

@@ -17,13 +17,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from kbackup.errors import SourceError as SourceError
 from kbackup.handoff import CHUNK, ChunkQueue, Transform, pipe_for_child, read_pipe
-from kbackup.process import ToolError, error_reason, kill_tree, read_stderr_tail, spawn
-
-
-class SourceError(ToolError):
-    """The source cannot be read; the message is one line naming the source and the reason
-    (and `stderr`, when a tool failed, what it printed)."""
+from kbackup.process import error_reason, kill_tree, read_stderr_tail, spawn
 
 
 class SourceStream(ABC):

@@ -12,11 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from kbackup.errors import StorageError as StorageError
+
 PARTIAL_SUFFIX = ".partial"
-
-
-class StorageError(Exception):
-    """A storage operation failed; the message names the target."""
 
 
 @dataclass(frozen=True)

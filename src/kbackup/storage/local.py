@@ -1,7 +1,9 @@
 """A directory on a local (or mounted) filesystem.
 
 Commit is write-to-temp, fsync, rename, fsync the directory: after a crash an object is
-either whole under its name or absent.
+either whole under its name or absent. Every OSError is raised as a StorageError naming the
+target, the verb and the key (as the remote backends do with HTTP errors), so callers catch
+StorageError alone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kbackup.storage.base import PARTIAL_SUFFIX, ObjectInfo, ObjectWriter, Storage, StorageError
+
+
+def failed(storage: str, verb: str, key: str, exc: OSError) -> StorageError:
+    """An OSError as a StorageError: `storage NAME: cannot VERB KEY: reason`."""
+    return StorageError(f"storage {storage}: cannot {verb} {key}: {exc.strerror or exc}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -33,7 +40,10 @@ class LocalWriter(ObjectWriter):
         self.done = False
 
     async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(self.file.write, data)
+        try:
+            await asyncio.to_thread(self.file.write, data)
+        except OSError as exc:
+            raise failed(self.storage.name, "write", self.key, exc) from exc
 
     def _commit(self) -> None:
         self.file.flush()
@@ -55,8 +65,11 @@ class LocalWriter(ObjectWriter):
         if self.done:
             return
         self.done = True
-        self.file.close()
-        self.temp.unlink(missing_ok=True)
+        try:
+            self.file.close()
+            self.temp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise failed(self.storage.name, "abort", self.key, exc) from exc
 
 
 class LocalStorage(Storage):
@@ -83,16 +96,22 @@ class LocalStorage(Storage):
         try:
             return await asyncio.to_thread(_open)
         except OSError as exc:
-            raise StorageError(f"storage {self.name}: cannot write {key}: {exc.strerror}") from exc
+            raise failed(self.name, "write", key, exc) from exc
 
     async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         path = self._path(key)
         try:
             handle = await asyncio.to_thread(open, path, "rb")
         except OSError as exc:
-            raise StorageError(f"storage {self.name}: cannot read {key}: {exc.strerror}") from exc
+            raise failed(self.name, "read", key, exc) from exc
         try:
-            while chunk := await asyncio.to_thread(handle.read, chunk_size):
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(handle.read, chunk_size)
+                except OSError as exc:
+                    raise failed(self.name, "read", key, exc) from exc
+                if not chunk:
+                    break
                 yield chunk
         finally:
             handle.close()
@@ -120,13 +139,18 @@ class LocalStorage(Storage):
         return items
 
     async def list(self, prefix: str = "") -> list[ObjectInfo]:
-        return await asyncio.to_thread(self._list, prefix)
+        try:
+            return await asyncio.to_thread(self._list, prefix)
+        except OSError as exc:
+            raise failed(self.name, "list", prefix or "/", exc) from exc
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
             st = await asyncio.to_thread(self._path(key).stat)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise failed(self.name, "stat", key, exc) from exc
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
     def _delete(self, key: str) -> None:
@@ -142,4 +166,7 @@ class LocalStorage(Storage):
             parent = parent.parent
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._delete, key)
+        try:
+            await asyncio.to_thread(self._delete, key)
+        except OSError as exc:
+            raise failed(self.name, "delete", key, exc) from exc

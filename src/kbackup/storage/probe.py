@@ -12,6 +12,7 @@ import socket
 import time
 from typing import Any
 
+from kbackup.errors import check_result
 from kbackup.storage.base import Storage, StorageError
 
 PROBE_PREFIX = "_probe/"
@@ -21,8 +22,8 @@ async def probe(storage: Storage) -> dict[str, Any]:
     key = f"{PROBE_PREFIX}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     payload = secrets.token_bytes(64 * 1024)
     steps: dict[str, float] = {}
-    result: dict[str, Any] = {"target": storage.name, "description": storage.describe(),
-                              "ok": False, "steps_ms": steps}
+    result = check_result(False, None, target=storage.name, description=storage.describe(),
+                          steps_ms=steps)
     started = time.monotonic()
 
     def lap(name: str) -> None:
@@ -47,10 +48,10 @@ async def probe(storage: Storage) -> dict[str, Any]:
         await storage.delete(key)
         lap(step)
         result["ok"] = True
-    except (StorageError, OSError) as exc:
-        result["error"] = f"{step}: {exc}"
+    except StorageError as exc:
+        result["reason"] = result["error"] = f"{step}: {exc}"  # "error": the older name
         try:
             await storage.delete(key)
-        except (StorageError, OSError):
+        except StorageError:
             pass
     return result
