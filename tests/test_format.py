@@ -273,3 +273,28 @@ def test_kbackupd_starts_on_the_golden_catalog(kb: KbEnv) -> None:
         "20261203T103505Z-3fdabe", "20261203T103502Z-32fabb"]
     assert kb.ctl_json("show", "20261203T103502Z-32fabb")["label"] == "before-upgrade"
     assert kb.ctl("status").returncode == 0
+
+
+def test_verify_and_restore_refuse_a_newer_manifest_in_the_catalog(kb: KbEnv) -> None:
+    """A catalog row holding a newer manifest (a newer kbackupd used this state_dir): verify
+    fails and restore is refused (409), each with the one line."""
+    files_job(kb)
+    place(kb, golden("manifest-v2.json"))
+    kb.start()
+    assert kb.ctl("catalog", "rescan").returncode == 0
+    kb.stop()
+    db = sqlite3.connect(kb.state / "catalog.sqlite3")
+    (text,) = db.execute("SELECT manifest FROM backups").fetchone()
+    db.execute("UPDATE backups SET manifest=?", (json.dumps({**json.loads(text), "format": 3}),))
+    db.commit()
+    db.close()
+    kb.start()
+    line = ("manifest.json of backup 20261203T020000Z-3fa9c1: format 3 is newer than this"
+            " kbackupd reads (2): upgrade kbackupd")
+    verify = kb.ctl("verify", "20261203T020000Z-3fa9c1", "--wait")
+    assert verify.returncode != 0 and line in verify.stdout + verify.stderr
+    restore = kb.ctl("restore", "20261203T020000Z-3fa9c1", "--component", "pdfs",
+                     "--files-to", str(kb.base / "out"), "--dry-run")
+    assert restore.returncode != 0 and line in restore.stderr, restore.stderr
+    assert "internal error" not in restore.stderr
+    assert not (kb.base / "out").exists()

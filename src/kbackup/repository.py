@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from kbackup.errors import KbackupError, Refused
 from kbackup.storage.base import PARTIAL_SUFFIX, Storage, StorageError
 
 # The manifest format this code writes and the newest it reads. Bump it (and add an upgrade
@@ -42,13 +43,14 @@ AUDIT_PREFIX = "_audit/"
 log = logging.getLogger("kbackup.repository")
 
 
-class ManifestError(Exception):
-    """A manifest this kbackupd cannot read as a manifest of any format (one line)."""
+class ManifestError(KbackupError):
+    """A manifest this kbackupd cannot read as a manifest of any format (one line). Not a
+    ValueError, so pydantic lets it out of the model's validator as it is."""
 
 
-class ManifestTooNew(ManifestError):
+class ManifestTooNew(ManifestError, Refused):
     """A manifest written by a newer kbackupd: refused, never guessed at (one line, naming
-    the backup and both format versions)."""
+    the backup and both format versions; a 409 when a request meets it)."""
 
 
 def _upgrade_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +146,7 @@ class Manifest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
-        # ManifestError is no ValueError, so pydantic lets it through as it is (one line).
+        # ManifestError is no ValueError: pydantic lets it through as it is (one line).
         return upgrade_manifest(data) if isinstance(data, dict) else data
 
     @property
