@@ -9,6 +9,11 @@ The same layout on every storage backend. A backup directory without a readable 
 never complete, whatever else it holds; deletion removes the manifest first for the same
 reason. Nothing under `_audit/` (job names cannot start with `_`) is a backup or a leftover:
 listing, rescan and leftover cleanup skip it.
+
+docs/format.md is the specification of all this (every field, every object, every format
+version). Manifests are read through one function, `upgrade_manifest` (the Manifest model calls
+it before validating, so every reader gets it): a newer `format` than FORMAT_VERSION is refused
+with a one-line ManifestTooNew, an older one is upgraded one version step at a time.
 """
 
 from __future__ import annotations
@@ -18,37 +23,94 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from kbackup.errors import KbackupError, Refused
 from kbackup.storage.base import PARTIAL_SUFFIX, Storage, StorageError
 
-FORMAT_VERSION = 1
+# The manifest format this code writes and the newest it reads. Bump it (and add an upgrade
+# step below, a golden manifest in tests/golden/ and a "Changes" entry in docs/format.md)
+# whenever what a manifest says changes.
+FORMAT_VERSION = 2
+OLDEST_FORMAT = 1
 MANIFEST = "manifest.json"
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 AUDIT_PREFIX = "_audit/"
 log = logging.getLogger("kbackup.repository")
 
 
+class ManifestError(KbackupError):
+    """A manifest this kbackupd cannot read as a manifest of any format (one line). Not a
+    ValueError, so pydantic lets it out of the model's validator as it is."""
+
+
+class ManifestTooNew(ManifestError, Refused):
+    """A manifest written by a newer kbackupd: refused, never guessed at (one line, naming
+    the backup and both format versions; a 409 when a request meets it)."""
+
+
+def _upgrade_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 got `tag` and `label` late (issue 13, without a format change): the first
+    format-1 manifests lack them. Format 2 always has both keys; null means none."""
+    return {**data, "format": 2, "tag": data.get("tag"), "label": data.get("label")}
+
+
+# UPGRADES[n] takes a manifest (as parsed JSON) from format n to n + 1. Only append.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _upgrade_1_to_2,
+}
+
+
+def upgrade_manifest(data: dict[str, Any]) -> dict[str, Any]:
+    """A manifest of any format this code reads, as the current format (FORMAT_VERSION).
+
+    The one place a manifest's `format` is looked at. A newer format is refused with
+    ManifestTooNew; an older one goes through UPGRADES one step at a time. A manifest without
+    `format` is one being built by this code (jobs/backup.py), so it is the current format."""
+    version = data.get("format", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool):
+        return data  # the model says what is wrong with it
+    backup = data.get("id", "?")
+    if version > FORMAT_VERSION:
+        raise ManifestTooNew(
+            f"{MANIFEST} of backup {backup}: format {version} is newer than this kbackupd"
+            f" reads ({FORMAT_VERSION}): upgrade kbackupd")
+    if version < OLDEST_FORMAT:
+        raise ManifestError(f"{MANIFEST} of backup {backup}: format {version} is not a"
+                            f" kbackup manifest format ({OLDEST_FORMAT} to {FORMAT_VERSION})")
+    while version < FORMAT_VERSION:
+        data = UPGRADES[version](data)
+        version = data["format"]
+    return data
+
+
 class StoredObject(BaseModel):
+    """One object in the backup's directory: its name there, its size and the SHA-256 of the
+    bytes as stored (after compression and encryption)."""
+
     file: str
     size_bytes: int
     sha256: str
 
+    def stored_object(self) -> StoredObject:
+        """Just the object (a Component is one too, with more fields)."""
+        return StoredObject(**{name: getattr(self, name) for name in StoredObject.model_fields})
 
-class Component(BaseModel):
-    """One stored piece of a backup: a database dump, a file tree, the config snapshot."""
+
+class Component(StoredObject):
+    """One stored piece of a backup: a database dump, its globals, a file tree, the config
+    snapshot. Its own object (file, size_bytes, sha256) comes from StoredObject; a file tree
+    has a second one, its `index`. `database` and `files` are the drivers' metadata (see
+    docs/format.md), kept as the JSON the driver returned."""
 
     model_config = ConfigDict(extra="allow")
 
     name: str
     kind: Literal["postgres", "globals", "files", "config"]
-    file: str
-    size_bytes: int
-    sha256: str
     raw_bytes: int
     compression: dict[str, Any]
     encryption: dict[str, Any] = {"mode": "none"}
@@ -57,15 +119,15 @@ class Component(BaseModel):
     index: StoredObject | None = None
 
     def stored_objects(self) -> list[StoredObject]:
-        own = StoredObject(file=self.file, size_bytes=self.size_bytes, sha256=self.sha256)
-        return [own] + ([self.index] if self.index else [])
+        return [self.stored_object()] + ([self.index] if self.index else [])
 
 
 class Manifest(BaseModel):
-    """What a complete backup is. `trigger` says what started it (scheduled, catch-up, manual,
-    pre-restore); `tag` is the schedule tag it was taken for (also for a catch-up run; None for
-    manual and pre-restore backups); `label` is the user's label (`kbackupctl run --label`).
-    Manifests written before tags and labels existed load with both None."""
+    """What a complete backup is (docs/format.md). `trigger` says what started it (scheduled,
+    catch-up, manual, pre-restore); `tag` is the schedule tag it was taken for (also for a
+    catch-up run; None for manual and pre-restore backups); `label` is the user's label
+    (`kbackupctl run --label`). Every way of reading one (model_validate, model_validate_json)
+    goes through upgrade_manifest first."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -80,6 +142,12 @@ class Manifest(BaseModel):
     started_at: str
     finished_at: str
     components: list[Component]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        # ManifestError is no ValueError: pydantic lets it through as it is (one line).
+        return upgrade_manifest(data) if isinstance(data, dict) else data
 
     @property
     def size_bytes(self) -> int:
@@ -112,6 +180,9 @@ async def write_manifest(storage: Storage, manifest: Manifest) -> None:
 
 
 async def read_manifest(storage: Storage, key: str) -> Manifest:
+    """The manifest at key, upgraded to the current format. StorageError when it is not a
+    manifest (unreadable, not JSON, fields missing); ManifestTooNew when a newer kbackupd
+    wrote it."""
     data = await storage.get_bytes(key)
     try:
         return Manifest.model_validate_json(data)
@@ -119,6 +190,10 @@ async def read_manifest(storage: Storage, key: str) -> Manifest:
         raise StorageError(
             f"storage {storage.name}: {key} is not a valid manifest: {exc}"
         ) from None
+    except ManifestTooNew:
+        raise
+    except ManifestError as exc:
+        raise StorageError(f"storage {storage.name}: {key}: {exc}") from None
 
 
 def _split_key(key: str) -> tuple[str, str, str] | None:
@@ -129,9 +204,11 @@ def _split_key(key: str) -> tuple[str, str, str] | None:
     return parts[0], parts[3], parts[4]
 
 
-async def list_manifests(storage: Storage, job: str | None = None,
-                         concurrency: int = 16) -> list[Manifest]:
-    """Every complete backup on a storage: the ones whose manifest is present and readable.
+async def scan_manifests(storage: Storage, job: str | None = None, concurrency: int = 16
+                         ) -> tuple[list[Manifest], list[ManifestTooNew]]:
+    """The complete backups on a storage whose manifests this kbackupd reads (oldest first),
+    and the refusals for those a newer kbackupd wrote. An unreadable manifest is an incomplete
+    backup (logged, skipped); a too-new one is a complete backup this code cannot read.
 
     Manifests are read a few at a time: on S3 or WebDAV each is a request, and a repository
     of 10 000 backups read one by one takes minutes (bench/listing.py measures it)."""
@@ -139,18 +216,36 @@ async def list_manifests(storage: Storage, job: str | None = None,
             if (split := _split_key(info.key)) is not None and split[2] == MANIFEST]
     limit = asyncio.Semaphore(concurrency)
 
-    async def one(key: str) -> Manifest | None:
+    async def one(key: str) -> Manifest | ManifestTooNew | None:
         async with limit:
             try:
                 return await read_manifest(storage, key)
+            except ManifestTooNew as exc:
+                log.error("event=manifest.too_new storage=%s key=%s error=%s",
+                          storage.name, key, exc)
+                return exc
             except StorageError as exc:
                 log.warning("event=manifest.unreadable storage=%s key=%s error=%s",
                             storage.name, key, exc)
                 return None
 
     found = await asyncio.gather(*(one(key) for key in keys))
-    manifests = [m for m in found if m is not None]
+    manifests = [m for m in found if isinstance(m, Manifest)]
     manifests.sort(key=lambda m: m.started_at)
+    return manifests, [m for m in found if isinstance(m, ManifestTooNew)]
+
+
+async def list_manifests(storage: Storage, job: str | None = None,
+                         concurrency: int = 16) -> list[Manifest]:
+    """Every complete backup on a storage: the ones whose manifest is present and readable.
+
+    A manifest from a newer kbackupd fails the whole listing (StorageError, one line naming
+    the first such backup): a rescan that left those backups out would forget them."""
+    manifests, too_new = await scan_manifests(storage, job, concurrency)
+    if too_new:
+        first = min(too_new, key=str)
+        more = f" (and {len(too_new) - 1} more)" if len(too_new) > 1 else ""
+        raise StorageError(f"{first}{more}")
     return manifests
 
 
