@@ -71,7 +71,7 @@ def common_options(top: bool) -> argparse.ArgumentParser:
     is not reset by the subcommand's parser (`kbackupctl --json backups` and
     `kbackupctl backups --json` both work)."""
     options = argparse.ArgumentParser(add_help=False)
-    default = {} if top else {"default": argparse.SUPPRESS}
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     options.add_argument(
         "--socket",
         help="daemon socket (default: $KBACKUP_SOCKET, the config's"

@@ -98,9 +98,10 @@ def decide(backups: Sequence[Candidate], policy: RetentionConfig, tz: ZoneInfo,
         _apply(policy.tags[tag], pool, pool, tz, f"tag {tag}: ")
     if not policy.has_rules:
         for decision in decisions:
-            tag = decision.backup.tag
-            if decision.backup.trigger != "pre-restore" and tag not in ruled_tags:
-                decision.reasons.append(f"no rule covers {'tag ' + tag if tag else 'untagged'}"
+            backup_tag = decision.backup.tag
+            if decision.backup.trigger != "pre-restore" and backup_tag not in ruled_tags:
+                what = f"tag {backup_tag}" if backup_tag else "untagged"
+                decision.reasons.append(f"no rule covers {what}"
                                         " backups")
 
     for decision in decisions:

@@ -82,10 +82,10 @@ class AlertManager:
             self.store.touch_alert(alert["id"], result.severity, result.reason,
                                    result.next_step, list(result.details), now)
         for key, alert in firing.items():
-            result = current.get(key)
-            if result is not None and result.severity != OK:
+            still = current.get(key)
+            if still is not None and still.severity != OK:
                 continue
-            reason = result.reason if result is not None else \
+            reason = still.reason if still is not None else \
                 "no longer checked (removed from the configuration)"
             self.store.resolve_alert(alert["id"], reason, now)
             log.info("event=alert.resolved key=%s reason=%r was=%r", key, reason,

@@ -216,11 +216,11 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
         jobs[job.name] = job
         job_files[job.name] = path
         if settings is not None:
-            for index, target in enumerate(job.targets):
-                if target not in settings.storage:
+            for index, target_name in enumerate(job.targets):
+                if target_name not in settings.storage:
                     known = ", ".join(sorted(settings.storage)) or "none defined"
                     problems.append(
-                        f"{path}: targets.{index}: unknown storage target {target!r}"
+                        f"{path}: targets.{index}: unknown storage target {target_name!r}"
                         f" (kbackupd.toml defines: {known})"
                     )
         schedule_tags = sorted({s.tag for s in job.schedules})

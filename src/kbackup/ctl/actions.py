@@ -167,8 +167,8 @@ def cmd_restore(client: Client, args: argparse.Namespace) -> int:
     if not follow(client, run_id, f"restore {run_id}", args.json):
         return 1
     if not args.json:
-        record = next((r for r in client.get_for_job("/v1/restores", planned["job"])["items"]
-                       if r["id"] == run_id), {})
+        restores = client.get_for_job("/v1/restores", planned["job"])["items"]
+        record: dict[str, Any] = next((r for r in restores if r["id"] == run_id), {})
         if record.get("safety_backup_id"):
             print(f"safety backup of the previous state: {record['safety_backup_id']}")
         print(f"restore {run_id} complete")

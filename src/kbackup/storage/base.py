@@ -7,6 +7,7 @@ sees half an object. The repository module builds the backup layout on top of th
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ class Storage(ABC):
     async def delete(self, key: str) -> None:
         """Remove an object; missing objects are not an error."""
 
-    async def abort_stale_uploads(self, older_than: timedelta) -> list[str]:
+    async def abort_stale_uploads(self, older_than: timedelta) -> builtins.list[str]:
         """Drop invisible upload leftovers (S3 multipart uploads); the keys they were for.
 
         Most backends keep leftovers as visible partial objects, which list() shows and

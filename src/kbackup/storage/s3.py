@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -119,7 +121,7 @@ class S3Storage(Storage):
 
     # ------------------------------------------------------------------ errors and retries
 
-    def _error(self, exc: BaseException, op: str, key: str) -> Exception:
+    def _error(self, exc: BaseException, op: str, key: str) -> StorageError:
         """TransientError or StorageError for a failed call, naming target, status and key."""
         if isinstance(exc, botocore.exceptions.ClientError):
             meta = exc.response.get("ResponseMetadata", {})
@@ -243,14 +245,14 @@ class S3Storage(Storage):
                 "DeleteObject", key, lambda: client.delete_object(Bucket=self.bucket, Key=full)
             )
 
-    async def abort_stale_uploads(self, older_than: timedelta) -> list[str]:
+    async def abort_stale_uploads(self, older_than: timedelta) -> builtins.list[str]:
         """Abort multipart uploads under the prefix started more than older_than ago.
 
         Uploads of a daemon that was killed are invisible but billed; nothing else removes
         them unless the bucket has a lifecycle rule. Returns the keys of the aborted uploads.
         """
         cutoff = datetime.now(UTC) - older_than
-        aborted: list[str] = []
+        aborted: builtins.list[str] = []
         markers: dict[str, str] = {}
         async with self.client() as client:
             while True:
@@ -267,9 +269,8 @@ class S3Storage(Storage):
                     await self.call(
                         "AbortMultipartUpload",
                         key,
-                        lambda u=upload: client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]
-                        ),
+                        functools.partial(client.abort_multipart_upload, Bucket=self.bucket,
+                                          Key=upload["Key"], UploadId=upload["UploadId"]),
                     )
                     log.warning("event=upload.aborted target=%s key=%s", self.name, key)
                     aborted.append(key)

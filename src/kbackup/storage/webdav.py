@@ -120,7 +120,7 @@ class WebDAVStorage(Storage):
             return TransientError(text, parse_retry_after(headers.get("Retry-After")))
         return StorageError(text)
 
-    def connection_error(self, exc: BaseException, method: str, key: str) -> Exception:
+    def connection_error(self, exc: BaseException, method: str, key: str) -> StorageError:
         """Transient, except TLS failures: a bad certificate stays bad."""
         text = f"storage {self.name}: {describe_exception(exc)} on {method} {key}"
         if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
