@@ -157,6 +157,8 @@ async def run_stream(
                 on_progress(transform.raw)
         if pending is not None:
             await pending
+        if on_progress:  # the last chunks may have left the stages empty-handed (zstd threads)
+            on_progress(transform.raw)
         await write_all(await asyncio.to_thread(transform.finish))
     finally:
         if pending is not None and not pending.done():
