@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kbackup.errors import CatalogError as CatalogError
-from kbackup.views import component_view
+from kbackup.views import BACKUP_LISTING_SQL, component_view
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -324,6 +324,28 @@ class Catalog:
             del item["manifest"]
             listing.append(item)
         return listing
+
+    def backup_listing_json(self, job: str | None = None, status: str | None = None,
+                            label: str | None = None, limit: int = 50, offset: int = 0) -> str:
+        """One page of backups as the JSON array of their views (views.BACKUP_LISTING_SQL),
+        newest first, each with its last verification: built by SQLite in one query."""
+        self._summarize_components()
+        where, args = _backup_filter(job, status, label)
+        rows = self.db.execute(
+            f"SELECT {BACKUP_LISTING_SQL} FROM (SELECT rowid AS rid, * FROM backups{where}"
+            " ORDER BY started_at DESC, rowid DESC LIMIT ? OFFSET ?) AS b"
+            " LEFT JOIN verifications AS v ON v.rowid = (SELECT rowid FROM verifications"
+            " WHERE backup_id = b.id ORDER BY finished_at DESC, rowid DESC LIMIT 1)"
+            " ORDER BY b.started_at DESC, b.rid DESC", [*args, limit, offset])
+        return "[" + ", ".join(row[0] for row in rows) + "]"
+
+    def _summarize_components(self) -> None:
+        """Fill the components summary of rows recorded before the column existed."""
+        missing = self.db.execute("SELECT id, manifest FROM backups"
+                                  " WHERE components IS NULL AND manifest IS NOT NULL").fetchall()
+        for row in missing:
+            self.db.execute("UPDATE backups SET components=? WHERE id=?",
+                            (_components(json.loads(row["manifest"])), row["id"]))
 
     def count_backups(self, job: str | None = None, status: str | None = None,
                       label: str | None = None) -> int:

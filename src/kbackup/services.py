@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kbackup.errors import NotFound, Refused
 from kbackup.repository import list_manifests
 from kbackup.storage import StorageError
-from kbackup.views import backup_list_json, backup_view, job_view, pause_view, run_view
+from kbackup.views import backup_view, job_view, pause_view, run_view
 
 if TYPE_CHECKING:
     from kbackup.alerts.monitor import Monitor
@@ -153,11 +153,9 @@ class Backups(_Service):
         """One page of backups, newest first, with their last verification and the total:
         {"items": [...], "total": N, "limit": L, "offset": O} as JSON text."""
         catalog = self._daemon.catalog
-        rows = catalog.backup_listing(job, status, label, limit, offset)
-        verified = catalog.last_verifications([row["id"] for row in rows])
+        items = catalog.backup_listing_json(job, status, label, limit, offset)
         total = catalog.count_backups(job, status, label)
-        return (f'{{"items": {backup_list_json(rows, verified)}, "total": {total},'
-                f' "limit": {limit}, "offset": {offset}}}')
+        return f'{{"items": {items}, "total": {total}, "limit": {limit}, "offset": {offset}}}'
 
     def show(self, backup_id: str) -> dict[str, Any]:
         catalog = self._daemon.catalog

@@ -3,7 +3,6 @@ API agree)."""
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -67,7 +66,7 @@ def component_view(component: dict[str, Any]) -> dict[str, Any]:
 def verification_view(found: dict[str, Any] | None) -> dict[str, Any] | None:
     if found is None:
         return None
-    view = {k: found[k] for k in ("id", "level", "ok", "problem", "finished_at")}
+    view = {k: found[k] for k in VERIFICATION_FIELDS}
     view["reason"] = found["problem"]  # the check-result field; "problem" kept for readers
     return view
 
@@ -75,8 +74,7 @@ def verification_view(found: dict[str, Any] | None) -> dict[str, Any] | None:
 def backup_view(row: dict[str, Any], verification: dict[str, Any] | None = None,
                 full: bool = False) -> dict[str, Any]:
     manifest = row.get("manifest") or {}
-    view = {k: row.get(k) for k in ("id", "job", "status", "trigger", "tag", "label",
-                                    "started_at", "finished_at", "size_bytes", "error")}
+    view = {k: row.get(k) for k in BACKUP_FIELDS}
     view["verification"] = verification_view(verification)
     view["targets"] = row.get("targets") or {}
     view["components"] = [component_view(c) for c in manifest.get("components", [])]
@@ -85,16 +83,27 @@ def backup_view(row: dict[str, Any], verification: dict[str, Any] | None = None,
     return view
 
 
-def backup_list_json(rows: list[dict[str, Any]],
-                     verifications: dict[str, dict[str, Any]]) -> str:
-    """The JSON array of backup_view()s of catalog.backup_listing() rows, whose components
-    are JSON text already: spliced in as they are rather than decoded and encoded again
-    (most of the bytes of a listing; 10 000 backups list 3x faster)."""
-    tail = '"components": []}'
-    parts = []
-    for row in rows:
-        head = json.dumps(backup_view({k: v for k, v in row.items() if k != "components"},
-                                      verifications.get(row["id"])))
-        assert head.endswith(tail), head  # components is the view's last key
-        parts.append(head[:-3] + row["components"] + "}")
-    return "[" + ", ".join(parts) + "]"
+BACKUP_FIELDS = ("id", "job", "status", "trigger", "tag", "label", "started_at", "finished_at",
+                 "size_bytes", "error")
+VERIFICATION_FIELDS = ("id", "level", "ok", "problem", "finished_at")
+
+
+def _sql_object(pairs: list[tuple[str, str]]) -> str:
+    return "json_object(" + ", ".join(f"'{key}', {value}" for key, value in pairs) + ")"
+
+
+# backup_view(row, its last verification) as SQLite builds it, for listings: one JSON text
+# per row of `backups AS b LEFT JOIN verifications AS v`, with no Python per field (10 000
+# backups: a few hundred ms less than json.dumps per row). The components are the summary the
+# catalog stores (component_view at upsert). A test holds it equal to backup_view.
+BACKUP_LISTING_SQL = _sql_object(
+    [(k, f"b.{k}") for k in BACKUP_FIELDS]
+    + [("verification", "CASE WHEN v.id IS NULL THEN NULL ELSE "
+        + _sql_object([(k, "json(CASE WHEN v.ok THEN 'true' ELSE 'false' END)" if k == "ok"
+                        else f"v.{k}") for k in VERIFICATION_FIELDS]
+                      + [("reason", "v.problem")]) + " END"),
+       ("targets", "json(coalesce(b.targets, '{}'))")])
+# The components summary (most of the bytes) is JSON already: appended as it is rather than
+# parsed again by json() (a third of the listing's time).
+BACKUP_LISTING_SQL = ("""'{"components":' || coalesce(b.components, '[]') || ',' || """
+                      f"substr({BACKUP_LISTING_SQL}, 2)")

@@ -23,6 +23,7 @@ from kbackup.catalog import (
     iso,
     parse_iso,
 )
+from kbackup.views import backup_view
 
 pytestmark = pytest.mark.unit
 
@@ -444,3 +445,26 @@ def test_a_failing_migration_is_rolled_back_whole(tmp_path: Path,
     catalog = Catalog(tmp_path / "state")
     assert user_version(path) == SCHEMA_VERSION
     catalog.close()
+
+
+def test_the_listing_sqlite_builds_equals_backup_view(catalog: Catalog) -> None:
+    """views.BACKUP_LISTING_SQL is backup_view(row, last verification) built in SQL: held
+    equal for verified (ok and failed, twice), unverified, tagged, labelled, failed (no
+    manifest, an error with quotes) and pre-column rows (components summarized on the way)."""
+    ids = [add_backup(catalog, 0), add_backup(catalog, 1, tag="daily"),
+           add_backup(catalog, 2, label="pre-upgrade"),
+           add_backup(catalog, 3, status="failed", with_manifest=False),
+           add_backup(catalog, 4, job="web")]
+    catalog.set_backup_status(ids[3], "failed", 'pg_dump: error: "shop" \\ gone\nline 2')
+    catalog.add_verification("v1", ids[0], "shop", "checksum", T0, True, None, {})
+    catalog.add_verification("v2", ids[0], "shop", "restore-test", T0, False,
+                             "table orders: 3 rows in manifest, 2 restored", {"x": 1})
+    catalog.add_verification("v3", ids[1], "shop", "structure", T0, True, None, {})
+    catalog.db.execute("UPDATE backups SET components = NULL WHERE id = ?", (ids[2],))
+    expected = [backup_view(catalog.get_backup(i) or {}, catalog.last_verification(i))
+                for i in reversed(ids)]
+    assert json.loads(catalog.backup_listing_json(limit=50)) == expected
+    assert json.loads(catalog.backup_listing_json("shop", limit=2, offset=1)) == expected[2:4]
+    assert json.loads(catalog.backup_listing_json(label="daily")) == [expected[3]]
+    assert json.loads(catalog.backup_listing_json(status="failed")) == [expected[1]]
+    assert json.loads(catalog.backup_listing_json(job="nobody")) == []
