@@ -20,7 +20,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -45,7 +45,7 @@ class Component(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str
-    kind: Literal["postgres", "globals", "files", "config"]
+    kind: str  # "config", or one a source driver stores (sources/registry.py)
     file: str
     size_bytes: int
     sha256: str
