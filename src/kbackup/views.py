@@ -5,27 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kbackup.sources.registry import driver_for_component
+
 
 def component_view(component: dict[str, Any]) -> dict[str, Any]:
     view = {
         k: component.get(k)
         for k in ("name", "kind", "file", "size_bytes", "sha256", "raw_bytes", "encryption")
     }
-    database = component.get("database")
-    if database:
-        counts = database.get("row_counts") or {}
-        view["database"] = {
-            "server_version": database.get("server_version"),
-            "database_size": database.get("database_size"),
-            "tables": len(counts),
-            "rows": sum(counts.values()),
-        }
-    files = component.get("files")
-    if files:
-        view["files"] = {
-            "file_count": files.get("file_count"),
-            "total_bytes": files.get("total_bytes"),
-        }
+    driver = driver_for_component(str(component.get("kind")))
+    if driver is not None:  # its summary: database tables and rows, file count...
+        view.update(driver.summary(component))
     return view
 
 

@@ -183,8 +183,7 @@ async def get_jobs(request: web.Request) -> web.Response:
                 "timezone": job.timezone or daemon.config.daemon.timezone,
                 "targets": job.targets,
                 "timeout_seconds": job.timeout,
-                "sources": [{"name": s.name, "kind": "postgres"} for s in job.postgres]
-                + [{"name": s.name, "kind": "files", "path": str(s.path)} for s in job.files],
+                "sources": [s.describe() for s in job.sources],
                 "next_run": daemon.job_status(name)["next_run"],
                 "paused": daemon.pause_view(name),
             }
