@@ -21,7 +21,7 @@ from croniter import croniter
 
 from kbackup.config import Config, JobConfig, ThresholdsConfig
 from kbackup.scheduler import next_fire
-from kbackup.sources.registry import driver_for_component
+from kbackup.sources.drivers import driver_for_component
 from kbackup.units import format_size, parse_size
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"

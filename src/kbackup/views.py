@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kbackup.sources.registry import driver_for_component
+from kbackup.sources.drivers import driver_for_component
 
 
 def component_view(component: dict[str, Any]) -> dict[str, Any]:

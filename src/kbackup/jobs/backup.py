@@ -39,7 +39,7 @@ from kbackup.repository import (
     write_manifest,
 )
 from kbackup.sources.base import Source
-from kbackup.sources.registry import driver
+from kbackup.sources.drivers import driver
 from kbackup.storage import ObjectWriter, Storage, StorageError
 
 log = logging.getLogger("kbackup.backup")

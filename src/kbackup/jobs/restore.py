@@ -33,7 +33,7 @@ from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
 from kbackup.repository import Component, Manifest, new_backup_id, write_audit
 from kbackup.sources.base import DriverError, PlanRefused, RestoreContext, open_object
-from kbackup.sources.registry import component_driver
+from kbackup.sources.drivers import component_driver
 from kbackup.storage import Storage, StorageError
 
 log = logging.getLogger("kbackup.restore")

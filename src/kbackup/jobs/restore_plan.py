@@ -14,7 +14,7 @@ from kbackup.catalog import Catalog
 from kbackup.config import Config
 from kbackup.repository import Component, Manifest
 from kbackup.sources.base import PlanRefused, RestoreOptions, Step
-from kbackup.sources.registry import component_driver, driver_for_component
+from kbackup.sources.drivers import component_driver, driver_for_component
 
 __all__ = ["Plan", "RestoreRefused", "RestoreRequest", "Step", "make_plan", "resolve_backup"]
 

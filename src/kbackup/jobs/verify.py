@@ -26,7 +26,7 @@ from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
 from kbackup.repository import Component, Manifest
 from kbackup.sources.base import CheckFailed, DriverError, ReadBack, open_object
-from kbackup.sources.registry import driver_for_component
+from kbackup.sources.drivers import driver_for_component
 from kbackup.storage import Storage, StorageError
 
 __all__ = ["LEVELS", "VerificationFailed", "VerifyRun", "open_object"]
