@@ -21,12 +21,12 @@ from croniter import croniter
 
 from kbackup.config import Config, JobConfig, ThresholdsConfig
 from kbackup.scheduler import next_fire
+from kbackup.sources.drivers import driver_for_component
 from kbackup.units import format_size, parse_size
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 RANK = {OK: 0, "info": 0, WARNING: 1, CRITICAL: 2}
 DAEMON = "daemon"  # the "job" part of the key of daemon-wide checks
-SIZE_KINDS = {"postgres": "database", "files": "files"}
 FORECAST_WINDOW = timedelta(days=7)
 FORECAST_MIN_SPAN = timedelta(hours=1)
 TARGET_CHECKS = ("storage", "disk_free", "disk_forecast")  # daemon checks keyed by target
@@ -356,7 +356,8 @@ def check_sizes(job: JobConfig, limits: ThresholdsConfig, history: History) -> l
     newest, previous = backups[0], backups[1:]
     results = []
     for component in newest["manifest"].get("components", []):
-        kind = SIZE_KINDS.get(component.get("kind", ""))
+        driver = driver_for_component(component.get("kind", ""))
+        kind = driver.size_label(component["kind"]) if driver is not None else None
         if kind is None:
             continue
         name = component["name"]

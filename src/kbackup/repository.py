@@ -25,7 +25,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -110,7 +110,7 @@ class Component(StoredObject):
     model_config = ConfigDict(extra="allow")
 
     name: str
-    kind: Literal["postgres", "globals", "files", "config"]
+    kind: str  # "config", or one a source driver stores (sources/registry.py)
     raw_bytes: int
     compression: dict[str, Any]
     encryption: dict[str, Any] = {"mode": "none"}

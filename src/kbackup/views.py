@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kbackup.sources.drivers import driver_for_component
+
 if TYPE_CHECKING:
     from kbackup.config import JobConfig
     from kbackup.runner import ActiveRun
@@ -26,8 +28,7 @@ def job_view(job: JobConfig, default_timezone: str, next_run: str | None,
         "timezone": job.timezone or default_timezone,
         "targets": job.targets,
         "timeout_seconds": job.timeout,
-        "sources": [{"name": s.name, "kind": "postgres"} for s in job.postgres]
-        + [{"name": s.name, "kind": "files", "path": str(s.path)} for s in job.files],
+        "sources": [s.describe() for s in job.sources],
         "next_run": next_run,
         "paused": pause_view(pause),
     }
@@ -45,21 +46,9 @@ def component_view(component: dict[str, Any]) -> dict[str, Any]:
         k: component.get(k)
         for k in ("name", "kind", "file", "size_bytes", "sha256", "raw_bytes", "encryption")
     }
-    database = component.get("database")
-    if database:
-        counts = database.get("row_counts") or {}
-        view["database"] = {
-            "server_version": database.get("server_version"),
-            "database_size": database.get("database_size"),
-            "tables": len(counts),
-            "rows": sum(counts.values()),
-        }
-    files = component.get("files")
-    if files:
-        view["files"] = {
-            "file_count": files.get("file_count"),
-            "total_bytes": files.get("total_bytes"),
-        }
+    driver = driver_for_component(str(component.get("kind")))
+    if driver is not None:  # its summary: database tables and rows, file count...
+        view.update(driver.summary(component))
     return view
 
 

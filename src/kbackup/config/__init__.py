@@ -41,9 +41,7 @@ from kbackup.config.health import (
 from kbackup.config.jobs import (
     CompressionConfig,
     EncryptionConfig,
-    FilesSource,
     JobConfig,
-    PostgresSource,
     RetentionConfig,
     Schedule,
     VerifyConfig,
@@ -58,8 +56,8 @@ from kbackup.config.storage import (
 
 __all__ = [
     "DEFAULT_CONFIG_DIR", "AlertChannelConfig", "CompressionConfig", "Config", "ConfigError",
-    "DaemonSection", "DaemonSettings", "EmailChannelConfig", "EncryptionConfig", "FilesSource",
-    "JobConfig", "JobThresholds", "LocalStorageConfig", "MetricsConfig", "PostgresSource",
+    "DaemonSection", "DaemonSettings", "EmailChannelConfig", "EncryptionConfig",
+    "JobConfig", "JobThresholds", "LocalStorageConfig", "MetricsConfig",
     "RetentionConfig", "S3StorageConfig", "Schedule", "SlackChannelConfig", "StorageConfig",
     "ThresholdsConfig", "VerifyConfig", "VerifyLevel", "WebDAVStorageConfig",
     "WebhookChannelConfig", "load_config", "read_secret_file",
@@ -228,9 +226,7 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
             if tag not in schedule_tags:
                 problems.append(f"{path}: retention.tags.{tag}: not a schedule tag of this job"
                                 f" (its schedules have: {', '.join(schedule_tags) or 'none'})")
-        secret_files = [(f"postgres.{s.name}.{field}", getattr(s, field))
-                        for s in job.postgres for field in ("password_file",
-                                                            "restore_password_file")]
+        secret_files = [item for source in job.sources for item in source.secret_files()]
         secret_files.append(("verify.restore_password_file", job.verify.restore_password_file))
         secret_files.append(("encryption.passphrase_file", job.encryption.passphrase_file))
         secret_files += [(f"encryption.public_key_files.{i}", f)

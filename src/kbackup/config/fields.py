@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -92,3 +92,21 @@ def read_secret_file(path: Path) -> str:
         return path.read_text().splitlines()[0] if path.stat().st_size else ""
     except OSError as exc:
         raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
+class SourceConfig(Strict):
+    """One `[[table]]` entry of a job: what a source kind needs to back up and restore.
+
+    Each kind's model lives in its own package (kbackup.sources.<kind>.config) and is listed
+    in kbackup.sources.registry; JobConfig gets one list field per registered table."""
+
+    kind: ClassVar[str]  # the [[table]] name, and the Component.kind of its main component
+    name: Name
+
+    def secret_files(self) -> list[tuple[str, Path | None]]:
+        """(field, path) of the secret files it names, checked to exist at load time."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """What GET /v1/jobs shows of it."""
+        return {"name": self.name, "kind": self.kind}

@@ -6,18 +6,19 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
 
 from kbackup.config.fields import (
-    AbsoluteDir,
     Name,
     Seconds,
+    SourceConfig,
     Strict,
     Timezone,
     check_cron,
     check_dsn,
 )
 from kbackup.config.health import JobThresholds, NotifyOn
+from kbackup.sources.registry import config_models
 from kbackup.units import parse_duration
 from kbackup.verify_levels import AfterBackupLevel, VerifyLevel
 
@@ -30,35 +31,6 @@ class Schedule(Strict):
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         return check_cron(value)
-
-
-class PostgresSource(Strict):
-    name: Name
-    dsn: str
-    password_file: Path | None = None
-    # Restores (and scratch databases) may need more rights than backups: a separate login.
-    restore_dsn: str | None = None
-    restore_password_file: Path | None = None
-    pg_dump: str = "pg_dump"
-    pg_restore: str = "pg_restore"
-    # Roles and tablespaces the dump's owners and grants need, as their own component.
-    globals: bool = True
-    include_role_passwords: bool = False
-    pg_dumpall: str = "pg_dumpall"
-    row_counts: Literal["exact", "none"] = "exact"
-    exclude_table_data: list[str] = Field(default_factory=list)
-
-    @field_validator("dsn", "restore_dsn")
-    @classmethod
-    def _no_inline_secret(cls, value: str | None) -> str | None:
-        return check_dsn(value)
-
-
-class FilesSource(Strict):
-    name: Name
-    path: AbsoluteDir
-    exclude: list[str] = Field(default_factory=list)
-    one_file_system: bool = False
 
 
 class CompressionConfig(Strict):
@@ -175,7 +147,7 @@ class VerifyConfig(Strict):
         return check_dsn(value)
 
 
-class JobConfig(Strict):
+class _JobHead(Strict):
     name: Name
     schedules: list[Schedule] = Field(default_factory=list)
     timezone: Timezone | None = None
@@ -185,16 +157,41 @@ class JobConfig(Strict):
     verify: VerifyConfig = VerifyConfig()
     encryption: EncryptionConfig = EncryptionConfig()
     retention: RetentionConfig = RetentionConfig()
-    postgres: list[PostgresSource] = Field(default_factory=list)
-    files: list[FilesSource] = Field(default_factory=list)
+
+
+# One list field per registered source table ([[postgres]], [[files]], ...), in backup order.
+_JobWithSources: type[_JobHead] = create_model(  # type: ignore[call-overload]
+    "_JobWithSources", __base__=_JobHead,
+    **{table: (list[model], Field(default_factory=list))  # type: ignore[valid-type]
+       for table, model in config_models().items()},
+)
+
+
+class JobConfig(_JobWithSources):  # type: ignore[valid-type,misc]
     thresholds: JobThresholds = JobThresholds()  # issue 6: overrides
     notify_on: list[NotifyOn] = Field(default_factory=lambda: ["failure", "recovery"])
 
+    @property
+    def sources(self) -> list[SourceConfig]:
+        """Every source of the job with its kind (`.kind`), in backup order: the registry's
+        order of tables, each table in the file's order."""
+        return [s for table in config_models() for s in getattr(self, table)]
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+    def with_only_sources(self, names: set[str]) -> JobConfig:
+        """A copy of the job backing up only these sources (a pre-restore safety backup)."""
+        return self.model_copy(update={
+            table: [s for s in getattr(self, table) if s.name in names]
+            for table in config_models()})
+
     @model_validator(mode="after")
     def _components(self) -> JobConfig:
-        names = [s.name for s in self.postgres] + [s.name for s in self.files]
+        names = [s.name for s in self.sources]
         if not names:
-            raise ValueError("a job needs at least one [[postgres]] or [[files]] source")
+            tables = " or ".join(f"[[{t}]]" for t in config_models())
+            raise ValueError(f"a job needs at least one {tables} source")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"component names must be unique within a job: {', '.join(dupes)}")

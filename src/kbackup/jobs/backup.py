@@ -39,7 +39,8 @@ from kbackup.repository import (
     delete_backup,
     write_manifest,
 )
-from kbackup.sources import Source, sources_for
+from kbackup.sources.base import Source
+from kbackup.sources.drivers import driver
 from kbackup.storage import ObjectWriter, Storage, StorageError
 
 log = logging.getLogger("kbackup.backup")
@@ -171,10 +172,10 @@ class BackupRun:
                 index_result, _ = await self._store(index_file, bytes_source(index), False)
                 index_record = StoredObject(file=index_file, size_bytes=index_result.stored_bytes,
                                             sha256=index_result.sha256)
-        self.components.append(self._component(
-            source.component_name, source.kind, file, result,
-            database=metadata if source.kind == "postgres" else None,
-            files=metadata if source.kind == "files" else None, index=index_record))
+        kept = {source.metadata_field: metadata.model_dump(mode="json")
+                } if source.metadata_field else {}
+        self.components.append(self._component(source.component_name, source.kind, file,
+                                               result, index=index_record, **kept))
         self.progress.components_done += 1
         log.info("event=component.stored job=%s backup=%s component=%s raw_bytes=%d"
                  " stored_bytes=%d sha256=%s", self.job.name, self.backup_id,
@@ -268,6 +269,11 @@ class BackupRun:
         for target in targets:
             with contextlib.suppress(Exception):
                 await asyncio.shield(delete_backup(target, self.job.name, self.backup_id))
+
+
+def sources_for(job: JobConfig) -> list[Source]:
+    """Every backup stream of the job, in the job's order of sources."""
+    return [s for config in job.sources for s in driver(config.kind).sources(config)]
 
 
 async def _in_turn(steps: Iterable[Callable[[], Awaitable[object]]]) -> None:

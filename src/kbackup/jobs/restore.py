@@ -7,8 +7,9 @@ Executing it:
    anything is dropped);
 2. takes a safety backup (trigger `pre-restore`) of every database or file tree it will
    replace, unless the user opted out;
-3. restores each database with pg_restore in one transaction (a failure leaves the old data),
-   and each file tree by safe extraction into a new directory that is swapped in at the end;
+3. has each component's source driver restore it (kbackup.sources.<kind>.restore: a database
+   beside the live one then swapped in, or pg_restore in one transaction; a file tree into a
+   new directory swapped in at the end): a failure leaves the old data;
 4. records who did what in the catalog and as JSON in the storage (`_audit/restores/`), so the
    trail survives the database it describes.
 """
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 import tarfile
 from datetime import datetime
 from pathlib import Path
@@ -28,25 +27,14 @@ from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config
 from kbackup.crypto import Decryptor, GpgFailed, KeyProblem
 from kbackup.errors import RestoreFailed
-from kbackup.extract import UnsafeArchive, extract_stream, pump_tar
+from kbackup.extract import UnsafeArchive
 from kbackup.jobs.backup import BackupRun
-from kbackup.jobs.pgtools import (
-    CannotCreateDatabase,
-    Login,
-    PgError,
-    create_database,
-    create_database_like,
-    database_exists,
-    drop_database,
-    failure,
-    feed_process,
-    swap_database,
-)
-from kbackup.jobs.restore_plan import Plan, RestoreRefused, RestoreRequest, Step, table_args
-from kbackup.jobs.verify import open_object
+from kbackup.jobs.restore_plan import Plan, RestoreRefused, RestoreRequest
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
 from kbackup.repository import Component, Manifest, new_backup_id, write_audit
+from kbackup.sources.base import DriverError, PlanRefused, RestoreContext, open_object
+from kbackup.sources.drivers import component_driver
 from kbackup.storage import Storage, StorageError
 
 log = logging.getLogger("kbackup.restore")
@@ -99,12 +87,8 @@ class RestoreRun:
     async def _safety_backup(self) -> None:
         if not self.plan.safety_backup:
             return
-        names = set(self.plan.safety_backup)
-        job = self.job.model_copy(update={
-            "postgres": [p for p in self.job.postgres if p.name in names],
-            "files": [f for f in self.job.files if f.name in names],
-            "verify": self.job.verify.model_copy(update={"after_backup": "none"}),
-        })
+        job = self.job.with_only_sources(set(self.plan.safety_backup)).model_copy(
+            update={"verify": self.job.verify.model_copy(update={"after_backup": "none"})})
         backup_id = new_backup_id(utcnow())
         self.progress.phase = "safety backup"
         backup = BackupRun(self.config, job, self.storages, self.catalog, backup_id,
@@ -118,116 +102,11 @@ class RestoreRun:
         log.info("event=restore.safety_backup restore=%s backup=%s", self.restore_id,
                  self.safety_backup_id)
 
-    async def _database(self, step: Step) -> None:
+    def _context(self) -> RestoreContext:
         assert self.storage is not None
-        component = self.component(step.component)
-        source = next((p for p in self.job.postgres if p.name == component.name), None)
-        login = Login.for_restore(source)
-        request = self.request
-        whole = not (request.tables or request.schema_only or request.data_only)
-        if step.kind == "database-replace" and whole:
-            try:
-                await self._replace_whole_database(login, component, step.target)
-                return
-            except CannotCreateDatabase as exc:
-                log.warning("event=restore.fallback restore=%s reason=%r method=%s",
-                            self.restore_id, str(exc), "pg_restore --clean in place")
-        argv = [login.pg_restore, "--exit-on-error", "--single-transaction",
-                f"--dbname={login.dsn_for(step.target)}"]
-        if (step.kind == "database-replace" or request.clean) and not request.data_only:
-            argv += ["--clean", "--if-exists"]  # pg_restore refuses --clean with --data-only
-        if step.kind == "database-new" and not await database_exists(login, step.target):
-            await create_database(login, step.target)
-        if request.schema_only:
-            argv.append("--schema-only")
-        if request.data_only:  # the dump's data is in name order, not foreign-key order
-            argv += ["--data-only", "--disable-triggers"]
-        if request.no_owner:
-            argv += ["--no-owner", "--no-acl"]
-        argv += table_args(component, request.tables)
-        self.progress.phase = f"restoring database {step.target}"
-        stream = open_object(self.storage, self.manifest, component, component, self.decryptor)
-        code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
-                                          on_chunk=self._advance)
-        if code != 0:
-            raise PgError(failure(f"pg_restore into {step.target}", code, stderr).args[0]
-                          + f"; database {step.target} is unchanged (the transaction was rolled"
-                          " back)", stderr)
-
-    async def _replace_whole_database(self, login: Login, component: Component,
-                                      target: str) -> None:
-        """Restore into a side database, then swap it in: the result is exactly the backup
-        (tables created since are gone too), and a failure leaves the live database as it
-        was. pg_restore --clean alone cannot do that: it drops only the dump's own objects."""
-        side = f"{target[:40]}_kbrestore_{self.restore_id[-6:]}"
-        await drop_database(login, side)
-        await create_database_like(login, side, target)
-        argv = [login.pg_restore, "--exit-on-error", "--single-transaction",
-                f"--dbname={login.dsn_for(side)}"]
-        if self.request.no_owner:
-            argv += ["--no-owner", "--no-acl"]
-        self.progress.phase = f"restoring database {target} (beside it, as {side})"
-        stream = open_object(self.storage, self.manifest, component, component,  # type: ignore[arg-type]
-                             self.decryptor)
-        try:
-            code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
-                                              on_chunk=self._advance)
-            if code != 0:
-                raise PgError(failure(f"pg_restore of {target}", code, stderr).args[0]
-                              + f"; database {target} is unchanged", stderr)
-            self.progress.phase = f"swapping the restored database in as {target}"
-            await swap_database(login, target, side, self.restore_id[-6:])
-        except BaseException:
-            await asyncio.shield(drop_database(login, side))
-            raise
-
-    async def _globals(self, step: Step) -> None:
-        """Apply the roles script; roles that already exist are errors psql reports and skips."""
-        assert self.storage is not None
-        component = self.component(step.component)
-        database = component.name.removesuffix(".globals")
-        source = next((p for p in self.job.postgres if p.name == database), None)
-        login = Login.for_restore(source)
-        psql = str(Path(login.pg_restore).with_name("psql")) if "/" in login.pg_restore else "psql"
-        self.progress.phase = "creating roles"
-        stream = open_object(self.storage, self.manifest, component, component, self.decryptor)
-        argv = [psql, "-X", "-q", f"--dbname={login.dsn_for('postgres')}", "-f", "-"]
-        code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
-                                          on_chunk=self._advance)
-        errors = [line for line in stderr if "ERROR" in line and "already exists" not in line]
-        if code != 0 or errors:
-            raise PgError(f"applying roles failed: {errors[0] if errors else f'exit {code}'}",
-                          stderr)
-
-    async def _files(self, step: Step) -> None:
-        assert self.storage is not None
-        component = self.component(step.component)
-        final = Path(step.target)
-        into = final
-        if step.kind != "files-new":  # extract beside the live tree, swap in at the end
-            into = final.with_name(f".{final.name}.kbackup-restore-{self.restore_id[-6:]}")
-        await asyncio.to_thread(into.mkdir, parents=True, exist_ok=into == final)
-        self.progress.phase = f"extracting files into {final}"
-        try:
-            stream = open_object(self.storage, self.manifest, component, component, self.decryptor)
-            await pump_tar(stream.chunks(),
-                           lambda r: extract_stream(r, into, os.geteuid() == 0), self._advance)
-        except BaseException:
-            if into != final:
-                await asyncio.to_thread(shutil.rmtree, into, True)
-            raise
-        if into != final:
-            await asyncio.to_thread(self._swap, into, final)
-
-    def _swap(self, new: Path, live: Path) -> None:
-        old = live.with_name(f".{live.name}.kbackup-old-{self.restore_id[-6:]}")
-        if live.exists():
-            os.rename(live, old)
-        os.rename(new, live)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def _advance(self, size: int) -> None:
-        self.progress.bytes_done += size
+        return RestoreContext(self.config, self.job, self.manifest, self.storage,
+                              self.decryptor, self.progress, request=self.request,
+                              restore_id=self.restore_id)
 
     async def _write_audit(self, record: dict[str, Any]) -> None:
         storages = [self.storages[n] for n in self.job.targets if n in self.storages]
@@ -244,20 +123,17 @@ class RestoreRun:
         try:
             await self._precheck()
             await self._safety_backup()
+            context = self._context()
             for step in self.plan.steps:
-                if step.kind == "globals":
-                    await self._globals(step)
-                elif step.kind.startswith("database"):
-                    await self._database(step)
-                elif step.kind.startswith("files"):
-                    await self._files(step)
-                else:
+                if step.kind == "skip":
                     continue
+                component = self.component(step.component)
+                await component_driver(component.kind).restore(context, step, component)
                 done.append(f"{step.component} -> {step.target}")
             status = "complete"
         except (CorruptObject, StorageError, KeyProblem) as exc:
             error = f"{exc}; nothing was changed" if not done else str(exc)
-        except (PgError, RestoreRefused, OSError, GpgFailed, UnsafeArchive,
+        except (DriverError, PlanRefused, RestoreRefused, OSError, GpgFailed, UnsafeArchive,
                 tarfile.TarError) as exc:
             error = str(exc)
         except asyncio.CancelledError:

@@ -1,21 +1,4 @@
-"""Sources: what a job backs up. Each kind is one module with the same verbs (see base.py)."""
-
-from __future__ import annotations
-
-from kbackup.config import JobConfig
-from kbackup.sources.base import Source, SourceError, SourceStream
-from kbackup.sources.files import FileTree
-from kbackup.sources.postgres import PostgresDatabase, PostgresGlobals
-
-__all__ = ["Source", "SourceError", "SourceStream", "sources_for"]
-
-
-def sources_for(job: JobConfig) -> list[Source]:
-    """Databases first: they are what the business cannot recreate."""
-    sources: list[Source] = []
-    for database in job.postgres:
-        sources.append(PostgresDatabase(database))
-        if database.globals:
-            sources.append(PostgresGlobals(database))
-    sources += [FileTree(c) for c in job.files]
-    return sources
+"""Sources: what a job backs up. One package per kind (postgres/, files/) holds every verb of
+that kind (backup streams, verify, restore planning, restore); registry.py lists the kinds and
+base.py defines the driver protocol the jobs call. Kept free of imports: config/jobs.py reads
+the registry while the config package is still loading."""

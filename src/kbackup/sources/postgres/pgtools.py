@@ -1,4 +1,4 @@
-"""PostgreSQL work shared by verify and restore: logins, scratch/new databases, feeding a
+"""PostgreSQL work shared by the verify and restore verbs: logins, scratch/new databases, feeding a
 decoded dump into pg_restore, counting rows. Identifiers are always composed with
 psycopg.sql, never formatted into SQL text."""
 
@@ -15,12 +15,14 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from kbackup.config import PostgresSource, read_secret_file
-from kbackup.process import ToolError, error_reason, kill_tree, read_stderr_tail, spawn
-from kbackup.sources.postgres import count_rows, one_line
+from kbackup.config import read_secret_file
+from kbackup.process import error_reason, kill_tree, read_stderr_tail, spawn
+from kbackup.sources.base import DriverError
+from kbackup.sources.postgres.config import PostgresSource
+from kbackup.sources.postgres.dump import count_rows, one_line
 
 
-class PgError(ToolError):
+class PgError(DriverError):
     """A PostgreSQL step of a verify or restore failed; one line naming the step (and
     `stderr`, when a tool failed, what it printed)."""
 

@@ -12,17 +12,17 @@ import asyncio
 import contextlib
 import fnmatch
 import hashlib
-import json
 import os
 import stat
 import tarfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from kbackup.config import FilesSource as FilesConfig
 from kbackup.handoff import CHUNK, ChunkQueue, Stopped, Transform
 from kbackup.sources.base import Source, SourceError, SourceStream
+from kbackup.sources.files.config import FilesSource as FilesConfig
+from kbackup.sources.files.meta import Entry, FilesMeta, encode_index
 
 
 class _HashingReader:
@@ -87,12 +87,12 @@ def iter_tree(root: Path, exclude: list[str], one_file_system: bool) -> Iterator
 class FilesStream(SourceStream):
     def __init__(self, source: FileTree):
         self.source = source
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[Entry] = []
         self.out = ChunkQueue(self._produce, name=f"tar-{source.name}")
 
     def _add(self, tar: tarfile.TarFile, path: Path, rel: str) -> None:
         info = tar.gettarinfo(str(path), arcname=rel)
-        entry: dict[str, Any] = {
+        entry: Entry = {
             "path": rel,
             "mode": stat.S_IMODE(info.mode),
             "mtime": int(info.mtime),
@@ -151,7 +151,7 @@ class FilesStream(SourceStream):
     def chunks(self, transform: Transform | None = None) -> AsyncIterator[bytes]:
         return self.out.chunks(transform)
 
-    async def finish(self) -> dict[str, Any]:
+    async def finish(self) -> FilesMeta:
         await asyncio.to_thread(self.out.join)
         error = self.out.error
         if error is not None:
@@ -159,15 +159,11 @@ class FilesStream(SourceStream):
                 raise error
             raise SourceError(f"files {self.source.name}: {error}")
         files = [e for e in self.entries if e["type"] == "file"]
-        return {
-            "path": str(self.source.config.path),
-            "file_count": len(files),
-            "total_bytes": sum(e["size"] for e in files),
-            "entries": len(self.entries),
-        }
+        return FilesMeta(path=str(self.source.config.path), file_count=len(files),
+                         total_bytes=sum(e["size"] for e in files), entries=len(self.entries))
 
     def index(self) -> bytes:
-        return json.dumps({"entries": self.entries}, separators=(",", ":")).encode()
+        return encode_index(self.entries)
 
     def close(self) -> None:
         self.out.stop()
@@ -176,6 +172,7 @@ class FilesStream(SourceStream):
 class FileTree(Source):
     kind = "files"
     extension = ".tar"
+    metadata_field = "files"
 
     def __init__(self, config: FilesConfig):
         super().__init__(config.name)

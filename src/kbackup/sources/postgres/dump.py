@@ -16,7 +16,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from kbackup.config import PostgresSource as PostgresConfig
 from kbackup.config import read_secret_file
 from kbackup.handoff import ChunkQueue
 from kbackup.sources.base import (
@@ -27,6 +26,8 @@ from kbackup.sources.base import (
     spawn_source,
     stop_source,
 )
+from kbackup.sources.postgres.config import PostgresSource as PostgresConfig
+from kbackup.sources.postgres.meta import DatabaseMeta, GlobalsMeta
 
 TABLES_QUERY = """
 SELECT n.nspname, c.relname
@@ -78,7 +79,7 @@ class PostgresStream(ProcessStream):
         conn: psycopg.AsyncConnection[Any],
         proc: asyncio.subprocess.Process,
         reader: ChunkQueue,
-        info: dict[str, Any],
+        info: DatabaseMeta,
     ):
         super().__init__(proc, reader, f"database {source.name}: pg_dump")
         self.source = source
@@ -96,7 +97,7 @@ class PostgresStream(ProcessStream):
         await self.conn.execute("SET LOCAL jit = off")
         return await count_rows(self.conn)
 
-    async def finish(self) -> dict[str, Any]:
+    async def finish(self) -> DatabaseMeta:
         await self.check_exit()
         tables: dict[str, int] | None = None
         if self.count_task is not None:
@@ -106,12 +107,18 @@ class PostgresStream(ProcessStream):
                 raise SourceError(
                     f"database {self.source.name}: counting rows failed: {one_line(exc)}"
                 ) from exc
-        return {**self.info, "row_counts": tables, "format": "pg_dump custom (-Fc -Z0)"}
+        return self.info.model_copy(update={"row_counts": tables,
+                                            "format": "pg_dump custom (-Fc -Z0)"})
 
 
 class PostgresDatabase(Source):
     kind = "postgres"
     extension = ".dump"
+    metadata_field = "database"
+
+    @property
+    def file_stem(self) -> str:
+        return f"db-{self.name}"
 
     def __init__(self, config: PostgresConfig):
         super().__init__(config.name)
@@ -180,12 +187,8 @@ class PostgresDatabase(Source):
                     f"database {self.name}: {self.config.pg_dump} not found or not executable"
                     ' (install postgresql-client or set pg_dump = "/path/to/pg_dump")'
                 ) from None
-            info = {
-                "database": db_name,
-                "server_version": version,
-                "server_version_num": version_num,
-                "database_size": int(db_size),
-            }
+            info = DatabaseMeta(database=db_name, server_version=version,
+                                server_version_num=version_num, database_size=int(db_size))
             stream = PostgresStream(self, conn, proc, reader, info)
             yield stream
         except psycopg.Error as exc:
@@ -209,10 +212,10 @@ class GlobalsStream(ProcessStream):
         super().__init__(proc, reader, f"database {source.name}: pg_dumpall --globals-only")
         self.source = source
 
-    async def finish(self) -> dict[str, Any]:
+    async def finish(self) -> GlobalsMeta:
         await self.check_exit()
-        return {"format": "pg_dumpall --globals-only (SQL)",
-                "role_passwords": self.source.config.include_role_passwords}
+        return GlobalsMeta(format="pg_dumpall --globals-only (SQL)",
+                           role_passwords=self.source.config.include_role_passwords)
 
 
 class PostgresGlobals(Source):

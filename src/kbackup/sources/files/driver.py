@@ -1,0 +1,52 @@
+"""The file tree driver: every verb of `[[files]]`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kbackup.config import JobConfig
+from kbackup.config.fields import SourceConfig
+from kbackup.repository import Component
+from kbackup.sources.base import Planned, ReadBack, RestoreContext, RestoreOptions, Source, Step
+from kbackup.sources.files import check, meta, restore
+from kbackup.sources.files.config import FilesSource
+from kbackup.sources.files.tree import FileTree
+
+
+class FilesDriver:
+    table = "files"
+    component_kinds = ("files",)
+
+    def sources(self, config: SourceConfig) -> list[Source]:
+        assert isinstance(config, FilesSource)
+        return [FileTree(config)]
+
+    def summary(self, component: dict[str, Any]) -> dict[str, Any]:
+        return meta.summary(component)
+
+    def size_label(self, component_kind: str) -> str | None:
+        return "files"
+
+    async def structure(self, back: ReadBack, component: Component) -> None:
+        back.progress.phase = f"structure files {component.name}"
+        await check.structure(back, component)
+
+    async def restore_test(self, back: ReadBack, component: Component) -> None:
+        back.progress.phase = f"restore-test files {component.name}"
+        await check.restore_test(back, component)
+
+    def selected(self, component: Component, request: RestoreOptions) -> bool:
+        return not request.component or component.name == request.component
+
+    def restore_rank(self, component: Component) -> int:
+        return 1
+
+    async def plan(self, job: JobConfig, component: Component,
+                   request: RestoreOptions) -> Planned:
+        return restore.plan_files(job, component, request)
+
+    async def restore(self, ctx: RestoreContext, step: Step, component: Component) -> None:
+        await restore.restore_files(ctx, step, component)
+
+
+DRIVER = FilesDriver()

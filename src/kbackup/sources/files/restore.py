@@ -1,0 +1,97 @@
+"""Restoring a file tree: into a new empty directory (--files-to), or in place, extracted
+beside the live tree and swapped in at the end, so a failure leaves the live tree as it was.
+Planning refuses what would fail after the safety backup (a non-empty or unwritable target)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from kbackup.config import JobConfig
+from kbackup.extract import extract_stream, pump_tar
+from kbackup.repository import Component
+from kbackup.sources.base import Planned, PlanRefused, RestoreContext, RestoreOptions, Step
+from kbackup.sources.files.config import FilesSource
+from kbackup.sources.files.meta import FilesMeta
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Refuse at planning time what would fail after the safety backup: the daemon must be
+    able to create `path` (its nearest existing ancestor must be writable, and under the
+    package's sandbox only ReadWritePaths= are)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PlanRefused(f"{option} {path}: {probe} is not writable by the daemon (under"
+                          " systemd add it to ReadWritePaths= with `systemctl edit kbackupd`)")
+
+
+def _plan_new(component: Component, files_to: str, size: int) -> Planned:
+    target = Path(files_to)
+    if not target.is_absolute():
+        raise PlanRefused(f"--files-to must be an absolute path, got {files_to!r}")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise PlanRefused(f"--files-to {target} exists and is not an empty directory")
+    _check_writable(target, "--files-to")
+    return Planned(Step(component.name, "files-new", str(target),
+                        f"extract {component.files and component.files.get('file_count')}"
+                        f" files into {target}", size_bytes=size))
+
+
+def _plan_in_place(job: JobConfig, component: Component, request: RestoreOptions,
+                   size: int) -> Planned:
+    source = job.source(component.name)
+    if not isinstance(source, FilesSource):
+        raise PlanRefused(f"files {component.name}: not configured in job {job.name}, so"
+                          " its live path is unknown; use --files-to DIR")
+    live = source.path
+    _check_writable(live.parent, "--in-place")  # extracted beside, then swapped
+    if not live.exists():  # a new server: nothing to replace, nothing to back up
+        return Planned(Step(component.name, "files-replace", str(live),
+                            f"{live} does not exist: extract the files there", size_bytes=size))
+    step = Step(component.name, "files-replace", str(live),
+                f"REPLACE the live tree {live} (extracted beside it, then swapped)"
+                + ("" if request.no_safety_backup else "; safety backup of it first"),
+                destructive=True, size_bytes=size)
+    return Planned(step, [] if request.no_safety_backup else [component.name])
+
+
+def plan_files(job: JobConfig, component: Component, request: RestoreOptions) -> Planned:
+    size = FilesMeta.of(component).total_bytes
+    size = component.raw_bytes if size is None else size
+    if request.files_to:
+        return _plan_new(component, request.files_to, size)
+    if request.in_place:
+        return _plan_in_place(job, component, request, size)
+    return Planned(Step(component.name, "skip", "-", f"files {component.name} skipped: give"
+                        " --files-to DIR (or --in-place) to restore them"))
+
+
+async def restore_files(ctx: RestoreContext, step: Step, component: Component) -> None:
+    final = Path(step.target)
+    into = final
+    if step.kind != "files-new":  # extract beside the live tree, swap in at the end
+        into = final.with_name(f".{final.name}.kbackup-restore-{ctx.restore_id[-6:]}")
+    await asyncio.to_thread(into.mkdir, parents=True, exist_ok=into == final)
+    ctx.progress.phase = f"extracting files into {final}"
+    try:
+        stream = ctx.open(component, component)
+        await pump_tar(stream.chunks(),
+                       lambda r: extract_stream(r, into, os.geteuid() == 0), ctx.advance)
+    except BaseException:
+        if into != final:
+            await asyncio.to_thread(shutil.rmtree, into, True)
+        raise
+    if into != final:
+        await asyncio.to_thread(_swap, into, final, ctx.restore_id[-6:])
+
+
+def _swap(new: Path, live: Path, suffix: str) -> None:
+    old = live.with_name(f".{live.name}.kbackup-old-{suffix}")
+    if live.exists():
+        os.rename(live, old)
+    os.rename(new, live)
+    shutil.rmtree(old, ignore_errors=True)

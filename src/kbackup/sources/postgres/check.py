@@ -1,0 +1,84 @@
+"""Verifying a PostgreSQL component: the whole archive parsed by pg_restore (structure), or
+restored into a scratch database whose row counts must equal the manifest's and where the
+job's sql_checks must return no rows (restore-test). The scratch database is always dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from kbackup.repository import Component
+from kbackup.sources.base import CheckFailed, ReadBack
+from kbackup.sources.postgres.config import configured
+from kbackup.sources.postgres.meta import DatabaseMeta
+from kbackup.sources.postgres.pgtools import (
+    Login,
+    create_database,
+    drop_database,
+    failure,
+    feed_process,
+    run_sql_checks,
+    table_counts,
+)
+
+
+def verify_login(back: ReadBack, component: Component) -> Login:
+    """[verify] restore_dsn when set (it may differ from the backup's server), else the
+    database's own restore login."""
+    source = configured(back.job, component.name)
+    verify = back.job.verify if back.job else None
+    pg_restore = source.pg_restore if source else "pg_restore"
+    if verify is not None and verify.restore_dsn:
+        return Login(verify.restore_dsn, verify.restore_password_file, pg_restore)
+    if source is None:
+        raise CheckFailed(f"database {component.name}: no longer configured in job"
+                          f" {back.manifest.job}: set [verify] restore_dsn")
+    return Login.for_restore(source)
+
+
+async def structure(back: ReadBack, component: Component) -> None:
+    login = verify_login(back, component)
+    stream = back.open(component, component)
+    code, stderr = await feed_process([login.pg_restore, "--file=/dev/null"], {},
+                                      stream.chunks(), on_chunk=back.advance)
+    if code != 0:
+        raise CheckFailed(f"database {component.name}: "
+                          f"{failure('pg_restore (parse whole archive)', code, stderr)}")
+
+
+async def restore_test(back: ReadBack, component: Component) -> None:
+    login = verify_login(back, component)
+    scratch = f"kbackup_verify_{back.manifest.id[-6:]}"
+    back.details.setdefault("scratch_databases", []).append(scratch)
+    await drop_database(login, scratch)  # left over by a crashed verification
+    try:
+        await create_database(login, scratch)
+        stream = back.open(component, component)
+        argv = [login.pg_restore, "--no-owner", "--no-acl", "--exit-on-error",
+                f"--dbname={login.dsn_for(scratch)}"]
+        code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
+                                          on_chunk=back.advance)
+        if code != 0:
+            raise CheckFailed(f"database {component.name}: "
+                              f"{failure('pg_restore into scratch', code, stderr)}")
+        await _compare(back, component, login, scratch)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(drop_database(login, scratch))
+
+
+async def _compare(back: ReadBack, component: Component, login: Login, scratch: str) -> None:
+    """Row counts against the manifest's, then the job's sql_checks."""
+    expected = DatabaseMeta.of(component).row_counts
+    if expected is not None:
+        restored = await table_counts(login, scratch)
+        for table, rows in sorted(expected.items()):
+            got = restored.get(table)
+            if got != rows:
+                raise CheckFailed(f"table {table}: {rows} rows in manifest, "
+                                  f"{'missing' if got is None else got} restored")
+        back.details[f"rows_{component.name}"] = sum(restored.values())
+    if back.job is not None and back.job.verify.sql_checks:
+        problem = await run_sql_checks(login, scratch, back.job.verify.sql_checks)
+        if problem:
+            raise CheckFailed(f"database {component.name}: {problem}")

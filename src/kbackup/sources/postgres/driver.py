@@ -1,0 +1,73 @@
+"""The PostgreSQL driver: every verb of `[[postgres]]`, for its two components, the database
+dump ("postgres") and the roles and tablespaces beside it ("globals")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kbackup.config import JobConfig
+from kbackup.config.fields import SourceConfig
+from kbackup.repository import Component
+from kbackup.sources.base import Planned, ReadBack, RestoreContext, RestoreOptions, Source, Step
+from kbackup.sources.postgres import check, meta, plan, restore
+from kbackup.sources.postgres.config import PostgresSource
+from kbackup.sources.postgres.dump import PostgresDatabase, PostgresGlobals
+
+GLOBALS = "globals"
+
+
+class PostgresDriver:
+    table = "postgres"
+    component_kinds = ("postgres", GLOBALS)
+
+    def sources(self, config: SourceConfig) -> list[Source]:
+        assert isinstance(config, PostgresSource)
+        found: list[Source] = [PostgresDatabase(config)]
+        if config.globals:
+            found.append(PostgresGlobals(config))
+        return found
+
+    def summary(self, component: dict[str, Any]) -> dict[str, Any]:
+        return meta.summary(component)
+
+    def size_label(self, component_kind: str) -> str | None:
+        return None if component_kind == GLOBALS else "database"
+
+    async def structure(self, back: ReadBack, component: Component) -> None:
+        if component.kind == GLOBALS:  # an SQL script: decoding it whole is the check
+            await back.open(component, component).drain()
+            return
+        back.progress.phase = f"structure database {component.name}"
+        await check.structure(back, component)
+
+    async def restore_test(self, back: ReadBack, component: Component) -> None:
+        if component.kind == GLOBALS:  # not applied to a scratch cluster: decoded only
+            await back.open(component, component).drain()
+            return
+        back.progress.phase = f"restore-test database {component.name}"
+        await check.restore_test(back, component)
+
+    def selected(self, component: Component, request: RestoreOptions) -> bool:
+        """The databases; their globals only with --with-globals (or asked by name)."""
+        if request.component:
+            return component.name == request.component or (
+                request.with_globals and component.name == f"{request.component}.globals")
+        return component.kind != GLOBALS or request.with_globals
+
+    def restore_rank(self, component: Component) -> int:
+        return 0 if component.kind == GLOBALS else 1  # roles before the objects they own
+
+    async def plan(self, job: JobConfig, component: Component,
+                   request: RestoreOptions) -> Planned:
+        if component.kind == GLOBALS:
+            return plan.plan_globals(component)
+        return await plan.plan_database(job, component, request)
+
+    async def restore(self, ctx: RestoreContext, step: Step, component: Component) -> None:
+        if component.kind == GLOBALS:
+            await restore.restore_globals(ctx, component)
+        else:
+            await restore.restore_database(ctx, step, component)
+
+
+DRIVER = PostgresDriver()

@@ -1,0 +1,49 @@
+"""What the manifest records about a PostgreSQL component. The JSON field names are the
+on-disk format: old manifests must load, so every field may be missing (None)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from kbackup.repository import Component
+
+
+class DatabaseMeta(BaseModel):
+    """`database` of a postgres component: the server, the size and, in the dump's snapshot,
+    the rows of every table ("schema.table" -> rows; None when row_counts = "none")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    database: str | None = None
+    server_version: str | None = None
+    server_version_num: int | None = None
+    database_size: int | None = None
+    row_counts: dict[str, int] | None = None
+    format: str | None = None
+
+    @classmethod
+    def of(cls, component: Component) -> DatabaseMeta:
+        return cls.model_validate(component.database or {})
+
+
+class GlobalsMeta(BaseModel):
+    """What pg_dumpall --globals-only produced (not kept in the manifest)."""
+
+    format: str
+    role_passwords: bool
+
+
+def summary(component: dict[str, Any]) -> dict[str, Any]:
+    """The listing's `database` view of a component (manifest JSON, as the catalog has it)."""
+    database = component.get("database")
+    if not database:
+        return {}
+    counts = database.get("row_counts") or {}
+    return {"database": {
+        "server_version": database.get("server_version"),
+        "database_size": database.get("database_size"),
+        "tables": len(counts),
+        "rows": sum(counts.values()),
+    }}
