@@ -19,10 +19,12 @@ venv: sysdeps $(BIN)/.installed
 
 lint: venv
 	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/mypy
 
 
 test: venv
 	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/mypy
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
 
 # The unit layer only (no PostgreSQL, no daemon, no network): seconds, not minutes.

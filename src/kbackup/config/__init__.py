@@ -226,14 +226,15 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
             if tag not in schedule_tags:
                 problems.append(f"{path}: retention.tags.{tag}: not a schedule tag of this job"
                                 f" (its schedules have: {', '.join(schedule_tags) or 'none'})")
-        secret_files = [item for source in job.sources for item in source.secret_files()]
+        secret_files: list[tuple[str, Path | None]] = [
+            item for source in job.sources for item in source.secret_files()]
         secret_files.append(("verify.restore_password_file", job.verify.restore_password_file))
         secret_files.append(("encryption.passphrase_file", job.encryption.passphrase_file))
         secret_files += [(f"encryption.public_key_files.{i}", f)
                          for i, f in enumerate(job.encryption.public_key_files)]
-        for field, secret in secret_files:
-            if secret is not None and not secret.is_file():
-                problems.append(f"{path}: {field}: {secret} does not exist or is not a file")
+        for field, secret_file in secret_files:
+            if secret_file is not None and not secret_file.is_file():
+                problems.append(f"{path}: {field}: {secret_file} does not exist or is not a file")
     if problems:
         raise ConfigError(problems)
     assert settings is not None

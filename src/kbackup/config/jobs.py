@@ -166,10 +166,12 @@ _JobWithSources: type[_JobHead] = create_model(  # type: ignore[call-overload]
        for table, model in config_models().items()},
 )
 
+DEFAULT_NOTIFY_ON: tuple[NotifyOn, ...] = ("failure", "recovery")
+
 
 class JobConfig(_JobWithSources):  # type: ignore[valid-type,misc]
     thresholds: JobThresholds = JobThresholds()  # issue 6: overrides
-    notify_on: list[NotifyOn] = Field(default_factory=lambda: ["failure", "recovery"])
+    notify_on: list[NotifyOn] = Field(default_factory=lambda: list(DEFAULT_NOTIFY_ON))
 
     @property
     def sources(self) -> list[SourceConfig]:

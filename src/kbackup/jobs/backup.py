@@ -150,7 +150,7 @@ class BackupRun:
     def _component(self, name: str, kind: str, file: str, result: StreamResult,
                    **extra: Any) -> Component:
         return Component(
-            name=name, kind=kind, file=file,  # type: ignore[arg-type]
+            name=name, kind=kind, file=file,
             size_bytes=result.stored_bytes, sha256=result.sha256, raw_bytes=result.raw_bytes,
             compression={"algorithm": "zstd", "level": self.job.compression.level},
             encryption=encryption_meta(self.job.encryption), **extra,

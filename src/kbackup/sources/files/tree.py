@@ -100,7 +100,7 @@ class FilesStream(SourceStream):
         if info.isfile():
             with open(path, "rb") as handle:
                 reader = _HashingReader(handle)
-                tar.addfile(info, reader)  # type: ignore[arg-type]
+                tar.addfile(info, reader)
             entry.update(type="file", size=info.size, sha256=reader.digest.hexdigest())
         elif info.isdir():
             tar.addfile(info)

@@ -205,7 +205,8 @@ async def run_sql_checks(login: Login, name: str, checks: Sequence[str]) -> str 
     async with await login.connect(name) as conn:
         for index, check in enumerate(checks):
             try:
-                cur = await conn.execute(check)  # type: ignore[arg-type] - admin-written SQL
+                # admin-written SQL from the job file (sql_checks), run as written
+                cur = await conn.execute(check)
                 row = await cur.fetchone() if cur.description else None
             except psycopg.Error as exc:
                 return f"sql_checks[{index}] failed to run: {one_line(exc)}"
