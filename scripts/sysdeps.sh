@@ -4,7 +4,7 @@ set -euo pipefail
 need=()
 command -v zstd >/dev/null || need+=(zstd)
 command -v gpg >/dev/null || need+=(gnupg)
-command -v jq >/dev/null || need+=(jq)          # docs/format.md by hand (tests/test_format_by_hand.py)
+command -v jq >/dev/null || need+=(jq)          # docs/format.md by hand (tests/e2e/test_format_by_hand.py)
 command -v pg_dump >/dev/null || need+=(postgresql-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v setpriv >/dev/null || need+=(util-linux)

@@ -91,6 +91,17 @@ def _start_private_cluster(base: Path) -> tuple[PgServer, list[str]]:
     return PgServer("127.0.0.1", port, "postgres"), stop
 
 
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test carries the marker of its layer, its folder: `pytest -m "not e2e"` works."""
+    for item in items:
+        layer = next((part for part in item.path.parts if part in LAYERS), None)
+        if layer is not None:
+            item.add_marker(getattr(pytest.mark, layer))
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgServer]:
     dsn = os.environ.get("KBACKUP_TEST_PG", "host=127.0.0.1 port=5432 user=postgres")

@@ -32,7 +32,7 @@ from kbackup.repository import (
 from kbackup.storage import StorageError
 from kbackup.storage.local import LocalStorage
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 RECIPIENT = "0A1B2C3D4E5F60718293A4B5C6D7E8F901234567"
 
 

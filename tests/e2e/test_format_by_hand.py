@@ -26,7 +26,7 @@ from psycopg import sql
 
 from conftest import KbEnv, PgServer, _start_private_cluster, stop_gpg_agent, table_counts
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "format.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "format.md"
 BLOCK = re.compile(r"^```sh by-hand(?: (\w+))?\n(.*?)^```", re.M | re.S)
 # The placeholders format.md documents (its table under "Restore and verify by hand").
 BACKUP_DIR = "/var/backups/kbackup/shop/2026/12/20261203T020000Z-3fa9c1"
