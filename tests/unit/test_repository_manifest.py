@@ -119,10 +119,11 @@ def test_a_manifest_without_a_required_field_is_refused() -> None:
     del raw["components"][0]["sha256"]
     with pytest.raises(ValueError, match="sha256"):
         Manifest.model_validate(raw)
+    # A kind this version has no driver for still reads (a later kbackupd may add kinds
+    # within the format); using such a component is what fails, naming the kind.
     raw = json.loads(encode_manifest(make_manifest()))
     raw["components"][0]["kind"] = "mysql"
-    with pytest.raises(ValueError, match="kind"):
-        Manifest.model_validate(raw)
+    assert Manifest.model_validate(raw).components[0].kind == "mysql"
 
 
 def test_backup_ids_and_the_layout_of_keys() -> None:

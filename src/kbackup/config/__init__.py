@@ -19,16 +19,6 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from kbackup.config.fields import (
-    DEFAULT_CONFIG_DIR,
-    ConfigError,
-    Name,
-    Seconds,
-    Strict,
-    Timezone,
-    config_dir_from_env,
-    read_secret_file,
-)
 from kbackup.config.health import (
     AlertChannelConfig,
     EmailChannelConfig,
@@ -52,6 +42,16 @@ from kbackup.config.storage import (
     S3StorageConfig,
     StorageConfig,
     WebDAVStorageConfig,
+)
+from kbackup.fields import (
+    DEFAULT_CONFIG_DIR,
+    ConfigError,
+    Name,
+    Seconds,
+    Strict,
+    Timezone,
+    config_dir_from_env,
+    read_secret_file,
 )
 
 __all__ = [

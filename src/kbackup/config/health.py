@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from kbackup.config.fields import AbsoluteFile, HttpUrl, Seconds, Strict
+from kbackup.fields import AbsoluteFile, HttpUrl, Seconds, Strict
 from kbackup.units import parse_size
 
 Severity = Literal["info", "warning", "critical"]

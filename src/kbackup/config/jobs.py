@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
 
-from kbackup.config.fields import (
+from kbackup.config.health import JobThresholds, NotifyOn
+from kbackup.fields import (
     Name,
     Seconds,
     SourceConfig,
@@ -17,7 +18,6 @@ from kbackup.config.fields import (
     check_cron,
     check_dsn,
 )
-from kbackup.config.health import JobThresholds, NotifyOn
 from kbackup.sources.registry import config_models
 from kbackup.units import parse_duration
 from kbackup.verify_levels import AfterBackupLevel, VerifyLevel

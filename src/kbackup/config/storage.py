@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kbackup.config.fields import AbsoluteDir, AbsoluteFile, Bytes, HttpUrl, MiB, Seconds, Strict
+from kbackup.fields import AbsoluteDir, AbsoluteFile, Bytes, HttpUrl, MiB, Seconds, Strict
 
 
 class LocalStorageConfig(Strict):

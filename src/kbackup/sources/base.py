@@ -26,10 +26,10 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from kbackup.config import Config, JobConfig
-from kbackup.config.fields import SourceConfig
 from kbackup.crypto import Decryptor, KeyProblem
 from kbackup.errors import Refused, ToolError, VerifyError
 from kbackup.errors import SourceError as SourceError
+from kbackup.fields import SourceConfig
 from kbackup.handoff import CHUNK, ChunkQueue, Transform, pipe_for_child, read_pipe
 from kbackup.pipeline import StoredStream, decode_stages
 from kbackup.process import error_reason, kill_tree, read_stderr_tail, spawn

@@ -13,7 +13,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kbackup.config.fields import SourceConfig
+    from kbackup.fields import SourceConfig
 
 # Databases first: they are what the business cannot recreate.
 TABLES: tuple[str, ...] = (

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from kbackup.config.fields import AbsoluteDir, SourceConfig
+from kbackup.fields import AbsoluteDir, SourceConfig
 
 
 class FilesSource(SourceConfig):

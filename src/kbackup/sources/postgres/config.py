@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from kbackup.config.fields import SourceConfig, check_dsn
+from kbackup.fields import SourceConfig, check_dsn
 
 
 class PostgresSource(SourceConfig):

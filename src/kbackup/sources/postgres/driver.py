@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kbackup.config import JobConfig
-from kbackup.config.fields import SourceConfig
+from kbackup.fields import SourceConfig
 from kbackup.repository import Component
 from kbackup.sources.base import Planned, ReadBack, RestoreContext, RestoreOptions, Source, Step
 from kbackup.sources.postgres import check, meta, plan, restore
