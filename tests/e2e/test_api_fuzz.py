@@ -10,6 +10,7 @@ schemathesis is not used: it speaks HTTP over TCP, the daemon listens on a Unix 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -27,8 +28,10 @@ from conftest import KbEnv
 EXAMPLES = 1500  # requests sent; about 15 ms each with hypothesis' own work
 KNOWN = {"job": ["docs"], "id": [], "target": ["local"], "match": ["docs", "daemon"]}
 
+# Any character that UTF-8 can carry: a lone surrogate cannot be sent by any client.
+SENDABLE = st.characters(blacklist_categories=("Cs",))
 NASTY_TEXT = st.one_of(
-    st.text(max_size=30),
+    st.text(SENDABLE, max_size=30),
     st.text(alphabet=st.sampled_from("\x00\x01\n\r\t /%?#&=\"'\\{}[]é\u2028\U0001f4a9"),
             max_size=30),
     st.integers(min_value=150, max_value=5000).map(lambda n: "x" * n),
@@ -70,7 +73,7 @@ def valid(node: dict[str, Any], doc: dict[str, Any], name: str = "") -> st.Searc
     if kind == "number":
         return st.floats(node.get("minimum"), node.get("maximum"), allow_nan=False)
     if kind == "string":
-        text = st.text(st.characters(blacklist_characters="\x00"),
+        text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                        min_size=node.get("minLength", 0),
                        max_size=min(node.get("maxLength", 50), 60))
         known = KNOWN.get(name, [])
@@ -160,7 +163,10 @@ def test_fuzzing_the_openapi_document_never_gets_a_5xx(api: KbEnv) -> None:
     assert len(operations) >= 20
     seen: dict[int, int] = {}
 
+    # In CI the same requests every run (a red CI must name a daemon bug, reproducibly);
+    # elsewhere new ones each time, to keep exploring.
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              derandomize=os.environ.get("CI") == "true",
               suppress_health_check=list(HealthCheck))
     @given(st.data())
     def exchange(data: st.DataObject) -> None:
