@@ -15,11 +15,12 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kbackup.errors import CatalogError as CatalogError
+from kbackup.times import iso, parse_iso, utcnow
 from kbackup.views import BACKUP_LISTING_SQL, component_view
 
 SCHEMA = """
@@ -102,22 +103,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 log = logging.getLogger("kbackup.catalog")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def parse_iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _components(manifest: dict[str, Any] | None) -> str | None:

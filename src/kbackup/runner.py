@@ -21,7 +21,7 @@ from kbackup.process import stderr_for_log, stderr_of
 from kbackup.progress import Progress
 from kbackup.repository import new_backup_id
 from kbackup.storage import Storage
-from kbackup.units import format_duration
+from kbackup.times import format_duration
 
 log = logging.getLogger("kbackup.runner")
 

@@ -32,8 +32,8 @@ from kbackup.health import (
     check_disk,
     evaluate_daemon,
     largest_gap,
-    prev_fire,
 )
+from kbackup.scheduler import prev_fire
 
 __all__ = ["henv"]  # the fixture, imported for pytest
 

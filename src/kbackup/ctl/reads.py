@@ -15,14 +15,14 @@ from kbackup.ctl.client import Client, CliError, segment
 from kbackup.ctl.output import (
     ago,
     emit_json,
-    parse_time,
     print_health,
     progress_text,
     short_time,
     table,
 )
 from kbackup.ctl.pause import pause_text
-from kbackup.units import format_duration, format_size
+from kbackup.times import format_duration, parse_iso
+from kbackup.units import format_size
 
 
 def tag_label(backup: dict[str, Any]) -> str:
@@ -174,7 +174,7 @@ def cmd_backups(client: Client, args: argparse.Namespace) -> int:
         return emit_json(data)
     rows = []
     for b in data["items"]:
-        start, end = parse_time(b["started_at"]), parse_time(b["finished_at"])
+        start, end = parse_iso(b["started_at"]), parse_iso(b["finished_at"])
         took = format_duration((end - start).total_seconds()) if start and end else "-"
         verification = b.get("verification")
         verified = "-"
