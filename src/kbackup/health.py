@@ -190,11 +190,13 @@ def check_backup_age(config: Config, job: JobConfig, limits: ThresholdsConfig,
         since = facts.seen.get((name, "job"), now)
         late = (now - since).total_seconds() > limit
         runs = history.last_backup_runs(name, 1)
-        failed = f"; backup run {runs[0]['id']} failed" if runs else ""
+        failed = (f"; backup run {runs[0]['id']} failed (the last_run check reports it)"
+                  if runs else "")
         reason = (f"no complete backup yet{failed} (job configured since "
                   f"{_local(since, config.job_timezone(job))}, limit {format_duration(limit)})")
-        # Not OK while the only runs there were failed: the job has never been backed up.
-        results.append(_result(name, "backup_age", None, CRITICAL if late or runs else OK,
+        # A job that ran and never succeeded is last_run's CRITICAL (with the run's error):
+        # one alert, not two. Here only a job that has not run at all, once it is late.
+        results.append(_result(name, "backup_age", None, CRITICAL if late and not runs else OK,
                                reason, step, errors))
         newest_at = None
     else:
@@ -235,7 +237,8 @@ def _first_line(text: str | None) -> str:
 def check_last_run(job: JobConfig, limits: ThresholdsConfig, history: History,
                    errors: list[str]) -> CheckResult:
     """The newest finished backup run: failed is WARNING, CRITICAL when the job has no good
-    backup at all or after max_consecutive_failures in a row; partial is WARNING naming the
+    backup at all (this check, not backup_age, owns a job that never succeeded) or after
+    max_consecutive_failures in a row; partial is WARNING naming the
     target. Runs a daemon stop aborted do not count (see the store)."""
     name, most = job.name, limits.max_consecutive_failures
     step = f"kbackupctl runs {name}"
