@@ -30,12 +30,13 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from conftest import free_port
 from kbackup.alerts.monitor import Monitor
-from kbackup.catalog import Catalog, iso
+from kbackup.catalog import Catalog
 from kbackup.config import load_config
 from kbackup.health import CheckResult
 from kbackup.repository import new_backup_id
 from kbackup.scheduler import Clock
 from kbackup.storage import open_storage
+from kbackup.times import iso
 
 SMTP_USER, SMTP_PASSWORD = "kbackup", "correct horse"
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kbackup.catalog import Catalog, iso, utcnow
+from kbackup.catalog import Catalog
 from kbackup.config import Config
 from kbackup.crypto import Decryptor, KeyProblem
 from kbackup.errors import KbackupError, RestoreFailed
@@ -34,6 +34,7 @@ from kbackup.repository import Component, Manifest, new_backup_id, write_audit
 from kbackup.sources.base import RestoreContext, open_object
 from kbackup.sources.drivers import component_driver
 from kbackup.storage import Storage, StorageError
+from kbackup.times import iso, utcnow
 
 log = logging.getLogger("kbackup.restore")
 

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from typing import Any
 
-from kbackup.catalog import Catalog, utcnow
+from kbackup.catalog import Catalog
 from kbackup.config import Config, EncryptionConfig, JobConfig
 from kbackup.crypto import Decryptor, KeyProblem
 from kbackup.errors import KbackupError, VerifyError
@@ -33,10 +33,11 @@ from kbackup.sources.drivers import (
     unreadable_line,
 )
 from kbackup.storage import Storage, StorageError
+from kbackup.times import utcnow
+from kbackup.verify_levels import LEVELS
 
 __all__ = ["LEVELS", "VerificationFailed", "VerifyRun", "open_object"]
 log = logging.getLogger("kbackup.verify")
-LEVELS = ("checksum", "structure", "restore-test")
 
 
 class VerificationFailed(VerifyError):
