@@ -138,6 +138,29 @@ def test_changed_file_is_caught_and_named(kb: KbEnv, pg: PgServer,
         assert "pdfs/2026/03/inv-1.pdf: sha256 differs" in output
 
 
+def test_a_truncated_archive_is_one_line_from_verify_and_restore(
+        kb: KbEnv, pg: PgServer, backed_up: dict[str, Any]) -> None:
+    """tarfile's own error stays inside the files driver: verify and restore report it as
+    the component's one line, and the backup is corrupt."""
+    def truncate(manifest: dict[str, Any], folder: Path) -> None:
+        stored = folder / "files-pdfs.tar.zst"
+        raw = unzstd(stored.read_bytes())
+        stored.write_bytes(zstd(raw[: len(raw) // 2]))
+        reseal(manifest, folder, "pdfs")
+
+    rewrite(kb, backed_up, truncate)
+    out = kb.base / "restored"
+    restored = kb.ctl("restore", backed_up["id"], "--component", "pdfs", "--files-to",
+                      str(out), "--yes")
+    assert restored.returncode != 0
+    [line] = restored.stderr.strip().splitlines()
+    assert "unexpected end of data" in line and "Traceback" not in kb.logs(), line
+    code, output = verify(kb, backed_up["id"], "structure")
+    assert code == 1
+    assert "files pdfs: unexpected end of data" in output
+    assert kb.ctl_json("show", backed_up["id"])["status"] == "corrupt"
+
+
 def test_failing_sql_check_fails_restore_test(kb: KbEnv, pg: PgServer, shop_db: str) -> None:
     kb.shop_job(pg, shop_db, None, extra='[verify]\nafter_backup = "restore-test"\nsql_checks = '
                 '["SELECT id FROM invoices WHERE amount > 2000 ORDER BY id"]\n')
