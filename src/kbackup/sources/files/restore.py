@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 from kbackup.config import JobConfig
-from kbackup.extract import extract_stream, pump_tar
 from kbackup.repository import Component
 from kbackup.sources.base import Planned, PlanRefused, RestoreContext, RestoreOptions, Step
 from kbackup.sources.files.config import FilesSource
+from kbackup.sources.files.extract import extract_stream, pump_tar
 from kbackup.sources.files.meta import FilesMeta
 
 
