@@ -30,12 +30,13 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from conftest import free_port
 from kbackup.alerts.monitor import Monitor
-from kbackup.catalog import Catalog, iso
+from kbackup.catalog import Catalog
 from kbackup.config import load_config
 from kbackup.health import CheckResult
 from kbackup.repository import new_backup_id
 from kbackup.scheduler import Clock
 from kbackup.storage import open_storage
+from kbackup.times import iso
 
 SMTP_USER, SMTP_PASSWORD = "kbackup", "correct horse"
 
@@ -226,6 +227,26 @@ class FakeClock(Clock):
 
 
 QUIET = '[thresholds]\nmin_free_disk = "1B"\ndisk_forecast = "1s"\n'  # no disk surprises
+
+
+def email_channel(server: SmtpServer, cert: CertFiles, password_file: Path,
+                  to: list[str] | None = None) -> str:
+    """An [alerts.mail] table for the test SMTP server: STARTTLS with its certificate, login
+    from password_file, quick retries."""
+    recipients = ", ".join(f'"{address}"' for address in to or ["oncall@shop.example"])
+    return f"""
+[alerts.mail]
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {server.port}
+security = "starttls"
+username = "{SMTP_USER}"
+password_file = "{password_file}"
+from = "kbackup@shop.example"
+to = [{recipients}]
+ca_file = "{cert.cert}"
+retry_delay = "0.05s"
+"""
 MiB = 1024 * 1024
 
 

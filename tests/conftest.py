@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -351,3 +351,66 @@ def stop_gpg_agent(homedir: Path) -> None:
     if homedir.is_dir():
         subprocess.run(["gpgconf", "--homedir", str(homedir), "--kill", "all"],
                        capture_output=True)
+
+
+# ---------------------------------------------------------------------- shared helpers
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """The first true value of `predicate`, polled every 0.1 s; AssertionError after
+    `timeout` seconds naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def request(kb: KbEnv, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One raw HTTP/1.0 exchange on the daemon's socket: whatever bytes we like."""
+    head = f"{method} {path} HTTP/1.0\r\nHost: kbackupd\r\n"
+    for name, value in (headers or {}).items():
+        head += f"{name}: {value}\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(kb.socket))
+        sock.sendall((head + "\r\n").encode("latin-1") + (body or b""))
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    header, _, payload = raw.partition(b"\r\n\r\n")
+    lines = header.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), fields, payload
+
+
+def files_daemon(base: Path) -> tuple[KbEnv, Path]:
+    sockdir = Path(tempfile.mkdtemp(prefix="kbs", dir="/tmp"))
+    sockdir.chmod(0o755)
+    kb = KbEnv(base, sockdir)
+    tree = base / "docs"
+    tree.mkdir()
+    (tree / "a.txt").write_text("hello\n")
+    kb.write_job("docs", f'targets = ["local"]\n\n[[files]]\nname = "docs"\npath = "{tree}"\n')
+    kb.start()
+    return kb, sockdir
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KbEnv]:
+    """One daemon with a files job for a whole module of raw API requests."""
+    kb, sockdir = files_daemon(tmp_path_factory.mktemp("api"))
+    try:
+        yield kb
+    finally:
+        kb.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)

@@ -15,11 +15,12 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kbackup.errors import CatalogError as CatalogError
+from kbackup.times import iso, parse_iso, utcnow
 from kbackup.views import BACKUP_LISTING_SQL, component_view
 
 SCHEMA = """
@@ -104,22 +105,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 log = logging.getLogger("kbackup.catalog")
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def parse_iso(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _components(manifest: dict[str, Any] | None) -> str | None:
     """What a listing shows of a manifest's components, as JSON (None without a manifest)."""
     if manifest is None:
@@ -127,22 +112,30 @@ def _components(manifest: dict[str, Any] | None) -> str | None:
     return json.dumps([component_view(c) for c in manifest.get("components", [])])
 
 
-def _where(**equal: str | None) -> tuple[str, list[Any]]:
-    """A WHERE clause matching each given (non-None) column; the names are ours, never input."""
+def _where(table: str = "", **equal: str | None) -> tuple[str, list[Any]]:
+    """A WHERE clause matching each given (non-None) column of `table` (an alias, or "");
+    the names are ours, never input."""
     given = {name: value for name, value in equal.items() if value is not None}
     if not given:
         return "", []
-    return " WHERE " + " AND ".join(f"{name}=?" for name in given), list(given.values())
+    prefix = f"{table}." if table else ""
+    return (" WHERE " + " AND ".join(f"{prefix}{name}=?" for name in given),
+            list(given.values()))
 
 
-def _backup_filter(job: str | None, status: str | None,
-                   label: str | None) -> tuple[str, list[Any]]:
+def _backup_filter(job: str | None, status: str | None, label: str | None,
+                   table: str = "") -> tuple[str, list[Any]]:
     """_where for backups, plus `label`: a schedule tag or a user label."""
-    where, args = _where(job=job, status=status)
+    where, args = _where(table, job=job, status=status)
     if label is None:
         return where, args
-    return (where + (" AND" if where else " WHERE") + " (tag=? OR label=?)",
+    prefix = f"{table}." if table else ""
+    return (where + (" AND" if where else " WHERE") + f" ({prefix}tag=? OR {prefix}label=?)",
             [*args, label, label])
+
+
+# Newest first, in the order of the started_at indexes (rowid included): no sort.
+NEWEST_FIRST = " ORDER BY started_at DESC, rowid DESC"
 
 
 class Catalog:
@@ -153,13 +146,16 @@ class Catalog:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.migrate()
+        try:
+            self.migrate()
+        except BaseException:  # refused or failed: no connection left open on the file
+            self.db.close()
+            raise
 
     def migrate(self) -> None:
         """Bring the schema to SCHEMA_VERSION; refuse a catalog from a newer kbackupd."""
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            self.db.close()
             raise CatalogError(
                 f"{self.path}: catalog schema version {version} is newer than this kbackupd"
                 f" knows ({SCHEMA_VERSION}): it was written by a newer kbackupd; upgrade, or"
@@ -205,8 +201,7 @@ class Catalog:
              offset: int = 0) -> list[dict[str, Any]]:
         """Newest first; one page of `limit` after `offset`."""
         where, args = _where(job=job)
-        query = (f"SELECT * FROM runs{where} ORDER BY started_at DESC, rowid DESC"
-                 " LIMIT ? OFFSET ?")
+        query = f"SELECT * FROM runs{where}{NEWEST_FIRST} LIMIT ? OFFSET ?"
         return [dict(r) for r in self.db.execute(query, (*args, limit, offset))]
 
     def count_runs(self, job: str | None = None) -> int:
@@ -293,7 +288,7 @@ class Catalog:
         """Newest first; all of them, or one page of `limit` after `offset`; `label` matches a
         schedule tag or a user label."""
         where, args = _backup_filter(job, status, label)
-        query = f"SELECT * FROM backups{where} ORDER BY started_at DESC, rowid DESC"
+        query = f"SELECT * FROM backups{where}{NEWEST_FIRST}"
         if limit is not None:
             query += " LIMIT ? OFFSET ?"
             args = [*args, limit, offset]
@@ -302,48 +297,46 @@ class Catalog:
     def backup_listing(self, job: str | None = None, status: str | None = None,
                        label: str | None = None, limit: int = 50,
                        offset: int = 0) -> list[dict[str, Any]]:
-        """One page of backups for a listing, newest first: the summary of their components
-        (views.component_view) as stored JSON text, instead of the whole manifest, which is
-        10-100x larger; views.backup_list_json splices it into the answer as it is."""
+        """One page of backups, newest first, with the summary of their components
+        (views.component_view) as stored JSON text instead of the manifest, 10-100x larger."""
+        self._summarize_page(job, status, label, limit, offset)
         where, args = _backup_filter(job, status, label)
         rows = self.db.execute(
             "SELECT id, job, status, trigger, started_at, finished_at, size_bytes, targets,"
-            " error, tag, label, components,"
-            " CASE WHEN components IS NULL THEN manifest END AS manifest"
-            f" FROM backups{where} ORDER BY started_at DESC, rowid DESC LIMIT ? OFFSET ?",
-            [*args, limit, offset])
-        listing = []
-        for row in rows:
-            item = dict(row)
-            item["targets"] = json.loads(item["targets"] or "{}")
-            if item["components"] is None:  # recorded before the column existed
-                item["components"] = _components(json.loads(item["manifest"] or "null"))
-                self.db.execute("UPDATE backups SET components=? WHERE id=?",
-                                (item["components"], item["id"]))
-            item["components"] = item["components"] or "[]"
-            del item["manifest"]
-            listing.append(item)
-        return listing
+            f" error, tag, label, coalesce(components, '[]') AS components FROM backups{where}"
+            f"{NEWEST_FIRST} LIMIT ? OFFSET ?", [*args, limit, offset])
+        return [{**dict(row), "targets": json.loads(row["targets"] or "{}")} for row in rows]
 
     def backup_listing_json(self, job: str | None = None, status: str | None = None,
                             label: str | None = None, limit: int = 50, offset: int = 0) -> str:
         """One page of backups as the JSON array of their views (views.BACKUP_LISTING_SQL),
         newest first, each with its last verification: built by SQLite in one query."""
-        self._summarize_components()
-        where, args = _backup_filter(job, status, label)
-        rows = self.db.execute(
-            f"SELECT {BACKUP_LISTING_SQL} FROM (SELECT rowid AS rid, * FROM backups{where}"
-            " ORDER BY started_at DESC, rowid DESC LIMIT ? OFFSET ?) AS b"
-            " LEFT JOIN verifications AS v ON v.rowid = (SELECT rowid FROM verifications"
-            " WHERE backup_id = b.id ORDER BY finished_at DESC, rowid DESC LIMIT 1)"
-            " ORDER BY b.started_at DESC, b.rid DESC", [*args, limit, offset])
-        return "[" + ", ".join(row[0] for row in rows) + "]"
+        self._summarize_page(job, status, label, limit, offset)
+        return "[" + ", ".join(row[0] for row in self.db.execute(
+            *self.backup_listing_sql(job, status, label, limit, offset))) + "]"
 
-    def _summarize_components(self) -> None:
-        """Fill the components summary of rows recorded before the column existed."""
-        missing = self.db.execute("SELECT id, manifest FROM backups"
-                                  " WHERE components IS NULL AND manifest IS NOT NULL").fetchall()
-        for row in missing:
+    @staticmethod
+    def backup_listing_sql(job: str | None, status: str | None, label: str | None,
+                           limit: int, offset: int) -> tuple[str, list[Any]]:
+        """The listing query: walks a started_at index newest first, joins each backup's
+        last verification by its index, and stops after the page (no temporary sort)."""
+        where, args = _backup_filter(job, status, label, "b")
+        return (f"SELECT {BACKUP_LISTING_SQL} FROM backups AS b"
+                " LEFT JOIN verifications AS v ON v.rowid = (SELECT rowid FROM verifications"
+                " WHERE backup_id = b.id ORDER BY finished_at DESC, rowid DESC LIMIT 1)"
+                f"{where} ORDER BY b.started_at DESC, b.rowid DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset])
+
+    def _summarize_page(self, job: str | None, status: str | None, label: str | None,
+                        limit: int, offset: int) -> None:
+        """Fill the components summary of this page's rows recorded before the column
+        existed (only theirs: a listing never walks the whole table)."""
+        where, args = _backup_filter(job, status, label)
+        missing = self.db.execute(
+            "SELECT id, manifest FROM backups WHERE rowid IN (SELECT rowid FROM"
+            f" backups{where}{NEWEST_FIRST} LIMIT ? OFFSET ?)"
+            " AND components IS NULL AND manifest IS NOT NULL", [*args, limit, offset])
+        for row in missing.fetchall():
             self.db.execute("UPDATE backups SET components=? WHERE id=?",
                             (_components(json.loads(row["manifest"])), row["id"]))
 
@@ -355,7 +348,7 @@ class Catalog:
     def last_complete_backup(self, job: str) -> dict[str, Any] | None:
         row = self.db.execute(
             "SELECT * FROM backups WHERE job=? AND status='complete'"
-            " ORDER BY started_at DESC LIMIT 1",
+            " ORDER BY started_at DESC, id DESC LIMIT 1",  # same time: the higher id
             (job,),
         ).fetchone()
         return self._backup_row(row) if row else None

@@ -17,7 +17,7 @@ classes a request can meet have their HTTP status in one table (api/server.py, S
     |-- RestoreError     restores (jobs/restore*.py)
     |   |-- RestoreRefused  refused before anything changed: also a Refused       409
     |   '-- RestoreFailed   failed while running (what was done is in the message)
-    |-- VerifyError      verifications (jobs/verify.py: VerificationFailed)
+    |-- VerifyError      verifications (jobs/verify.py: VerificationFailed, CannotVerify)
     '-- CatalogError     the catalog cannot be used (catalog.py)
 
 Existing names stay where callers import them (storage.StorageError, config.ConfigError,

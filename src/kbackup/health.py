@@ -17,11 +17,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from kbackup.config import Config, JobConfig, ThresholdsConfig
-from kbackup.scheduler import next_fire
+from kbackup.scheduler import next_fire, prev_fire
 from kbackup.sources.drivers import driver_for_component
+from kbackup.times import format_duration, parse_iso
 from kbackup.units import format_size, parse_size
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
@@ -125,43 +124,11 @@ class History(Protocol):
 # ---------------------------------------------------------------------- formatting
 
 
-def human_duration(seconds: float) -> str:
-    """31h, 45m, 3d4h: short and exact enough for a mail subject."""
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 72:
-        return f"{hours}h" + (f"{minutes:02d}m" if minutes else "")
-    days, hours = divmod(hours, 24)
-    return f"{days}d" + (f"{hours}h" if hours else "")
-
-
 def _local(when: datetime, tz: ZoneInfo) -> str:
     return when.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 # ---------------------------------------------------------------------- schedules
-
-
-def prev_fire(cron: str, tz: ZoneInfo, at: datetime) -> datetime:
-    """The last time at or before `at` at which `cron` fires in `tz` (as the scheduler would)."""
-    local = at.astimezone(tz).replace(tzinfo=None) + timedelta(minutes=1)
-    matches = croniter(cron, local)
-    while True:
-        candidate: datetime = matches.get_prev(datetime)
-        fire = candidate.replace(tzinfo=tz, fold=0).astimezone(UTC)
-        if fire <= at:
-            return fire
 
 
 @functools.lru_cache(maxsize=256)
@@ -223,35 +190,37 @@ def check_backup_age(config: Config, job: JobConfig, limits: ThresholdsConfig,
         since = facts.seen.get((name, "job"), now)
         late = (now - since).total_seconds() > limit
         runs = history.last_backup_runs(name, 1)
-        failed = f"; backup run {runs[0]['id']} failed" if runs else ""
+        failed = (f"; backup run {runs[0]['id']} failed (the last_run check reports it)"
+                  if runs else "")
         reason = (f"no complete backup yet{failed} (job configured since "
-                  f"{_local(since, config.job_timezone(job))}, limit {human_duration(limit)})")
-        # Not OK while the only runs there were failed: the job has never been backed up.
-        results.append(_result(name, "backup_age", None, CRITICAL if late or runs else OK,
+                  f"{_local(since, config.job_timezone(job))}, limit {format_duration(limit)})")
+        # A job that ran and never succeeded is last_run's CRITICAL (with the run's error):
+        # one alert, not two. Here only a job that has not run at all, once it is late.
+        results.append(_result(name, "backup_age", None, CRITICAL if late and not runs else OK,
                                reason, step, errors))
         newest_at = None
     else:
-        newest_at = parse_time(newest["finished_at"]) or now
+        newest_at = parse_iso(newest["finished_at"]) or now
         age = (now - newest_at).total_seconds()
-        reason = (f"last good backup is {human_duration(age)} old"
-                  f" (limit {human_duration(limit)})")
+        reason = (f"last good backup is {format_duration(age)} old"
+                  f" (limit {format_duration(limit)})")
         results.append(_result(name, "backup_age", None, CRITICAL if age > limit else OK,
                                reason, step, errors))
     if len(job.targets) < 2:
         return results
     for target in job.targets:
         row = history.last_good_backup(name, target)
-        when = parse_time(row["finished_at"]) if row else None
+        when = parse_iso(row["finished_at"]) if row else None
         if newest is None or newest_at is None or when == newest_at:
             continue  # same as the job as a whole: reported once, above
         since = when or facts.seen.get((name, f"target:{target}"), now)
         age = (now - since).total_seconds()
-        what = (f"last good backup on target {target} is {human_duration(age)} old" if when
+        what = (f"last good backup on target {target} is {format_duration(age)} old" if when
                 else f"target {target} holds no complete backup yet")
         # The newest backup is partial because this target failed: not OK before the limit.
         missed = str(newest["targets"].get(target, ""))
         severity = CRITICAL if age > limit else WARNING if missed.startswith("failed") else OK
-        reason = f"{what} (limit {human_duration(limit)})"
+        reason = f"{what} (limit {format_duration(limit)})"
         if missed.startswith("failed"):
             reason += f"; newest backup {newest['id']} failed there: {missed[len('failed: '):]}"
         results.append(_result(name, "backup_age", target, severity, reason,
@@ -268,7 +237,8 @@ def _first_line(text: str | None) -> str:
 def check_last_run(job: JobConfig, limits: ThresholdsConfig, history: History,
                    errors: list[str]) -> CheckResult:
     """The newest finished backup run: failed is WARNING, CRITICAL when the job has no good
-    backup at all or after max_consecutive_failures in a row; partial is WARNING naming the
+    backup at all (this check, not backup_age, owns a job that never succeeded) or after
+    max_consecutive_failures in a row; partial is WARNING naming the
     target. Runs a daemon stop aborted do not count (see the store)."""
     name, most = job.name, limits.max_consecutive_failures
     step = f"kbackupctl runs {name}"
@@ -311,7 +281,7 @@ def check_failure_rate(job: JobConfig, limits: ThresholdsConfig, history: Histor
             if r["status"] != "running"
             and not (r["error"] or "").startswith("aborted: daemon shutting down")]
     failed = sum(1 for r in runs if r["status"] != "complete")
-    window = human_duration(limits.failure_window)
+    window = format_duration(limits.failure_window)
     if not runs:
         return _result(job.name, "failure_rate", None, OK, f"no backup runs in the last {window}")
     rate = failed / len(runs)
@@ -333,18 +303,18 @@ def check_duration(job: JobConfig, limits: ThresholdsConfig, history: History,
     for run in facts.running:
         if run.job == job.name and run.kind == "backup":
             took = (facts.now - run.started_at).total_seconds()
-            reason = (f"backup {run.id} has been running for {human_duration(took)}"
-                      f" (limit {human_duration(limit)})")
+            reason = (f"backup {run.id} has been running for {format_duration(took)}"
+                      f" (limit {format_duration(limit)})")
             return _result(job.name, "duration", None, WARNING if took > limit else OK,
                            reason, step)
     last = history.last_finished_backup_run(job.name)
-    start, end = (parse_time(last["started_at"]), parse_time(last["finished_at"])) if last \
+    start, end = (parse_iso(last["started_at"]), parse_iso(last["finished_at"])) if last \
         else (None, None)
     if last is None or start is None or end is None:
         return _result(job.name, "duration", None, OK, "no finished backup run yet")
     took = (end - start).total_seconds()
-    reason = (f"last backup {last['id']} took {human_duration(took)}"
-              f" (limit {human_duration(limit)})")
+    reason = (f"last backup {last['id']} took {format_duration(took)}"
+              f" (limit {format_duration(limit)})")
     return _result(job.name, "duration", None, WARNING if took > limit else OK, reason, step)
 
 
@@ -395,7 +365,7 @@ def check_missed_schedules(config: Config, job: JobConfig, limits: ThresholdsCon
                 and not history.run_covers(job.name, due) and not _paused_at(pause, due):
             severity = WARNING
         reason = (f"scheduled run at {_local(due, tz)} ({schedule.tag}) did not start"
-                  f" ({human_duration(late)} late, grace {human_duration(limits.schedule_grace)})"
+                  f" ({format_duration(late)} late, grace {format_duration(limits.schedule_grace)})"
                   if severity != OK else f"scheduled run at {_local(due, tz)} started")
         results.append(_result(job.name, "missed_schedule", label, severity, reason,
                                f"kbackupctl runs {job.name}; journalctl -u kbackupd"))
@@ -423,7 +393,7 @@ def check_verification(config: Config, job: JobConfig, limits: ThresholdsConfig,
     if last is None:
         oldest = history.oldest_good_backup(job.name)
         grace = _verify_grace(config, job, limits, facts.now)
-        when = parse_time(oldest["finished_at"]) if oldest else None
+        when = parse_iso(oldest["finished_at"]) if oldest else None
         if oldest is None or when is None or grace is None:
             return None
         how = " and ".join(
@@ -435,8 +405,8 @@ def check_verification(config: Config, job: JobConfig, limits: ThresholdsConfig,
         severity = WARNING if age > grace else OK
         what = ("never verified: no backup of this job has been verified" if severity != OK
                 else "no backup of this job verified yet")
-        reason = (f"{what}, the oldest ({oldest['id']}) is {human_duration(age)} old"
-                  f" (verification: {how}, grace {human_duration(grace)})")
+        reason = (f"{what}, the oldest ({oldest['id']}) is {format_duration(age)} old"
+                  f" (verification: {how}, grace {format_duration(grace)})")
         return _result(job.name, "verification", None, severity, reason,
                        f"kbackupctl verify {oldest['id']}; kbackupctl runs {job.name}")
     if last["ok"]:
@@ -450,7 +420,7 @@ def check_verification(config: Config, job: JobConfig, limits: ThresholdsConfig,
 def _paused_at(pause: dict[str, Any] | None, when: datetime) -> bool:
     if pause is None:
         return False
-    start, until = parse_time(pause["paused_at"]), parse_time(pause["until"])
+    start, until = parse_iso(pause["paused_at"]), parse_iso(pause["until"])
     return start is not None and start <= when and (until is None or when < until)
 
 
@@ -460,8 +430,8 @@ def check_paused(config: Config, job: JobConfig, limits: ThresholdsConfig, histo
     pause = history.job_pause(job.name)
     if pause is None or not _paused_at(pause, facts.now):
         return _result(job.name, "paused", None, OK, "not paused")
-    since = parse_time(pause["paused_at"]) or facts.now
-    until = parse_time(pause["until"])
+    since = parse_iso(pause["paused_at"]) or facts.now
+    until = parse_iso(pause["until"])
     tz = config.job_timezone(job)
     reason = (f"job paused since {_local(since, tz)} by {pause['paused_by']}"
               f" ({pause['reason'] or 'no reason given'})"
@@ -534,7 +504,7 @@ def check_disk(disk: DiskStat, limits: ThresholdsConfig, now: datetime) -> list[
                                f"free space on {disk.path} is not shrinking"))
     else:
         days = left / 86400
-        when = f"{days:.0f} days" if days >= 1.5 else f"{human_duration(left)}"
+        when = f"{days:.0f} days" if days >= 1.5 else f"{format_duration(left)}"
         reason = (f"at the current growth, the disk of {disk.roles[0]} fills in {when}"
                   f" ({format_size(disk.free)} free on {disk.path})")
         results.append(_result(None, "disk_forecast", disk.key,

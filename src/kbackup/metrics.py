@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from kbackup import __version__
-from kbackup.health import RANK, CheckResult, DiskStat, parse_time, worst
+from kbackup.health import RANK, CheckResult, DiskStat, worst
+from kbackup.times import parse_iso
 
 if TYPE_CHECKING:
     from kbackup.alerts.store import AlertStore
@@ -47,7 +48,7 @@ class Exposition:
 
 
 def _epoch(value: str | None) -> float | None:
-    when: datetime | None = parse_time(value)
+    when: datetime | None = parse_iso(value)
     return when.timestamp() if when else None
 
 

@@ -11,17 +11,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kbackup.catalog import Catalog, iso, utcnow
-from kbackup.config import Config
+from kbackup.catalog import Catalog
 from kbackup.errors import Refused
-from kbackup.jobs.backup import BackupRun
 from kbackup.process import stderr_for_log, stderr_of
 from kbackup.progress import Progress
-from kbackup.repository import new_backup_id
-from kbackup.storage import Storage
-from kbackup.units import format_duration
+from kbackup.times import format_duration, iso, utcnow
+
+if TYPE_CHECKING:  # types only: the config models, storage and jobs load with the daemon
+    from kbackup.config import Config
+    from kbackup.storage import Storage
 
 log = logging.getLogger("kbackup.runner")
 
@@ -78,7 +78,7 @@ class ActiveRun:
         }
 
 
-Work = Callable[[ActiveRun, Config], Awaitable[str | None]]
+Work = Callable[[ActiveRun, "Config"], Awaitable[str | None]]
 
 
 class RunnerBusy(Refused):
@@ -120,6 +120,8 @@ class Runner:
             log.warning("event=run.coalesced job=%s run=%s trigger=%s reason=%s", job_name,
                         running.id, trigger, "previous run still in progress")
             return running, True
+        from kbackup.repository import new_backup_id  # the manifest models: with the jobs
+
         now = utcnow()
         run = ActiveRun(new_backup_id(now), job_name, kind, trigger, now, Progress())
         run.backup_id = target_id or (run.id if kind == "backup" else None)
@@ -139,6 +141,9 @@ class Runner:
         return run, coalesced
 
     async def _backup(self, run: ActiveRun, config: Config) -> str | None:
+        # The jobs (pipeline, gpg, the drivers) load with the first run, not with the runner:
+        # the unit tests and kbackupctl import this module without needing them.
+        from kbackup.jobs.backup import BackupRun
         from kbackup.jobs.verify import VerifyRun
 
         job = config.jobs[run.job]

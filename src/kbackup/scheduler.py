@@ -13,13 +13,14 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from kbackup.catalog import Catalog, iso
+from kbackup.catalog import Catalog
 from kbackup.config import Config
+from kbackup.times import iso, parse_iso
 
 log = logging.getLogger("kbackup.scheduler")
 MAX_SLEEP = 30.0
@@ -53,6 +54,17 @@ def next_fire(cron: str, tz: ZoneInfo, after: datetime) -> datetime:
         candidate: datetime = matches.get_next(datetime)
         fire = candidate.replace(tzinfo=tz, fold=0).astimezone(UTC)
         if fire > after:
+            return fire
+
+
+def prev_fire(cron: str, tz: ZoneInfo, at: datetime) -> datetime:
+    """The last time at or before `at` at which `cron` fires in `tz` (as next_fire places it)."""
+    local = at.astimezone(tz).replace(tzinfo=None) + timedelta(minutes=1)
+    matches = croniter(cron, local)
+    while True:
+        candidate: datetime = matches.get_prev(datetime)
+        fire = candidate.replace(tzinfo=tz, fold=0).astimezone(UTC)
+        if fire <= at:
             return fire
 
 
@@ -168,7 +180,7 @@ class FileClock(Clock):
     def now(self) -> datetime:
         try:
             with open(self.path) as fh:
-                return datetime.fromisoformat(fh.read().strip().replace("Z", "+00:00"))
+                return parse_iso(fh.read().strip()) or datetime.now(UTC)
         except (OSError, ValueError):
             return datetime.now(UTC)
 

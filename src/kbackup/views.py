@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kbackup.sources.drivers import driver_for_component
-
 if TYPE_CHECKING:
     from kbackup.config import JobConfig
     from kbackup.runner import ActiveRun
@@ -42,6 +40,10 @@ def run_view(run: dict[str, Any], active: ActiveRun | None) -> dict[str, Any]:
 
 
 def component_view(component: dict[str, Any]) -> dict[str, Any]:
+    """A manifest component as listed: its object, and its driver's summary, whatever the
+    kind (the drivers load here, on first use: the catalog imports this module)."""
+    from kbackup.sources.drivers import driver_for_component
+
     view = {
         k: component.get(k)
         for k in ("name", "kind", "file", "size_bytes", "sha256", "raw_bytes", "encryption")

@@ -18,18 +18,20 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from alert_servers import (
+    QUIET,
     SMTP_PASSWORD,
     SMTP_USER,
     CertFiles,
     HealthEnv,
     HttpRecorder,
     SmtpServer,
+    email_channel,
     henv,
     http_recorder,
     smtp_server,
     test_cert,
 )
-from conftest import KbEnv, free_port, write_fake_now
+from conftest import KbEnv, free_port, wait_for, write_fake_now
 from kbackup.alerts.webhook import SIGNATURE_HEADER, sign
 from kbackup.config import load_config
 from kbackup.ctl.client import http_request
@@ -37,8 +39,8 @@ from kbackup.ctl.client import http_request
 __all__ = ["henv", "http_recorder", "smtp_server", "test_cert"]  # fixtures, for pytest
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+ON_CALL = ["oncall@shop.example", "boss@shop.example"]
 AGE_LIMIT = '[thresholds]\nmax_backup_age = "26h"'
-QUIET = '[thresholds]\nmin_free_disk = "1B"\ndisk_forecast = "1s"\n'
 
 
 def webhook_channel(recorder: HttpRecorder, name: str = "hook", extra: str = "") -> str:
@@ -51,22 +53,6 @@ retry_delay = "0.05s"
 """
 
 
-def email_channel(server: SmtpServer, cert: CertFiles, password_file: Path) -> str:
-    return f"""
-[alerts.mail]
-type = "email"
-smtp_host = "127.0.0.1"
-smtp_port = {server.port}
-security = "starttls"
-username = "{SMTP_USER}"
-password_file = "{password_file}"
-from = "kbackup@shop.example"
-to = ["oncall@shop.example", "boss@shop.example"]
-ca_file = "{cert.cert}"
-retry_delay = "0.05s"
-"""
-
-
 def kinds(recorder: HttpRecorder) -> list[tuple[str, str]]:
     return [(r.json["kind"], r.json["key"]) for r in recorder.received()]
 
@@ -76,7 +62,7 @@ async def test_mail_over_starttls_says_what_since_when_and_what_next(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     password = tmp_path / "smtp-password"
     password.write_text(SMTP_PASSWORD + "\n")
-    henv.daemon_toml(QUIET + email_channel(smtp_server, test_cert, password))
+    henv.daemon_toml(QUIET + email_channel(smtp_server, test_cert, password, ON_CALL))
     henv.job(extra=AGE_LIMIT)
     henv.clock.current = T0 - timedelta(hours=31)
     henv.backup("shop", henv.clock.current)
@@ -114,7 +100,7 @@ async def test_wrong_smtp_password_is_a_recorded_channel_failure_shown_elsewhere
         caplog: pytest.LogCaptureFixture) -> None:
     password = tmp_path / "smtp-password"
     password.write_text("wrong password\n")
-    henv.daemon_toml(QUIET + email_channel(smtp_server, test_cert, password)
+    henv.daemon_toml(QUIET + email_channel(smtp_server, test_cert, password, ON_CALL)
                      + webhook_channel(http_recorder))
     henv.job(extra=AGE_LIMIT)
     await henv.evaluate()  # the job is known from T0 on
@@ -331,16 +317,6 @@ async def test_a_hanging_channel_never_blocks_the_daemon(henv: HealthEnv,
 
 
 # ---------------------------------------------------------------------- a real daemon
-
-
-def wait_for(predicate: object, timeout: float = 15.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()  # type: ignore[operator]
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def parse_metrics(text: str) -> dict[str, list[object]]:

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_api_validation import files_daemon, request
 
-from conftest import KbEnv
+from conftest import KbEnv, request
 
 EXAMPLES = 1500  # requests sent; about 15 ms each with hypothesis' own work
 KNOWN = {"job": ["docs"], "id": [], "target": ["local"], "match": ["docs", "daemon"]}
@@ -133,16 +129,6 @@ def query_strategy(params: list[dict[str, Any]], doc: dict[str, Any]) -> st.Sear
     return st.tuples(*parts, extra).map(
         lambda groups: urlencode([kv for group in groups if group for kv in group],
                                  quote_via=quote))
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KbEnv]:
-    kb, sockdir = files_daemon(tmp_path_factory.mktemp("fuzz"))
-    try:
-        yield kb
-    finally:
-        kb.stop()
-        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def test_fuzzing_the_openapi_document_never_gets_a_5xx(api: KbEnv) -> None:

@@ -8,41 +8,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import sqlite3
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import KbEnv
-
-
-def request(kb: KbEnv, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One raw HTTP/1.0 exchange on the daemon's socket: whatever bytes we like."""
-    head = f"{method} {path} HTTP/1.0\r\nHost: kbackupd\r\n"
-    for name, value in (headers or {}).items():
-        head += f"{name}: {value}\r\n"
-    if body is not None:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(30)
-        sock.connect(str(kb.socket))
-        sock.sendall((head + "\r\n").encode("latin-1") + (body or b""))
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    raw = b"".join(chunks)
-    header, _, payload = raw.partition(b"\r\n\r\n")
-    lines = header.decode("latin-1").split("\r\n")
-    fields = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        fields[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), fields, payload
+from conftest import KbEnv, files_daemon, request
 
 
 def json_error(kb: KbEnv, method: str, path: str, body: bytes | None = None,
@@ -53,28 +25,6 @@ def json_error(kb: KbEnv, method: str, path: str, body: bytes | None = None,
     answer = json.loads(payload)
     assert answer["status"] == status, answer
     return status, answer["error"]
-
-
-def files_daemon(base: Path) -> tuple[KbEnv, Path]:
-    sockdir = Path(tempfile.mkdtemp(prefix="kbs", dir="/tmp"))
-    sockdir.chmod(0o755)
-    kb = KbEnv(base, sockdir)
-    tree = base / "docs"
-    tree.mkdir()
-    (tree / "a.txt").write_text("hello\n")
-    kb.write_job("docs", f'targets = ["local"]\n\n[[files]]\nname = "docs"\npath = "{tree}"\n')
-    kb.start()
-    return kb, sockdir
-
-
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KbEnv]:
-    kb, sockdir = files_daemon(tmp_path_factory.mktemp("api"))
-    try:
-        yield kb
-    finally:
-        kb.stop()
-        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def deep(levels: int) -> bytes:

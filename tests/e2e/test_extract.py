@@ -1,7 +1,7 @@
 """Safe extraction: a crafted archive never writes outside its target directory.
 
-Unit tests of kbackup.extract against tar archives built in memory, plus one end-to-end
-restore of a malicious archive that was slipped into a real backup (checksums resealed).
+Unit tests of kbackup.sources.files.extract against tar archives built in memory, plus one
+end-to-end restore of a malicious archive that was slipped into a real backup (checksums resealed).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 import zstandard
 
 from conftest import KBACKUPCTL, KbEnv, PgServer
-from kbackup.extract import TarThread, UnsafeArchive, check_member, extract_stream
+from kbackup.sources.files.extract import TarThread, UnsafeArchive, check_member, extract_stream
 
 MTIME = 1_234_567_890
 

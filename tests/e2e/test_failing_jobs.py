@@ -13,9 +13,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,15 +21,22 @@ from typing import Any
 
 import pytest
 
-from alert_servers import SMTP_PASSWORD, SMTP_USER, CertFiles, SmtpServer, smtp_server, test_cert
-from conftest import KbEnv, PgServer, _start_private_cluster
+from alert_servers import (
+    QUIET,
+    SMTP_PASSWORD,
+    CertFiles,
+    SmtpServer,
+    email_channel,
+    smtp_server,
+    test_cert,
+)
+from conftest import KbEnv, PgServer, _start_private_cluster, wait_for
 from kbackup.process import error_reason, stderr_for_log
 from storage_servers import ServerProcess, dav_config, toml_table
 
 pytest_plugins = ["storage_servers"]
 __all__ = ["smtp_server", "test_cert"]  # fixtures, for pytest
 
-QUIET = '[thresholds]\nmin_free_disk = "1B"\ndisk_forecast = "1s"\n'
 
 
 # ---------------------------------------------------------------------- error_reason
@@ -96,31 +101,6 @@ def test_error_reason_of_other_tools_and_shapes() -> None:
 # ---------------------------------------------------------------------- a real daemon
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def email_channel(server: SmtpServer, cert: CertFiles, password_file: Path) -> str:
-    return f"""
-[alerts.mail]
-type = "email"
-smtp_host = "127.0.0.1"
-smtp_port = {server.port}
-username = "{SMTP_USER}"
-password_file = "{password_file}"
-from = "kbackup@shop.example"
-to = ["oncall@shop.example"]
-ca_file = "{cert.cert}"
-retry_delay = "0.05s"
-"""
-
-
 def mail_with(server: SmtpServer, prefix: str, what: str) -> EmailMessage:
     """The first mail whose subject starts with `prefix` (waiting for it). A subject longer
     than a mail line is folded, and the parsed value may then start with a space."""
@@ -170,7 +150,13 @@ def test_a_job_whose_database_does_not_exist_is_critical_until_it_works(
         body = alert.get_content()
         assert "Alert key:  shop/last_run" in body and why in body
         alerts = kb.ctl_json("alerts")
-        assert "shop/last_run" in [a["key"] for a in alerts["firing"]]
+        # One CRITICAL for a job that never succeeded (last_run's), not a second by backup_age.
+        assert [a["key"] for a in alerts["firing"] if a["severity"] == "critical"] == [
+            "shop/last_run"]
+        with smtp_server.lock:
+            critical = [str(m["Subject"]) for _, _, m in smtp_server.mails
+                        if "CRITICAL" in str(m["Subject"])]
+        assert len(critical) == 1, critical
 
         pg.create_database(missing)  # the fix
         good = kb.ctl("run", "shop", "--wait")

@@ -12,7 +12,6 @@ import os
 import pwd
 import sqlite3
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from alert_servers import FakeClock, HealthEnv, henv
-from conftest import KbEnv, PgServer, write_fake_now
+from conftest import KbEnv, PgServer, wait_for, write_fake_now
 from kbackup.catalog import SCHEMA, SCHEMA_VERSION, Catalog, CatalogError
 from kbackup.config import ConfigError, RetentionConfig, load_config
 from kbackup.ctl.client import http_request
@@ -36,16 +35,6 @@ __all__ = ["henv"]  # the fixture, imported for pytest
 UTC_TZ = ZoneInfo("UTC")
 ME = pwd.getpwuid(os.getuid()).pw_name
 BAD_LABELS = ["", "x" * 65, "a b", "../x"]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ---------------------------------------------------------------------- labels

@@ -23,7 +23,7 @@ import pytest
 import zstandard
 from psycopg import sql
 
-from conftest import KBACKUPCTL, SHOP_COUNTS, KbEnv, PgServer, table_counts
+from conftest import KBACKUPCTL, SHOP_COUNTS, KbEnv, PgServer, request, table_counts
 
 # ---------------------------------------------------------------------- helpers
 
@@ -433,6 +433,15 @@ dsn = "{pg.dsn(f"kbt_missing_{uuid.uuid4().hex[:8]}")}"
     refused(backup["id"], "--component", "nope", message="has no component 'nope'")
     refused(backup["id"], "--component", "config", message="has no component 'config'")
     refused(backup["id"], "--component", "pdfs", message="give --files-to DIR (or --in-place)")
+    # Options of one kind that exclude each other: refused by that kind's driver (the CLI
+    # already refuses them; the API hands them over).
+    for options, message in (({"schema_only": True, "data_only": True},
+                              "--schema-only and --data-only exclude each other"),
+                             ({"in_place": True, "files_to": str(kb.base / "x")},
+                              "--in-place and --files-to exclude each other")):
+        body = json.dumps({"backup": backup["id"], "dry_run": True, **options}).encode()
+        status, _, answer = request(kb, "POST", "/v1/restores", body)
+        assert (status, json.loads(answer)["error"]) == (409, message)
     assert state(pg, shop_db) == live
     assert restores(kb) == []
     listed = kb.ctl_json("backups")["items"]

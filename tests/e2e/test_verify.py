@@ -138,6 +138,29 @@ def test_changed_file_is_caught_and_named(kb: KbEnv, pg: PgServer,
         assert "pdfs/2026/03/inv-1.pdf: sha256 differs" in output
 
 
+def test_a_truncated_archive_is_one_line_from_verify_and_restore(
+        kb: KbEnv, pg: PgServer, backed_up: dict[str, Any]) -> None:
+    """tarfile's own error stays inside the files driver: verify and restore report it as
+    the component's one line, and the backup is corrupt."""
+    def truncate(manifest: dict[str, Any], folder: Path) -> None:
+        stored = folder / "files-pdfs.tar.zst"
+        raw = unzstd(stored.read_bytes())
+        stored.write_bytes(zstd(raw[: len(raw) // 2]))
+        reseal(manifest, folder, "pdfs")
+
+    rewrite(kb, backed_up, truncate)
+    out = kb.base / "restored"
+    restored = kb.ctl("restore", backed_up["id"], "--component", "pdfs", "--files-to",
+                      str(out), "--yes")
+    assert restored.returncode != 0
+    [line] = restored.stderr.strip().splitlines()
+    assert "unexpected end of data" in line and "Traceback" not in kb.logs(), line
+    code, output = verify(kb, backed_up["id"], "structure")
+    assert code == 1
+    assert "files pdfs: unexpected end of data" in output
+    assert kb.ctl_json("show", backed_up["id"])["status"] == "corrupt"
+
+
 def test_failing_sql_check_fails_restore_test(kb: KbEnv, pg: PgServer, shop_db: str) -> None:
     kb.shop_job(pg, shop_db, None, extra='[verify]\nafter_backup = "restore-test"\nsql_checks = '
                 '["SELECT id FROM invoices WHERE amount > 2000 ORDER BY id"]\n')
@@ -155,3 +178,34 @@ def test_unknown_and_incomplete_backups_are_refused(kb: KbEnv, pg: PgServer,
     result = kb.ctl("verify", "20200101T000000Z-abcdef", "--wait")
     assert result.returncode == 1
     assert "no backup with id '20200101T000000Z-abcdef'" in result.stderr
+
+
+def test_a_component_of_an_unknown_kind_is_named_by_verify_and_restore(
+        kb: KbEnv, pg: PgServer, backed_up: dict[str, Any]) -> None:
+    """A backup a newer kbackup wrote, with a kind this version has no driver for: its bytes
+    still checksum, but structure and restore say which component and kind they cannot read,
+    in one line, and the backup is not marked corrupt for it."""
+    def add_sqlite(manifest: dict[str, Any], folder: Path) -> None:
+        globals_ = next(c for c in manifest["components"] if c["kind"] == "globals")
+        data = (folder / globals_["file"]).read_bytes()
+        (folder / "sqlite-notes.db.zst").write_bytes(data)
+        manifest["components"].insert(0, {**globals_, "name": "notes", "kind": "sqlite",
+                                          "file": "sqlite-notes.db.zst"})
+
+    rewrite(kb, backed_up, add_sqlite)
+    assert verify(kb, backed_up["id"], "checksum")[0] == 0, kb.logs()
+    code, output = verify(kb, backed_up["id"], "structure")
+    assert code == 1
+    line = next(line for line in output.splitlines() if "FAILED" in line)
+    assert "could not verify: component 'notes' is of kind 'sqlite'" in line
+    assert kb.ctl_json("show", backed_up["id"])["status"] == "complete"
+    restore = kb.ctl("restore", backed_up["id"], "--files-to", str(kb.base / "out"),
+                     "--dry-run")
+    assert restore.returncode != 0
+    errors = restore.stderr.strip().splitlines()
+    assert len(errors) == 1 and "component 'notes' is of kind 'sqlite'" in errors[0], errors
+    assert not (kb.base / "out").exists()
+    # Restoring another component by name is not held up by it.
+    only_shop = kb.ctl_json("restore", backed_up["id"], "--component", "shop",
+                            "--to-database", "kbackup_unknown_kind_copy", "--dry-run")
+    assert [s["component"] for s in only_shop["steps"]] == ["shop"]

@@ -32,8 +32,8 @@ from kbackup.health import (
     check_disk,
     evaluate_daemon,
     largest_gap,
-    prev_fire,
 )
+from kbackup.scheduler import prev_fire
 
 __all__ = ["henv"]  # the fixture, imported for pytest
 
@@ -431,11 +431,19 @@ async def test_a_job_that_never_succeeded_is_critical_at_once(henv: HealthEnv) -
     assert last_run.reason == f"no complete backup yet: backup run {failed} failed: {error}"
     assert any(error in line for line in last_run.details)
     age = results["shop/backup_age"]
-    assert age.severity == CRITICAL  # not OK until the age limit: there is nothing at all
-    assert age.reason.startswith(f"no complete backup yet; backup run {failed} failed (job"
-                                 " configured since 2026-11-23")
+    assert age.severity == OK  # last_run owns "never succeeded": one CRITICAL, not two
+    assert age.reason.startswith(f"no complete backup yet; backup run {failed} failed (the"
+                                 " last_run check reports it) (job configured since 2026-11-23")
     assert results["shop/failure_rate"].severity == OK  # one run: below failure_min_runs
+    assert [k for k, r in results.items() if r.severity != OK] == ["shop/last_run"]
     assert henv.monitor.job_health("shop")["status"] == "critical"
+    # Still one CRITICAL once the age limit has passed too (days later; the missed
+    # schedules warn on their own).
+    henv.clock.current = T0 + timedelta(days=3)
+    results = henv.by_key(await henv.evaluate())
+    assert [k for k, r in results.items() if r.severity == CRITICAL] == ["shop/last_run"]
+    firing = henv.monitor.manager.listing()["firing"]
+    assert [a["key"] for a in firing if a["severity"] == CRITICAL] == ["shop/last_run"]
 
 
 async def test_a_partial_backup_warns_naming_the_target_that_has_no_copy(

@@ -468,3 +468,73 @@ def test_the_listing_sqlite_builds_equals_backup_view(catalog: Catalog) -> None:
     assert json.loads(catalog.backup_listing_json(label="daily")) == [expected[3]]
     assert json.loads(catalog.backup_listing_json(status="failed")) == [expected[1]]
     assert json.loads(catalog.backup_listing_json(job="nobody")) == []
+
+
+@pytest.mark.parametrize("failure", ["failing-migration", "newer-catalog"])
+def test_a_catalog_that_cannot_be_opened_leaves_no_connection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    """The connection is closed whether the migration fails or the catalog is refused: the
+    last connection's close removes the WAL file, and the handle is unusable."""
+    path = old_catalog(tmp_path / "state", 0)
+    if failure == "newer-catalog":
+        with closing(sqlite3.connect(path)) as db:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    else:
+        broken = [(*MIGRATIONS[0], "ALTER TABLE no_such_table ADD COLUMN x TEXT")]
+        monkeypatch.setattr(catalog_module, "MIGRATIONS", broken)
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recording_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(catalog_module.sqlite3, "connect", recording_connect)
+    with pytest.raises((sqlite3.OperationalError, CatalogError)):
+        Catalog(tmp_path / "state")
+    assert len(opened) == 1
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].execute("SELECT 1")
+    assert not path.with_name("catalog.sqlite3-wal").exists()
+
+
+def test_the_newest_of_backups_started_in_the_same_second_is_the_higher_id(
+        catalog: Catalog) -> None:
+    started = iso(T0) or ""
+    for suffix in ("bbbbbb", "ffffff", "aaaaaa"):  # inserted out of order
+        bid = f"{T0:%Y%m%dT%H%M%SZ}-{suffix}"
+        catalog.upsert_backup(bid, "shop", "complete", "manual", started, started, 1,
+                              {"local": "complete"}, manifest(bid))
+    newest = catalog.last_complete_backup("shop")
+    assert newest is not None and newest["id"].endswith("-ffffff")
+
+
+def test_a_listing_summarizes_only_the_rows_of_its_page(catalog: Catalog) -> None:
+    ids = [add_backup(catalog, i) for i in range(5)]
+    catalog.db.execute("UPDATE backups SET components = NULL")
+    page = json.loads(catalog.backup_listing_json(limit=2, offset=1))
+    assert [b["id"] for b in page] == [ids[3], ids[2]]
+    assert page[0]["components"][0]["database"]["rows"] == 7
+    summarized = {r[0] for r in catalog.db.execute(
+        "SELECT id FROM backups WHERE components IS NOT NULL")}
+    assert summarized == {ids[3], ids[2]}
+    [listed] = catalog.backup_listing(limit=1)
+    assert json.loads(listed["components"])[1]["files"]["file_count"] == 2
+
+
+@pytest.mark.parametrize(("job", "status", "label"), [
+    (None, None, None), ("shop", None, None), (None, "complete", None),
+    ("shop", "complete", None), (None, None, "daily"), ("shop", "failed", "daily")])
+def test_the_listing_query_walks_an_index_without_a_temporary_sort(
+        catalog: Catalog, job: str | None, status: str | None, label: str | None) -> None:
+    for i in range(30):
+        add_backup(catalog, i, job="shop" if i % 3 else "web", tag="daily" if i % 2 else None)
+        catalog.add_verification(f"v{i}", backup_id(i), "shop", "checksum", T0, True, None, {})
+    catalog.db.execute("ANALYZE")
+    query, args = catalog.backup_listing_sql(job, status, label, 10, 5)
+    plan = [row[3] for row in catalog.db.execute("EXPLAIN QUERY PLAN " + query, args)]
+    assert not [step for step in plan if "TEMP B-TREE" in step], plan
+    assert any("USING INDEX backups_" in step for step in plan), plan
+    listed = json.loads(catalog.backup_listing_json(job, status, label, 10, 5))
+    assert [b["id"] for b in listed] == [b["id"] for b in
+                                         catalog.backups(job, status, label, 10, 5)]

@@ -17,6 +17,7 @@ from typing import Any
 
 from kbackup.config import AlertChannelConfig
 from kbackup.errors import KbackupError
+from kbackup.times import parse_iso
 
 LABELS = {"resolved": "RESOLVED", "test": "TEST", "failure": "FAILED", "success": "OK",
           "recovery": "RECOVERED"}
@@ -31,9 +32,9 @@ class ChannelError(KbackupError):
 
 
 def _when(value: str | None) -> str:
-    if not value:
+    when = parse_iso(value)
+    if when is None:
         return "-"
-    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 

@@ -26,10 +26,10 @@ from typing import Any
 from kbackup.alerts.base import Channel, ChannelError, Message
 from kbackup.alerts.channels import build_channel
 from kbackup.alerts.store import AlertStore
-from kbackup.catalog import iso, parse_iso
 from kbackup.config import Config
-from kbackup.health import DAEMON, OK, RANK, CheckResult, human_duration
+from kbackup.health import DAEMON, OK, RANK, CheckResult
 from kbackup.scheduler import Clock
+from kbackup.times import format_duration, iso, parse_iso
 from kbackup.units import format_size
 
 log = logging.getLogger("kbackup.alerts")
@@ -228,7 +228,7 @@ class AlertManager:
         if row is None:
             return "no backup recorded"
         start, end = parse_iso(row["started_at"]), parse_iso(row["finished_at"])
-        took = f" in {human_duration((end - start).total_seconds())}" if start and end else ""
+        took = f" in {format_duration((end - start).total_seconds())}" if start and end else ""
         return f"{format_size(row['size_bytes'])}{took}"
 
     # ------------------------------------------------------------------ commands

@@ -20,11 +20,12 @@ from aiohttp import web
 from kbackup import health, metrics
 from kbackup.alerts.manager import AlertManager
 from kbackup.alerts.store import AlertStore
-from kbackup.catalog import Catalog, iso
+from kbackup.catalog import Catalog
 from kbackup.config import Config
 from kbackup.health import OK, CheckResult, DiskStat, Facts, RunningRun
 from kbackup.scheduler import Clock
 from kbackup.storage import Storage
+from kbackup.times import iso
 
 log = logging.getLogger("kbackup.health")
 EVALUATE_EVERY = 60.0

@@ -7,11 +7,11 @@ error message or a log line ("Slack webhook answered HTTP 500", not the URL).
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 from kbackup.alerts.base import Channel, ChannelError, Message
 from kbackup.alerts.webhook import post_json
 from kbackup.config import SlackChannelConfig, read_secret_file
+from kbackup.times import parse_iso
 
 COLOURS = {"critical": "#d0021b", "warning": "#f5a623", "ok": "#2eb886", "info": "#439fe0"}
 
@@ -50,7 +50,7 @@ def payload(message: Message) -> dict[str, object]:
             "footer": f"kbackupd on {message.host}",
             # When the event happened, not when this attempt is sent: a retry resends the same
             # body (and Slack shows the time of the event).
-            "ts": int(datetime.fromisoformat(message.sent_at).timestamp()),
+            "ts": int(sent.timestamp()) if (sent := parse_iso(message.sent_at)) else None,
         }],
     }
 

@@ -13,9 +13,10 @@ import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
-from kbackup.catalog import Catalog, iso, parse_iso
+from kbackup.catalog import Catalog
 from kbackup.config import Config
 from kbackup.health import ChannelState
+from kbackup.times import iso, parse_iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (

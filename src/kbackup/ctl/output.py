@@ -6,7 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from kbackup.units import format_duration, format_size
+from kbackup.times import format_duration, parse_iso
+from kbackup.units import format_size
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -19,19 +20,13 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def short_time(value: str | None) -> str:
-    when = parse_time(value)
+    when = parse_iso(value)
     return when.astimezone().strftime("%Y-%m-%d %H:%M") if when else "-"
 
 
 def ago(value: str | None) -> str:
-    when = parse_time(value)
+    when = parse_iso(value)
     if not when:
         return "-"
     return format_duration((datetime.now(UTC) - when).total_seconds()) + " ago"

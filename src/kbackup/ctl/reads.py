@@ -15,14 +15,14 @@ from kbackup.ctl.client import Client, CliError, segment
 from kbackup.ctl.output import (
     ago,
     emit_json,
-    parse_time,
     print_health,
     progress_text,
     short_time,
     table,
 )
 from kbackup.ctl.pause import pause_text
-from kbackup.units import format_duration, format_size
+from kbackup.times import format_duration, parse_iso
+from kbackup.units import format_size
 
 
 def tag_label(backup: dict[str, Any]) -> str:
@@ -174,7 +174,7 @@ def cmd_backups(client: Client, args: argparse.Namespace) -> int:
         return emit_json(data)
     rows = []
     for b in data["items"]:
-        start, end = parse_time(b["started_at"]), parse_time(b["finished_at"])
+        start, end = parse_iso(b["started_at"]), parse_iso(b["finished_at"])
         took = format_duration((end - start).total_seconds()) if start and end else "-"
         verification = b.get("verification")
         verified = "-"
@@ -215,24 +215,41 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     else:
         print("verified  never")
     for c in data["components"]:
-        detail = ""
-        if c.get("database"):
-            d = c["database"]
-            detail = (
-                f"PostgreSQL {d['server_version']}, {d['tables']} tables, "
-                f"{d['rows']} rows, database {format_size(d['database_size'])}"
-            )
-        elif c.get("files"):
-            f = c["files"]
-            detail = f"{f['file_count']} files, {format_size(f['total_bytes'])}"
         print(
             f"\n  {c['kind']} {c['name']}: {c['file']}  {format_size(c['size_bytes'])}"
             f" stored, {format_size(c['raw_bytes'])} raw"
         )
         print(f"    sha256 {c['sha256']}")
-        if detail:
+        for detail in summary_lines(c):
             print(f"    {detail}")
     return 0
+
+
+# What every component view has (views.component_view); any other field is its driver's
+# summary (database tables and rows, file count...), shown whatever the kind.
+COMPONENT_FIELDS = ("name", "kind", "file", "size_bytes", "sha256", "raw_bytes", "encryption")
+
+
+def summary_lines(component: dict[str, Any]) -> list[str]:
+    """One line per summary a driver gave: `database: tables 3, rows 120, database size
+    7.5 MiB`; sizes (fields named *_size, *_bytes) in human units."""
+    lines = []
+    for key, value in component.items():
+        if key in COMPONENT_FIELDS or value in (None, {}, []):
+            continue
+        if not isinstance(value, dict):
+            lines.append(f"{key}: {value}")
+            continue
+        parts = [f"{name.replace('_', ' ')} {_summary_value(name, v)}"
+                 for name, v in value.items()]
+        lines.append(f"{key}: " + ", ".join(parts))
+    return lines
+
+
+def _summary_value(name: str, value: Any) -> str:
+    if isinstance(value, int) and name.endswith(("_size", "_bytes")):
+        return format_size(value)
+    return "-" if value is None else str(value)
 
 
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:

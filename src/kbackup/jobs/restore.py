@@ -18,24 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tarfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kbackup.catalog import Catalog, iso, utcnow
+from kbackup.catalog import Catalog
 from kbackup.config import Config
-from kbackup.crypto import Decryptor, GpgFailed, KeyProblem
-from kbackup.errors import RestoreFailed
-from kbackup.extract import UnsafeArchive
+from kbackup.crypto import Decryptor, KeyProblem
+from kbackup.errors import KbackupError, RestoreFailed
 from kbackup.jobs.backup import BackupRun
 from kbackup.jobs.restore_plan import Plan, RestoreRefused, RestoreRequest
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
 from kbackup.repository import Component, Manifest, new_backup_id, write_audit
-from kbackup.sources.base import DriverError, PlanRefused, RestoreContext, open_object
+from kbackup.sources.base import RestoreContext, open_object
 from kbackup.sources.drivers import component_driver
 from kbackup.storage import Storage, StorageError
+from kbackup.times import iso, utcnow
 
 log = logging.getLogger("kbackup.restore")
 
@@ -133,8 +132,7 @@ class RestoreRun:
             status = "complete"
         except (CorruptObject, StorageError, KeyProblem) as exc:
             error = f"{exc}; nothing was changed" if not done else str(exc)
-        except (DriverError, PlanRefused, RestoreRefused, OSError, GpgFailed, UnsafeArchive,
-                tarfile.TarError) as exc:
+        except (KbackupError, OSError) as exc:  # a driver's, a refusal, gpg: its one line
             error = str(exc)
         except asyncio.CancelledError:
             error = "restore aborted"

@@ -15,7 +15,13 @@ from kbackup.config import Config
 from kbackup.errors import RestoreRefused as RestoreRefused
 from kbackup.repository import Component, Manifest
 from kbackup.sources.base import PlanRefused, RestoreOptions, Step
-from kbackup.sources.drivers import component_driver, driver_for_component
+from kbackup.sources.drivers import (
+    CONFIG_KIND,
+    component_driver,
+    driver_for_component,
+    unreadable,
+    unreadable_line,
+)
 
 __all__ = ["Plan", "RestoreRefused", "RestoreRequest", "Step", "make_plan", "resolve_backup"]
 
@@ -88,10 +94,6 @@ async def make_plan(config: Config, catalog: Catalog, request: RestoreRequest) -
     if job is None:
         raise RestoreRefused(f"backup {manifest.id} belongs to job {manifest.job!r}, which is"
                              " not configured here (its config tells where to restore)")
-    if request.schema_only and request.data_only:
-        raise RestoreRefused("--schema-only and --data-only exclude each other")
-    if request.in_place and request.files_to:
-        raise RestoreRefused("--in-place and --files-to exclude each other")
     components = _selected(manifest, request)
     components.sort(key=lambda c: component_driver(c.kind).restore_rank(c))
     steps: list[Step] = []
@@ -109,11 +111,16 @@ async def make_plan(config: Config, catalog: Catalog, request: RestoreRequest) -
 
 
 def _selected(manifest: Manifest, request: RestoreRequest) -> list[Component]:
-    """The components the request covers (never the config snapshot)."""
+    """The components the request covers (never the config snapshot); refused if one of them
+    (any, without --component) is of a kind this version cannot restore."""
+    unknown = unreadable([c for c in manifest.components
+                          if not request.component or c.name == request.component])
+    if unknown is not None:
+        raise RestoreRefused(f"backup {manifest.id}: {unreadable_line(unknown)}")
     components = [c for c in manifest.components
                   if (d := driver_for_component(c.kind)) and d.selected(c, request)]
     if request.component and not components:
-        names = ", ".join(c.name for c in manifest.components if c.kind != "config")
+        names = ", ".join(c.name for c in manifest.components if c.kind != CONFIG_KIND)
         raise RestoreRefused(f"backup {manifest.id} has no component {request.component!r}"
                              f" (it has: {names})")
     return components

@@ -16,27 +16,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tarfile
 from typing import Any
 
-from kbackup.catalog import Catalog, utcnow
+from kbackup.catalog import Catalog
 from kbackup.config import Config, EncryptionConfig, JobConfig
-from kbackup.crypto import Decryptor, GpgFailed, KeyProblem
-from kbackup.errors import VerifyError
+from kbackup.crypto import Decryptor, KeyProblem
+from kbackup.errors import KbackupError, VerifyError
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
 from kbackup.repository import Component, Manifest
-from kbackup.sources.base import CheckFailed, DriverError, ReadBack, open_object
-from kbackup.sources.drivers import driver_for_component
+from kbackup.sources.base import CheckFailed, ReadBack, open_object
+from kbackup.sources.drivers import (
+    CONFIG_KIND,
+    driver_for_component,
+    unreadable,
+    unreadable_line,
+)
 from kbackup.storage import Storage, StorageError
+from kbackup.times import utcnow
+from kbackup.verify_levels import LEVELS
 
 __all__ = ["LEVELS", "VerificationFailed", "VerifyRun", "open_object"]
 log = logging.getLogger("kbackup.verify")
-LEVELS = ("checksum", "structure", "restore-test")
 
 
 class VerificationFailed(VerifyError):
     """The backup is not what its manifest promises; the message is the first mismatch."""
+
+
+class CannotVerify(VerifyError):
+    """Not the backup's fault: this version cannot check it (a component of a kind it has no
+    driver for). Recorded as "could not verify", the backup's status left as it is."""
 
 
 class VerifyRun:
@@ -85,10 +95,13 @@ class VerifyRun:
             for storage in self.storages:
                 await self._checksums(storage)
             return
+        unknown = unreadable(self.manifest.components)
+        if unknown is not None:  # checksums above need no driver; decoding a kind does
+            raise CannotVerify(unreadable_line(unknown))
         back = ReadBack(self.config, self.job, self.manifest, self.storages[0],
                         self.decryptor, self.progress, self.details)
         self.progress.bytes_total = sum(c.raw_bytes for c in self.manifest.components
-                                        if c.kind != "config")
+                                        if c.kind != CONFIG_KIND)
         for component in self.manifest.components:
             try:
                 await self._component(back, component)
@@ -98,12 +111,12 @@ class VerifyRun:
                 raise VerificationFailed(str(exc)) from None
             except KeyProblem:
                 raise
-            except (DriverError, StorageError, tarfile.TarError, OSError, GpgFailed) as exc:
+            except (KbackupError, OSError) as exc:  # a driver's, the storage's, gpg's one line
                 raise VerificationFailed(f"{component.kind} {component.name}: {exc}") from None
 
     async def _component(self, back: ReadBack, component: Component) -> None:
         """The level's check by the component's driver; decoding whole is all there is to
-        check of the config snapshot (and of kinds this version does not know)."""
+        check of the config snapshot."""
         driver = driver_for_component(component.kind)
         if driver is None:
             await back.open(component, component).drain()
@@ -119,7 +132,7 @@ class VerifyRun:
             await self._verify()
         except VerificationFailed as exc:
             problem = str(exc)
-        except KeyProblem as exc:
+        except (KeyProblem, CannotVerify) as exc:
             # Not the backup's fault: record that it could not be checked, leave its status.
             problem = f"could not verify: {exc}"
             self.catalog.add_verification(self.run_id, self.manifest.id, self.manifest.job,

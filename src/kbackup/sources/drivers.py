@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
+from kbackup.repository import Component
 from kbackup.sources.base import Driver
 from kbackup.sources.registry import TABLES, package
 
@@ -37,3 +38,18 @@ def component_driver(kind: str) -> Driver:
     if found is None:
         raise ValueError(f"no source driver stores components of kind {kind!r}")
     return found
+
+
+CONFIG_KIND = "config"  # the config snapshot, stored by every backup and read by no driver
+
+
+def unreadable(components: list[Component]) -> Component | None:
+    """The first component no driver of this version reads (a kind a newer kbackup wrote)."""
+    return next((c for c in components
+                 if c.kind != CONFIG_KIND and driver_for_component(c.kind) is None), None)
+
+
+def unreadable_line(component: Component) -> str:
+    """The one line naming such a component and its kind."""
+    return (f"component {component.name!r} is of kind {component.kind!r}, which this kbackup"
+            " version has no source driver for (written by a newer kbackup?)")

@@ -8,9 +8,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from kbackup.extract import extract_stream, list_stream, pump_tar
 from kbackup.repository import Component
 from kbackup.sources.base import CheckFailed, ReadBack
+from kbackup.sources.files.extract import extract_stream, list_stream, pump_tar
 from kbackup.sources.files.meta import Entry, decode_index
 
 

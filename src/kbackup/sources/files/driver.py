@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kbackup.config import JobConfig
 from kbackup.fields import SourceConfig
 from kbackup.repository import Component
-from kbackup.sources.base import Planned, ReadBack, RestoreContext, RestoreOptions, Source, Step
+from kbackup.sources.base import (
+    DriverError,
+    Planned,
+    ReadBack,
+    RestoreContext,
+    RestoreOptions,
+    Source,
+    Step,
+)
 from kbackup.sources.files import check, meta, restore
 from kbackup.sources.files.config import FilesSource
 from kbackup.sources.files.tree import FileTree
+
+
+@contextmanager
+def _archive_errors() -> Iterator[None]:
+    """A damaged archive or a failed file operation as the DriverError the jobs handle (the
+    same one line): tarfile's and the OS's exceptions stay inside this driver."""
+    try:
+        yield
+    except (tarfile.TarError, OSError) as exc:
+        raise DriverError(str(exc)) from exc
 
 
 class FilesDriver:
@@ -29,11 +50,13 @@ class FilesDriver:
 
     async def structure(self, back: ReadBack, component: Component) -> None:
         back.progress.phase = f"structure files {component.name}"
-        await check.structure(back, component)
+        with _archive_errors():
+            await check.structure(back, component)
 
     async def restore_test(self, back: ReadBack, component: Component) -> None:
         back.progress.phase = f"restore-test files {component.name}"
-        await check.restore_test(back, component)
+        with _archive_errors():
+            await check.restore_test(back, component)
 
     def selected(self, component: Component, request: RestoreOptions) -> bool:
         return not request.component or component.name == request.component
@@ -46,7 +69,8 @@ class FilesDriver:
         return restore.plan_files(job, component, request)
 
     async def restore(self, ctx: RestoreContext, step: Step, component: Component) -> None:
-        await restore.restore_files(ctx, step, component)
+        with _archive_errors():
+            await restore.restore_files(ctx, step, component)
 
 
 DRIVER = FilesDriver()

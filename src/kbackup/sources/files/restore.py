@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 from kbackup.config import JobConfig
-from kbackup.extract import extract_stream, pump_tar
 from kbackup.repository import Component
 from kbackup.sources.base import Planned, PlanRefused, RestoreContext, RestoreOptions, Step
 from kbackup.sources.files.config import FilesSource
+from kbackup.sources.files.extract import extract_stream, pump_tar
 from kbackup.sources.files.meta import FilesMeta
 
 
@@ -60,6 +60,8 @@ def _plan_in_place(job: JobConfig, component: Component, request: RestoreOptions
 
 
 def plan_files(job: JobConfig, component: Component, request: RestoreOptions) -> Planned:
+    if request.in_place and request.files_to:
+        raise PlanRefused("--in-place and --files-to exclude each other")
     size = FilesMeta.of(component).total_bytes
     size = component.raw_bytes if size is None else size
     if request.files_to:

@@ -58,6 +58,8 @@ async def _into_other(login: Login, component: Component, request: RestoreOption
 
 async def plan_database(job: JobConfig, component: Component,
                         request: RestoreOptions) -> Planned:
+    if request.schema_only and request.data_only:
+        raise PlanRefused("--schema-only and --data-only exclude each other")
     login = Login.for_restore(configured(job, component.name))
     if request.tables:
         table_args(component, request.tables)
