@@ -16,10 +16,12 @@ from kbackup.sources.postgres.config import PostgresSource
 from kbackup.sources.postgres.dump import one_line
 
 # Connectable, non-template databases: template0/1 hold nothing of the apps, and a database
-# with datallowconn off cannot be dumped by anyone.
+# with datallowconn off cannot be dumped by anyone. One this role may not connect to stays
+# in (its dump fails, naming it); its size needs CONNECT, so it has none.
 DATABASES_QUERY = """
-SELECT datname, pg_database_size(oid) FROM pg_database
-WHERE datallowconn AND NOT datistemplate ORDER BY datname
+SELECT datname, CASE WHEN has_database_privilege(oid, 'CONNECT')
+                     THEN pg_database_size(oid) END
+FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname
 """
 
 # A role that cannot read everything makes pg_dump fail at the first such table.
@@ -66,12 +68,14 @@ def chosen(config: PostgresSource, found: list[str]) -> list[str]:
     return [d for d in wanted if not any(fnmatchcase(d, p) for p in config.exclude)]
 
 
-async def server_databases(config: PostgresSource) -> dict[str, int]:
-    """Connectable, non-template database -> size in bytes, asked of the DSN's database."""
+async def server_databases(config: PostgresSource) -> dict[str, int | None]:
+    """Connectable, non-template database -> size in bytes (None: no CONNECT right), asked
+    of the DSN's database."""
     try:
         async with await connect(config) as conn:
             cur = await conn.execute(DATABASES_QUERY)
-            return {str(name): int(size) for name, size in await cur.fetchall()}
+            return {str(name): None if size is None else int(size)
+                    for name, size in await cur.fetchall()}
     except psycopg.Error as exc:
         raise SourceError(f"database {config.name}: listing databases failed:"
                           f" {one_line(exc)}") from None
@@ -102,13 +106,14 @@ async def _read_problem(config: PostgresSource, database: str | None) -> str | N
                 f" database {name})")
 
 
-async def _version(config: PostgresSource) -> tuple[str, int]:
+async def _version(config: PostgresSource) -> tuple[str, int, str]:
+    """The server's version (text, number) and the role this login is."""
     async with await connect(config) as conn:
         cur = await conn.execute("SELECT current_setting('server_version'),"
-                                 " current_setting('server_version_num')::int")
+                                 " current_setting('server_version_num')::int, current_user")
         row = await cur.fetchone()
         assert row is not None
-        return str(row[0]), int(row[1])
+        return str(row[0]), int(row[1]), str(row[2])
 
 
 async def check(config: PostgresSource) -> dict[str, Any]:
@@ -117,7 +122,7 @@ async def check(config: PostgresSource) -> dict[str, Any]:
     result: dict[str, Any] = {"ok": False, "reason": None, "server_version": None,
                               "databases": [], "pg_dump": None}
     try:
-        result["server_version"], result["server_version_num"] = await _version(config)
+        result["server_version"], result["server_version_num"], user = await _version(config)
         # TOOLCHAIN: the pg_dump that will be used, from sources/postgres/toolchain.py (issue
         # 16, "the right client tools") once it exists; until then the configured program.
         result["pg_dump"] = config.pg_dump
@@ -131,6 +136,10 @@ async def check(config: PostgresSource) -> dict[str, Any]:
         missing = [n for n in names if n not in sizes]
         if missing:
             result["reason"] = f"database {missing[0]} not found on the server"
+            return result
+        closed = [n for n in names if sizes[n] is None]
+        if closed:
+            result["reason"] = f"role {user} lacks CONNECT on database {closed[0]}"
             return result
         targets: list[str | None] = list(names) if config.multi else [None]
         for name in targets:
