@@ -124,6 +124,11 @@ def _appear_go_restore(kb: KbEnv, cluster: PgServer, fresh: PgServer,
     assert "event=component.new job=multi" in kb.logs() and "component=main:app_c" in kb.logs()
     assert "event=component.gone job=multi" in kb.logs()
 
+    # Each database component is verified on its own (restored into scratch, rows compared).
+    ok(ctl(kb, "verify", second["id"], "--level", "restore-test", "--wait"), kb)
+    verification = kb.ctl_json("show", second["id"])["verification"]
+    assert (verification["level"], verification["ok"]) == ("restore-test", True), verification
+
     # One database of the backup, into another name.
     ok(ctl(kb, "restore", second["id"], "--component", "main:app_c", "--to-database",
            "app_c_copy", "--yes"), kb)
