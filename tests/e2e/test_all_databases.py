@@ -32,6 +32,12 @@ def cluster() -> Iterator[PgServer]:
     base = Path(tempfile.mkdtemp(prefix="kbmdb"))
     server, stop = _start_private_cluster(base)
     try:
+        # kbt_pw logs in with a password (the rest of the cluster trusts everyone).
+        hba = base / "pgdata" / "pg_hba.conf"
+        hba.write_text("host all kbt_pw 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        server.query("postgres", "SELECT pg_reload_conf()")
+        server.query("postgres", "CREATE ROLE kbt_pw LOGIN PASSWORD 'right' IN ROLE"
+                                 " pg_read_all_data")
         server.query("postgres", "CREATE ROLE app_owner")
         for name, rows in ROWS.items():
             fill(server, name, rows)
@@ -134,6 +140,13 @@ def _appear_go_restore(kb: KbEnv, cluster: PgServer, fresh: PgServer,
            "app_c_copy", "--yes"), kb)
     assert table_counts(cluster, "app_c_copy") == {"public.t": 5}
 
+    # Over the live database of that name (not the DSN's): the rows come back.
+    cluster.query("app_a", "DELETE FROM t WHERE id > 3")
+    out = ok(ctl(kb, "restore", second["id"], "--component", "main:app_a", "--yes"), kb)
+    assert "REPLACE" in out or "app_a" in out, out
+    assert table_counts(cluster, "app_a") == {"public.t": 10}
+    assert table_counts(cluster, "postgres") == {}
+
     # Everything onto a new server: roles first, each database to its own name.
     kb.write_job("multi", job(cluster, extra=f'restore_dsn = "{fresh.dsn()}"'))
     ok(ctl(kb, "reload"), kb)
@@ -191,6 +204,11 @@ path = "{tmp_path}"
 """)
         kb.write_job("nopriv", job(cluster, user="kbt_nopriv"))
         kb.write_job("nohost", job(PgServer("127.0.0.1", 1, "postgres")))
+        (tmp_path / "right").write_text("right\n")
+        (tmp_path / "wrong").write_text("wrong\n")
+        for name in ("right", "wrong"):
+            kb.write_job(f"pw{name}", job(cluster, user="kbt_pw",
+                                          extra=f'password_file = "{tmp_path / name}"'))
         kb.write_job("single", f"""
 schedules = [ {{ cron = "0 2 * * *" }} ]
 targets = ["local"]
@@ -218,6 +236,9 @@ dsn = "{cluster.dsn('app_a')}"
                " (cannot read table public.t in database app_a)" in out, out
         assert "nohost/main (postgres): FAILED: database main: cannot connect:" in out, out
         assert "good/main (postgres): OK" in out
+        assert "pwright/main (postgres): OK" in out
+        assert "pwwrong/main (postgres): FAILED: database main: cannot connect: connection" \
+               " failed: " in out and 'password authentication failed for user "kbt_pw"' in out
         kb.write_job("good", job(cluster) + """
 [[files]]
 name = "docs"
