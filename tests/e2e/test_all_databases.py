@@ -129,6 +129,7 @@ def _appear_go_restore(kb: KbEnv, cluster: PgServer, fresh: PgServer,
                                                    f" {first['id']} is gone")
     assert "event=component.new job=multi" in kb.logs() and "component=main:app_c" in kb.logs()
     assert "event=component.gone job=multi" in kb.logs()
+    assert f"\n  {notes[0]}\n" in ok(ctl(kb, "show", second["id"]), kb)
 
     # Each database component is verified on its own (restored into scratch, rows compared).
     ok(ctl(kb, "verify", second["id"], "--level", "restore-test", "--wait"), kb)
@@ -180,6 +181,8 @@ def test_a_database_that_cannot_be_dumped_leaves_a_partial_backup(kb: KbEnv,
         held = components(shown)
         assert "main:locked_db" not in held
         assert held["main:app_a"]["database"]["row_counts"] == {"public.t": 10}
+        assert "\n  MISSING main:locked_db: database main:locked_db: cannot connect:" in ok(
+            ctl(kb, "show", backup["id"]), kb)
         files = [p.name for p in kb.backup_dir(shown).iterdir()]
         assert not any("locked_db" in f for f in files), files
         check = ctl(kb, "check", "limited")
