@@ -207,6 +207,7 @@ path = "{tmp_path}"
 """)
         kb.write_job("nopriv", job(cluster, user="kbt_nopriv"))
         kb.write_job("nohost", job(PgServer("127.0.0.1", 1, "postgres")))
+        kb.write_job("nodump", job(cluster, extra='pg_dump = "/nonexistent/pg_dump"'))
         (tmp_path / "right").write_text("right\n")
         (tmp_path / "wrong").write_text("wrong\n")
         for name in ("right", "wrong"):
@@ -240,6 +241,8 @@ dsn = "{cluster.dsn('app_a')}"
         assert "nohost/main (postgres): FAILED: database main: cannot connect:" in out, out
         assert "good/main (postgres): OK" in out
         assert "pwright/main (postgres): OK" in out
+        assert "nodump/main (postgres): FAILED: database main: /nonexistent/pg_dump not found" \
+               in out, out
         assert "pwwrong/main (postgres): FAILED: database main: cannot connect: connection" \
                " failed: " in out and 'password authentication failed for user "kbt_pw"' in out
         kb.write_job("good", job(cluster) + """

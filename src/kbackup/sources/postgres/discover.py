@@ -4,6 +4,7 @@ each run (so one created yesterday is in tonight's backup), and the reachability
 
 from __future__ import annotations
 
+import shutil
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -125,7 +126,11 @@ async def check(config: PostgresSource) -> dict[str, Any]:
         result["server_version"], result["server_version_num"], user = await _version(config)
         # TOOLCHAIN: the pg_dump that will be used, from sources/postgres/toolchain.py (issue
         # 16, "the right client tools") once it exists; until then the configured program.
-        result["pg_dump"] = config.pg_dump
+        result["pg_dump"] = shutil.which(config.pg_dump)
+        if result["pg_dump"] is None:
+            result["reason"] = (f"database {config.name}: {config.pg_dump} not found or not"
+                                " executable (install postgresql-client)")
+            return result
         sizes = await server_databases(config)
         if config.multi:
             names = chosen(config, sorted(sizes))
