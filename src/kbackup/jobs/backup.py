@@ -247,6 +247,22 @@ class BackupRun:
             problems.append(f"not on every target ({reasons})")
         return "; ".join(problems) or None
 
+    def _manifest(self, sources: list[Source]) -> Manifest:
+        """The manifest of what was stored, in the job's order; it never claims a component
+        it does not hold: those that failed are named in missing_components."""
+        order = [s.component_name for s in sources] + ["config"]
+        self.components.sort(key=lambda c: order.index(c.name))
+        extra: dict[str, Any] = {}
+        if self.missing:
+            extra["missing_components"] = [{"name": n, "reason": why}
+                                           for n, why in self.missing.items()]
+        if self.notes:
+            extra["notes"] = self.notes
+        return Manifest(id=self.backup_id, job=self.job.name, trigger=self.trigger,
+                        tag=self.tag, label=self.label, host=socket.gethostname(),
+                        kbackup_version=__version__, started_at=self.started_at,
+                        finished_at=iso(utcnow()) or "", components=self.components, **extra)
+
     async def run(self) -> Manifest:
         self._record("running")
         try:
@@ -275,27 +291,7 @@ class BackupRun:
                 _in_turn([self._first_open.wait,
                           *(functools.partial(self._backup_source, s) for s in small),
                           self._backup_config]))
-            order = [s.component_name for s in sources] + ["config"]
-            self.components.sort(key=lambda c: order.index(c.name))
-            extra: dict[str, Any] = {}
-            if self.missing:  # the manifest never claims a component it does not hold
-                extra["missing_components"] = [{"name": n, "reason": why}
-                                               for n, why in self.missing.items()]
-            if self.notes:
-                extra["notes"] = self.notes
-            manifest = Manifest(
-                id=self.backup_id,
-                job=self.job.name,
-                trigger=self.trigger,
-                tag=self.tag,
-                label=self.label,
-                host=socket.gethostname(),
-                kbackup_version=__version__,
-                started_at=self.started_at,
-                finished_at=iso(utcnow()) or "",
-                components=self.components,
-                **extra,
-            )
+            manifest = self._manifest(sources)
             self.progress.phase = "writing manifest"
             for target in self._healthy():
                 try:
