@@ -31,6 +31,7 @@ from kbackup.ctl.delete import cmd_audit, cmd_delete
 from kbackup.ctl.output import emit_json
 from kbackup.ctl.pause import cmd_pause, cmd_resume
 from kbackup.ctl.reads import cmd_backups, cmd_jobs, cmd_restores, cmd_runs, cmd_show, cmd_status
+from kbackup.ctl.sources import cmd_sources
 from kbackup.verify_levels import LEVELS
 
 
@@ -141,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="restore a backup (plans, confirms, safety backup)")
     p.add_argument("backup", help="a backup id, or 'latest' (with --job)")
     p.add_argument("--job")
-    p.add_argument("--component", help="only this database or file tree")
+    p.add_argument("--component", help="only this database or file tree (one of several"
+                                       " databases: SOURCE:DATABASE)")
     p.add_argument("--to-database", help="restore into this (new) database instead")
     p.add_argument("--tables", help="comma-separated tables to restore")
     only = p.add_mutually_exclusive_group()
@@ -150,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-owner", action="store_true", help="skip ownership and grants")
     p.add_argument("--with-globals", action="store_true",
                    help="first recreate the roles the dump needs (restore onto a new server)")
+    p.add_argument("--all-databases", action="store_true",
+                   help="roles first, then every database of the backup, each to its own"
+                        " name (onto a new server: the source's restore_dsn)")
     p.add_argument("--clean", action="store_true",
                    help="with --to-database: replace an existing non-empty database")
     place = p.add_mutually_exclusive_group()
@@ -176,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("storage", help="storage target commands")
     p.add_argument("action", choices=["check"])
     p.add_argument("target", nargs="?", help="one target (default: all)")
+    p = sub.add_parser("sources", help="source commands")
+    p.add_argument("action", choices=["check"])
+    p.add_argument("job", nargs="?", help="one job (default: all)")
     p = sub.add_parser("restores", help="restore history (audit trail)")
     p.add_argument("job", nargs="?")
     paged(p, "restores")
@@ -228,6 +236,7 @@ COMMANDS = {
     "keys": cmd_keys,
     "prune": cmd_prune,
     "storage": cmd_storage,
+    "sources": cmd_sources,
     "reload": cmd_reload,
     "catalog": cmd_rescan,
     "alerts": cmd_alerts,

@@ -249,8 +249,10 @@ def check_last_run(job: JobConfig, limits: ThresholdsConfig, history: History,
     if last["backup_status"] == "partial":
         failed = {t: str(v).removeprefix("failed: ") for t, v in last["backup_targets"].items()
                   if str(v).startswith("failed")}
-        where = "; ".join(f"target {t} failed: {why}" for t, why in failed.items()) \
-            or _first_line(last["error"])
+        where = "; ".join(f"target {t} failed: {why}" for t, why in failed.items())
+        if not where:  # a component missing (a database that could not be dumped)
+            return _result(name, "last_run", None, WARNING, _first_line(last["error"]),
+                           f"{step}; kbackupctl sources check {name}", errors)
         return _result(name, "last_run", None, WARNING,
                        f"backup {last['id']} is partial, not on every target ({where})",
                        f"{step}; kbackupctl storage check", errors)

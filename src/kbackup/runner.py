@@ -162,9 +162,9 @@ class Runner:
             if not result["ok"]:
                 raise RuntimeError(f"backup written but {level} verification failed: "
                                    f"{result['problem']}")
-        if backup.failed:
-            reasons = "; ".join(f"{name}: {why}" for name, why in backup.failed.items())
-            return f"backup {manifest.id} is partial: not on every target ({reasons})"
+        partial = backup.partial_reason()
+        if partial:
+            return f"backup {manifest.id} is partial: {partial}"
         await self._prune(config, run)
         log.info("event=backup.complete job=%s backup=%s size_bytes=%d", run.job, manifest.id,
                  manifest.size_bytes)

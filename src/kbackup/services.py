@@ -14,7 +14,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kbackup.errors import NotFound, Refused
+from kbackup.errors import KbackupError, NotFound, Refused
 from kbackup.repository import list_manifests
 from kbackup.storage import StorageError
 from kbackup.views import backup_view, job_view, pause_view, run_view
@@ -311,6 +311,29 @@ class Targets(_Service):
         return [await probe(storages[name]) for name in names]
 
 
+class SourceProbes(_Service):
+    async def check(self, job: str | None) -> list[dict[str, Any]]:
+        """Each source of each job (or of one), probed at once by its driver; a probe that
+        hangs is cut after a minute."""
+        from kbackup.sources.drivers import driver
+
+        jobs = [self.job(job)] if job is not None else [
+            self.config.jobs[name] for name in sorted(self.config.jobs)]
+        pairs = [(j, s) for j in jobs for s in j.sources]
+
+        async def one(j: JobConfig, source: Any) -> dict[str, Any]:
+            try:
+                async with asyncio.timeout(60):
+                    found = await driver(source.kind).check(source)
+            except TimeoutError:
+                found = {"ok": False, "reason": "no answer within 60 s"}
+            except KbackupError as exc:
+                found = {"ok": False, "reason": str(exc)}
+            return {"job": j.name, "source": source.name, "kind": source.kind, **found}
+
+        return list(await asyncio.gather(*(one(j, s) for j, s in pairs)))
+
+
 class Admin(_Service):
     def access(self) -> tuple[str | None, str | None]:
         """The socket group (read access) and the admin group."""
@@ -335,4 +358,5 @@ class Services:
         self.restores = Restores(daemon)
         self.health = Health(daemon)
         self.storage = Targets(daemon)
+        self.sources = SourceProbes(daemon)
         self.admin = Admin(daemon)

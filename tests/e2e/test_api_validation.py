@@ -96,7 +96,7 @@ MALFORMED: list[tuple[str, str, bytes | None, int, str]] = [
      "yes: expected true or false"),
     ("POST", "/v1/restores", b"{}", 400, "backup: required"),
     ("POST", "/v1/restores", json.dumps({"backup": "latest", "wipe": True}).encode(), 400,
-     "wipe: unknown field (known: backup, clean,"),
+     "wipe: unknown field (known: all_databases, backup, clean,"),
     ("POST", "/v1/restores", deep(100_000), 400, "body: JSON nested deeper than 32 levels"),
     ("POST", "/v1/restores", b'{"backup": ' + deep(40) + b"}", 400,
      "body: JSON nested deeper than 32 levels"),

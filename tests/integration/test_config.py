@@ -50,7 +50,21 @@ def test_environment_variable_selects_config_dir(tmp_path: Path) -> None:
     assert str(conf) in result.stdout
 
 
+PG_LINE = 'dsn = "host=/var/run/postgresql dbname=shop user=kbackup"'
 BAD_JOBS = [
+    ("databases not a list", GOOD_JOB.replace(PG_LINE, PG_LINE + "\ndatabases = 5"),
+     'shop.toml: postgres.0.databases: expected "*" or a non-empty list of'
+     " database names, got 5"),
+    ("databases empty", GOOD_JOB.replace(PG_LINE, PG_LINE + "\ndatabases = []"),
+     "shop.toml: postgres.0.databases: expected \"*\" or a non-empty list"),
+    ("exclude without databases", GOOD_JOB.replace(PG_LINE, PG_LINE + '\nexclude = ["t*"]'),
+     "shop.toml: postgres.0: exclude needs databases"),
+    ("bad exclude pattern", GOOD_JOB.replace(
+        PG_LINE, PG_LINE + '\ndatabases = "*"\nexclude = ["test_[a"]'),
+     "shop.toml: postgres.0.exclude: pattern 'test_[a' has an unclosed [ ]"),
+    ("empty exclude pattern", GOOD_JOB.replace(
+        PG_LINE, PG_LINE + '\ndatabases = "*"\nexclude = [""]'),
+     "shop.toml: postgres.0.exclude: expected non-empty shell patterns, got ''"),
     ("not toml", "schedules = [", "shop.toml: not valid TOML"),
     ("typo", GOOD_JOB.replace("targets", "target"), "shop.toml: target: unknown field"),
     ("missing targets", GOOD_JOB.replace('targets = ["local"]', ""),

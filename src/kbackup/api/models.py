@@ -138,6 +138,8 @@ class RestoreBody(Body):
     data_only: bool = False
     no_owner: bool = False
     with_globals: bool = False
+    all_databases: bool = Field(False, description="every database component to its own"
+                                " name, globals first (onto a new server: restore_dsn)")
     clean: bool = False
     files_to: FsPath | None = None
     in_place: bool = False

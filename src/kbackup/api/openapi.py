@@ -156,6 +156,10 @@ OPENAPI: dict[str, Any] = {
         "/v1/storage/check": {"post": _op(
             "Write, read back, list and delete a probe object; body {\"target\": NAME} or {}",
             "admin", body=models.StorageCheckBody)},
+        "/v1/sources/check": {"get": _op(
+            "Can each source (of one job) be reached and read: one result per source with"
+            " ok, reason, server version, databases and sizes", "read",
+            query=models.JobQuery)},
         "/v1/openapi.json": {"get": _op("This document", "read")},
     },
     "components": {

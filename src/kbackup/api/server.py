@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from kbackup.api import alerts_routes, delete_routes, pause_routes
+from kbackup.api import alerts_routes, delete_routes, pause_routes, sources_routes
 from kbackup.api.auth import ADMIN, Caller, identify, peer_credentials
 from kbackup.api.common import SERVICES, error, page, services_of
 from kbackup.api.models import (
@@ -301,6 +301,7 @@ def build_app(services: Services) -> web.Application:
     alerts_routes.register(app)  # /v1/health, /v1/alerts*, /metrics
     delete_routes.register(app)  # DELETE /v1/backups/{id}, /v1/audit
     pause_routes.register(app)  # /v1/jobs/{job}/pause, /resume
+    sources_routes.register(app)  # /v1/sources/check
     return app
 
 

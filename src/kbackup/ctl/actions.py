@@ -128,7 +128,7 @@ def restore_request(args: argparse.Namespace) -> dict[str, Any]:
     if args.tables:
         body["tables"] = [t.strip() for t in args.tables.split(",") if t.strip()]
     for flag in ("schema_only", "data_only", "in_place", "no_safety_backup", "clean",
-                 "no_owner", "with_globals", "force"):
+                 "no_owner", "with_globals", "all_databases", "force"):
         if getattr(args, flag):
             body[flag] = True
     return body

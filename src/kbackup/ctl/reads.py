@@ -222,6 +222,11 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
         print(f"    sha256 {c['sha256']}")
         for detail in summary_lines(c):
             print(f"    {detail}")
+    manifest = data.get("manifest") or {}  # what the run could not store, what it noticed
+    for missing in manifest.get("missing_components") or []:
+        print(f"\n  MISSING {missing['name']}: {missing['reason']}")
+    for note in manifest.get("notes") or []:
+        print(f"\n  {note}")
     return 0
 
 

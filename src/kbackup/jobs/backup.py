@@ -39,7 +39,7 @@ from kbackup.repository import (
     delete_backup,
     write_manifest,
 )
-from kbackup.sources.base import Source
+from kbackup.sources.base import Source, SourceError
 from kbackup.sources.drivers import driver
 from kbackup.storage import ObjectWriter, Storage, StorageError
 
@@ -76,6 +76,9 @@ class BackupRun:
         self.started_at = iso(utcnow()) or ""
         self.components: list[Component] = []
         self.failed: dict[str, str] = {}  # target name -> why it has no copy of this backup
+        # Component -> why it is not in this backup (a database of several that failed).
+        self.missing: dict[str, str] = {}
+        self.notes: list[str] = []  # WARNINGs kept in the manifest (a database gone)
         self._first_open = asyncio.Event()
 
     def _record(self, status: str, manifest: Manifest | None = None,
@@ -156,6 +159,18 @@ class BackupRun:
             encryption=encryption_meta(self.job.encryption), **extra,
         )
 
+    async def _backup_or_skip(self, source: Source) -> None:
+        """A source that may fail (one of a server's databases) fails alone: it is named in
+        the manifest's missing_components and the others are still stored."""
+        try:
+            await self._backup_source(source)
+        except SourceError as exc:
+            if not source.may_fail:
+                raise
+            self.missing[source.component_name] = str(exc)
+            log.error("event=component.failed job=%s backup=%s component=%s error=%r",
+                      self.job.name, self.backup_id, source.component_name, str(exc))
+
     async def _backup_source(self, source: Source) -> None:
         if not source.small:  # small ones run alongside: the phase shows the big one
             self.progress.phase = f"backing up {source.kind} {source.name}"
@@ -203,9 +218,59 @@ class BackupRun:
                  self.backup_id, total, basis)
         return total or None
 
+    def _compare(self, sources: list[Source]) -> None:
+        """Components new since the job's last complete backup go to the log; ones it held
+        that this run has not found are WARNINGs in the manifest (a database dropped)."""
+        previous = self.catalog.last_complete_backup(self.job.name)
+        if previous is None or not previous.get("manifest"):
+            return
+        held = [c["name"] for c in previous["manifest"].get("components", [])
+                if c.get("kind") != "config"]
+        now = [s.component_name for s in sources]
+        for name in now:
+            if name not in held:
+                log.info("event=component.new job=%s backup=%s component=%s", self.job.name,
+                         self.backup_id, name)
+        for name in held:
+            if name not in now:
+                note = (f"WARNING: component {name} of backup {previous['id']} is gone:"
+                        " not found at this run (database dropped, excluded or source removed)")
+                self.notes.append(note)
+                log.warning("event=component.gone job=%s backup=%s component=%s previous=%s",
+                            self.job.name, self.backup_id, name, previous["id"])
+
+    def partial_reason(self) -> str | None:
+        """Why this backup is partial (a target failed, a component missing); None: whole."""
+        problems = [f"{name} not backed up: {why}" for name, why in self.missing.items()]
+        if self.failed:
+            reasons = "; ".join(f"{name}: {why}" for name, why in self.failed.items())
+            problems.append(f"not on every target ({reasons})")
+        return "; ".join(problems) or None
+
+    def _manifest(self, sources: list[Source]) -> Manifest:
+        """The manifest of what was stored, in the job's order; it never claims a component
+        it does not hold: those that failed are named in missing_components."""
+        order = [s.component_name for s in sources] + ["config"]
+        self.components.sort(key=lambda c: order.index(c.name))
+        extra: dict[str, Any] = {}
+        if self.missing:
+            extra["missing_components"] = [{"name": n, "reason": why}
+                                           for n, why in self.missing.items()]
+        if self.notes:
+            extra["notes"] = self.notes
+        return Manifest(id=self.backup_id, job=self.job.name, trigger=self.trigger,
+                        tag=self.tag, label=self.label, host=socket.gethostname(),
+                        kbackup_version=__version__, started_at=self.started_at,
+                        finished_at=iso(utcnow()) or "", components=self.components, **extra)
+
     async def run(self) -> Manifest:
         self._record("running")
-        sources = sources_for(self.job)
+        try:
+            sources = await sources_for(self.job)
+        except BaseException as exc:
+            self._record("failed", error=str(exc) or exc.__class__.__name__)
+            raise
+        self._compare(sources)
         self.progress.components_total = len(sources)
         self.progress.phase = "estimating size"
         try:
@@ -221,24 +286,12 @@ class BackupRun:
             if not big:
                 self._first_open.set()
             await _together(
-                _in_turn([functools.partial(self._backup_source, s) for s in big]),
+                _in_turn([*(functools.partial(self._backup_or_skip, s) for s in big),
+                          _set_event(self._first_open)]),
                 _in_turn([self._first_open.wait,
                           *(functools.partial(self._backup_source, s) for s in small),
                           self._backup_config]))
-            order = [s.component_name for s in sources] + ["config"]
-            self.components.sort(key=lambda c: order.index(c.name))
-            manifest = Manifest(
-                id=self.backup_id,
-                job=self.job.name,
-                trigger=self.trigger,
-                tag=self.tag,
-                label=self.label,
-                host=socket.gethostname(),
-                kbackup_version=__version__,
-                started_at=self.started_at,
-                finished_at=iso(utcnow()) or "",
-                components=self.components,
-            )
+            manifest = self._manifest(sources)
             self.progress.phase = "writing manifest"
             for target in self._healthy():
                 try:
@@ -253,11 +306,11 @@ class BackupRun:
                 reason = "cancelled"
             self._record("failed", error=reason)
             raise
-        if self.failed:
+        partial = self.partial_reason()
+        if partial:
             # Targets without a complete copy must not keep half of one.
             await self._discard([t for t in self.targets if t.name in self.failed])
-            reasons = "; ".join(f"{name}: {why}" for name, why in self.failed.items())
-            self._record("partial", manifest, error=f"not on every target: {reasons}")
+            self._record("partial", manifest, error=partial)
             self.progress.phase = "partial"
         else:
             self._record("complete", manifest)
@@ -271,9 +324,28 @@ class BackupRun:
                 await asyncio.shield(delete_backup(target, self.job.name, self.backup_id))
 
 
-def sources_for(job: JobConfig) -> list[Source]:
-    """Every backup stream of the job, in the job's order of sources."""
-    return [s for config in job.sources for s in driver(config.kind).sources(config)]
+async def sources_for(job: JobConfig) -> list[Source]:
+    """Every backup stream of the job for this run (databases found on the server now), in
+    the job's order of sources. Two streams stored under one component or file name refuse
+    the run before anything is written."""
+    found: list[Source] = []
+    for config in job.sources:
+        found += await driver(config.kind).expand(config)
+    for what, key in (("component", lambda s: s.component_name),
+                      ("object", lambda s: s.file_stem + s.extension)):
+        names = [key(s) for s in found] + (["config"] if what == "component" else [])
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise BackupFailed(f"job {job.name}: two sources would be stored as {what}"
+                               f" {clash[0]!r}; rename one of them")
+    return found
+
+
+def _set_event(event: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    """A step that sets the event: the small sources start even if every big one failed."""
+    async def step() -> None:
+        event.set()
+    return step
 
 
 async def _in_turn(steps: Iterable[Callable[[], Awaitable[object]]]) -> None:

@@ -135,6 +135,9 @@ class Source(ABC):
     # A few kilobytes at most (roles, tablespaces): stored alongside the big sources, not
     # after them, so it adds nothing to the backup's wall time.
     small: bool = False
+    # One of several found at run time (a server's databases): its failure is recorded in the
+    # manifest's missing_components and the others are still stored (a "partial" backup).
+    may_fail: bool = False
 
     def __init__(self, name: str):
         self.name = name
@@ -214,6 +217,7 @@ class RestoreOptions:
     data_only: bool = False
     no_owner: bool = False
     with_globals: bool = False
+    all_databases: bool = False  # every database component, each to its own name, globals first
     clean: bool = False
     files_to: str | None = None
     in_place: bool = False
@@ -266,6 +270,18 @@ class Driver(Protocol):
 
     def sources(self, config: SourceConfig) -> list[Source]:
         """The backup streams of one [[table]] entry, in the order they are stored."""
+        ...
+
+    async def expand(self, config: SourceConfig) -> list[Source]:
+        """The backup streams of one entry for this run: `sources(config)`, or what is found
+        on the server now (every database of a `databases = "*"` entry). Raise SourceError
+        when the server cannot be asked."""
+        ...
+
+    async def check(self, config: SourceConfig) -> dict[str, Any]:
+        """The reachability probe (`kbackupctl sources check`): `errors.check_result`'s shape
+        ({ok, reason}) plus what the kind found (version, databases, sizes). Never raises for
+        a problem of the source: the reason names it in one line."""
         ...
 
     def summary(self, component: dict[str, Any]) -> dict[str, Any]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from kbackup.config import JobConfig
+from kbackup.errors import check_result
 from kbackup.fields import SourceConfig
 from kbackup.repository import Component
 from kbackup.sources.base import (
@@ -34,6 +37,20 @@ def _archive_errors() -> Iterator[None]:
         raise DriverError(str(exc)) from exc
 
 
+def probe_tree(config: FilesSource) -> dict[str, Any]:
+    """The tree's root exists and this daemon may list and read it."""
+    root = config.path
+    where = f"files {config.name}: {root}"
+    if not root.exists():
+        return check_result(False, f"{where} does not exist", path=str(root))
+    if not root.is_dir():
+        return check_result(False, f"{where} is not a directory", path=str(root))
+    if not os.access(root, os.R_OK | os.X_OK):
+        return check_result(False, f"{where} is not readable by uid {os.geteuid()}",
+                            path=str(root))
+    return check_result(True, path=str(root))
+
+
 class FilesDriver:
     table = "files"
     component_kinds = ("files",)
@@ -41,6 +58,13 @@ class FilesDriver:
     def sources(self, config: SourceConfig) -> list[Source]:
         assert isinstance(config, FilesSource)
         return [FileTree(config)]
+
+    async def expand(self, config: SourceConfig) -> list[Source]:
+        return self.sources(config)  # a tree is one component, whatever it holds
+
+    async def check(self, config: SourceConfig) -> dict[str, Any]:
+        assert isinstance(config, FilesSource)
+        return await asyncio.to_thread(probe_tree, config)
 
     def summary(self, component: dict[str, Any]) -> dict[str, Any]:
         return meta.summary(component)
@@ -59,6 +83,8 @@ class FilesDriver:
             await check.restore_test(back, component)
 
     def selected(self, component: Component, request: RestoreOptions) -> bool:
+        if request.all_databases:  # databases only
+            return False
         return not request.component or component.name == request.component
 
     def restore_rank(self, component: Component) -> int:

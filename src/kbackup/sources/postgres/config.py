@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kbackup.fields import SourceConfig, check_dsn
 
@@ -25,6 +25,54 @@ class PostgresSource(SourceConfig):
     pg_dumpall: str = "pg_dumpall"
     row_counts: Literal["exact", "none"] = "exact"
     exclude_table_data: list[str] = Field(default_factory=list)
+    # Several databases of the server, found at each run (discover.py): "*" (every
+    # connectable, non-template one) or a list of names; None: the DSN's database alone.
+    databases: Literal["*"] | list[str] | None = None
+    exclude: list[str] = Field(default_factory=list)  # shell patterns (fnmatch) of names
+
+    @field_validator("databases", mode="before")
+    @classmethod
+    def _databases(cls, value: Any) -> Any:
+        if value is None or value == "*":
+            return value
+        if not isinstance(value, list) or not value:
+            raise ValueError(f'expected "*" or a non-empty list of database names, got {value!r}')
+        for name in value:
+            if not isinstance(name, str) or not name or len(name.encode()) > 63 or "\0" in name:
+                raise ValueError(f"expected database names (1 to 63 bytes), got {name!r}")
+        if len(set(value)) != len(value):
+            raise ValueError("a database is listed twice")
+        return value
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _patterns(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of shell patterns like \"test_*\", got {value!r}")
+        for pattern in value:
+            if not isinstance(pattern, str) or not pattern.strip():
+                raise ValueError(f"expected non-empty shell patterns, got {pattern!r}")
+            if pattern.count("[") != pattern.count("]"):
+                raise ValueError(f"pattern {pattern!r} has an unclosed [ ]")
+        return value
+
+    @model_validator(mode="after")
+    def _exclude_needs_databases(self) -> PostgresSource:
+        if self.exclude and self.databases is None:
+            raise ValueError('exclude needs databases ("*" or a list): without it the job'
+                             " backs up the DSN's database only")
+        return self
+
+    @property
+    def multi(self) -> bool:
+        """Several databases, each its own component `<name>:<database>`."""
+        return self.databases is not None
+
+    def describe(self) -> dict[str, Any]:
+        found = super().describe()
+        if self.databases is not None:
+            found.update(databases=self.databases, exclude=self.exclude)
+        return found
 
     @field_validator("dsn", "restore_dsn")
     @classmethod
@@ -39,7 +87,17 @@ class PostgresSource(SourceConfig):
 CONFIG = PostgresSource
 
 
+def source_of(component: str) -> str:
+    """The [[postgres]] entry a component name belongs to: `main:crm` (one of several
+    databases) -> `main`; a single database's component is named like its entry."""
+    return component.split(SEPARATOR, 1)[0]
+
+
+SEPARATOR = ":"  # never in an entry's name (fields.NAME_PATTERN): names cannot collide
+
+
 def configured(job: object | None, name: str) -> PostgresSource | None:
-    """The job's [[postgres]] entry of that name (a backup's component may outlive it)."""
+    """The job's [[postgres]] entry of that component (a backup's component may outlive it)."""
+    name = source_of(name)
     source = getattr(job, "source", lambda _: None)(name) if job is not None else None
     return source if isinstance(source, PostgresSource) else None

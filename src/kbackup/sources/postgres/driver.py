@@ -1,5 +1,6 @@
 """The PostgreSQL driver: every verb of `[[postgres]]`, for its two components, the database
-dump ("postgres") and the roles and tablespaces beside it ("globals")."""
+dump ("postgres", one per database of an entry with `databases`) and the roles and
+tablespaces beside it ("globals")."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from kbackup.config import JobConfig
 from kbackup.fields import SourceConfig
 from kbackup.repository import Component
 from kbackup.sources.base import Planned, ReadBack, RestoreContext, RestoreOptions, Source, Step
-from kbackup.sources.postgres import check, meta, plan, restore
-from kbackup.sources.postgres.config import PostgresSource
+from kbackup.sources.postgres import check, discover, meta, plan, restore
+from kbackup.sources.postgres.config import PostgresSource, source_of
 from kbackup.sources.postgres.dump import PostgresDatabase, PostgresGlobals
 
 GLOBALS = "globals"
@@ -26,6 +27,21 @@ class PostgresDriver:
         if config.globals:
             found.append(PostgresGlobals(config))
         return found
+
+    async def expand(self, config: SourceConfig) -> list[Source]:
+        """With `databases`: each database the server has now (discover.py), then globals."""
+        assert isinstance(config, PostgresSource)
+        if not config.multi:
+            return self.sources(config)
+        found: list[Source] = [PostgresDatabase(config, name)
+                               for name in await discover.discover(config)]
+        if config.globals:
+            found.append(PostgresGlobals(config))
+        return found
+
+    async def check(self, config: SourceConfig) -> dict[str, Any]:
+        assert isinstance(config, PostgresSource)
+        return await discover.check(config)
 
     def summary(self, component: dict[str, Any]) -> dict[str, Any]:
         return meta.summary(component)
@@ -48,11 +64,13 @@ class PostgresDriver:
         await check.restore_test(back, component)
 
     def selected(self, component: Component, request: RestoreOptions) -> bool:
-        """The databases; their globals only with --with-globals (or asked by name)."""
+        """The databases; their globals only with --with-globals or --all-databases (or
+        asked by name)."""
         if request.component:
+            globals_name = f"{source_of(request.component)}.globals"
             return component.name == request.component or (
-                request.with_globals and component.name == f"{request.component}.globals")
-        return component.kind != GLOBALS or request.with_globals
+                request.with_globals and component.name == globals_name)
+        return component.kind != GLOBALS or request.with_globals or request.all_databases
 
     def restore_rank(self, component: Component) -> int:
         return 0 if component.kind == GLOBALS else 1  # roles before the objects they own

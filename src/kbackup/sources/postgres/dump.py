@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from kbackup.config import read_secret_file
 from kbackup.handoff import ChunkQueue
@@ -26,6 +29,7 @@ from kbackup.sources.base import (
     spawn_source,
     stop_source,
 )
+from kbackup.sources.postgres.config import SEPARATOR
 from kbackup.sources.postgres.config import PostgresSource as PostgresConfig
 from kbackup.sources.postgres.meta import DatabaseMeta, GlobalsMeta
 
@@ -65,6 +69,15 @@ async def count_rows(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
             row = await cur.fetchone()
             counts[f"{schema}.{table}"] = int(row[0]) if row else 0
     return counts
+
+
+def safe_file_part(database: str) -> str:
+    """A database name as part of an object name: itself when it is only letters, digits,
+    _ and -; else those kept, the rest as _, and a hash of the name (stays unique)."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", database):
+        return database
+    digest = hashlib.sha256(database.encode()).hexdigest()[:10]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", database)[:40] + "-" + digest
 
 
 def one_line(exc: BaseException) -> str:
@@ -118,11 +131,20 @@ class PostgresDatabase(Source):
 
     @property
     def file_stem(self) -> str:
-        return f"db-{self.name}"
+        if self.database is None:
+            return f"db-{self.name}"
+        return f"mdb-{self.config.name}.{safe_file_part(self.database)}"
 
-    def __init__(self, config: PostgresConfig):
-        super().__init__(config.name)
+    def __init__(self, config: PostgresConfig, database: str | None = None):
+        """One database: the DSN's, or `database` of a multi-database entry, whose component
+        is `<entry>:<database>` and whose failure leaves the entry's other databases."""
+        super().__init__(config.name if database is None
+                         else f"{config.name}{SEPARATOR}{database}")
         self.config = config
+        self.database = database
+        self.may_fail = database is not None
+        self.dsn = config.dsn if database is None else make_conninfo(config.dsn,
+                                                                      dbname=database)
 
     def _password(self) -> str | None:
         if self.config.password_file is None:
@@ -138,7 +160,7 @@ class PostgresDatabase(Source):
         if password is not None:
             kwargs["password"] = password
         try:
-            return await psycopg.AsyncConnection.connect(self.config.dsn, **kwargs)
+            return await psycopg.AsyncConnection.connect(self.dsn, **kwargs)
         except psycopg.Error as exc:
             raise SourceError(f"database {self.name}: cannot connect: {one_line(exc)}") from None
 
@@ -173,7 +195,7 @@ class PostgresDatabase(Source):
                 "--compress=0",
                 f"--snapshot={snapshot}",
                 "--no-password",
-                f"--dbname={self.config.dsn}",
+                f"--dbname={self.dsn}",
             ]
             argv += [f"--exclude-table-data={t}" for t in self.config.exclude_table_data]
             env = {"PGAPPNAME": "kbackup-pg_dump"}

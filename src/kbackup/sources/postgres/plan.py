@@ -6,7 +6,7 @@ from __future__ import annotations
 from kbackup.config import JobConfig
 from kbackup.repository import Component
 from kbackup.sources.base import Planned, PlanRefused, RestoreOptions, Step
-from kbackup.sources.postgres.config import configured
+from kbackup.sources.postgres.config import SEPARATOR, configured, source_of
 from kbackup.sources.postgres.meta import DatabaseMeta
 from kbackup.sources.postgres.pgtools import Login, PgError, database_exists, database_is_empty
 
@@ -43,6 +43,11 @@ def _what(request: RestoreOptions) -> str:
     return what
 
 
+def _original(login: Login, component: Component) -> str:
+    name = DatabaseMeta.of(component).database or login.database()
+    return repr(name) if name else "the original"
+
+
 async def _into_other(login: Login, component: Component, request: RestoreOptions,
                       name: str) -> Planned:
     """--to-database NAME: the original is not touched."""
@@ -51,9 +56,20 @@ async def _into_other(login: Login, component: Component, request: RestoreOption
         raise PlanRefused(f"database {name!r} exists and is not empty: choose another"
                           " name, or add --clean to replace its contents")
     detail = (f"restore {_what(request)} into {'existing' if exists else 'new'} database"
-              f" {name!r}; {login.database() or 'the original'} is not touched")
+              f" {name!r}; {_original(login, component)} is not touched")
     return Planned(Step(component.name, "database-new", name, detail,
                         destructive=exists and request.clean, size_bytes=component.raw_bytes))
+
+
+def _all_databases(component: Component, request: RestoreOptions) -> str:
+    """--all-databases: each database to its own name (onto a new server: restore_dsn)."""
+    if request.to_database or request.tables or request.component:
+        raise PlanRefused("--all-databases restores every database to its own name: it"
+                          " excludes --to-database, --table and --component")
+    name = DatabaseMeta.of(component).database
+    if not name:
+        raise PlanRefused(f"database {component.name}: the backup does not record its name")
+    return name
 
 
 async def plan_database(job: JobConfig, component: Component,
@@ -63,10 +79,15 @@ async def plan_database(job: JobConfig, component: Component,
     login = Login.for_restore(configured(job, component.name))
     if request.tables:
         table_args(component, request.tables)
+    several = SEPARATOR in component.name  # one of an entry's databases: not the DSN's
     try:
+        if request.all_databases:
+            name = _all_databases(component, request)
+            return await _into_other(login, component, request, name)
         if request.to_database:
             return await _into_other(login, component, request, request.to_database)
-        name = login.database() or DatabaseMeta.of(component).database or ""
+        name = ((None if several else login.database()) or DatabaseMeta.of(component).database
+                or "")
         if not name:
             raise PlanRefused(f"database {component.name}: the DSN names no dbname")
         if not await database_exists(login, name):
@@ -83,4 +104,5 @@ async def plan_database(job: JobConfig, component: Component,
         detail += "; safety backup of it first"
     step = Step(component.name, "database-replace", name, detail, destructive=True,
                 size_bytes=component.raw_bytes)
-    return Planned(step, [] if request.no_safety_backup else [component.name])
+    # The safety backup is of the whole entry (each of its databases, if several).
+    return Planned(step, [] if request.no_safety_backup else [source_of(component.name)])
