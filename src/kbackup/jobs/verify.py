@@ -26,7 +26,7 @@ from kbackup.errors import VerifyError
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
 from kbackup.repository import Component, Manifest
-from kbackup.sources.base import CheckFailed, DriverError, ReadBack, open_object
+from kbackup.sources.base import CannotCheck, CheckFailed, DriverError, ReadBack, open_object
 from kbackup.sources.drivers import driver_for_component
 from kbackup.storage import Storage, StorageError
 
@@ -96,7 +96,7 @@ class VerifyRun:
                 raise VerificationFailed(str(exc)) from None
             except CorruptObject as exc:
                 raise VerificationFailed(str(exc)) from None
-            except KeyProblem:
+            except (KeyProblem, CannotCheck):
                 raise
             except (DriverError, StorageError, tarfile.TarError, OSError, GpgFailed) as exc:
                 raise VerificationFailed(f"{component.kind} {component.name}: {exc}") from None
@@ -119,7 +119,7 @@ class VerifyRun:
             await self._verify()
         except VerificationFailed as exc:
             problem = str(exc)
-        except KeyProblem as exc:
+        except (KeyProblem, CannotCheck) as exc:
             # Not the backup's fault: record that it could not be checked, leave its status.
             problem = f"could not verify: {exc}"
             self.catalog.add_verification(self.run_id, self.manifest.id, self.manifest.job,
