@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 
 SUITE = "trixie"
 MAJOR = 17
@@ -184,6 +185,18 @@ def running_pg17() -> Iterator[Pg17]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg17() -> Iterator[Pg17]:
+    """The PostgreSQL 17 server of a test session. Skipped only where the container cannot
+    run at all (not root, no systemd-nspawn); a missing tree is made (a minute, measured in
+    its .complete stamp), and a failure to make or start it fails the tests."""
+    why = unavailable()
+    if why:
+        pytest.skip(f"PostgreSQL 17 container: {why}")
+    with running_pg17() as server:
+        yield server
 
 
 def main(argv: list[str]) -> int:
