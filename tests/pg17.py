@@ -171,6 +171,25 @@ class Pg17:
                     os.kill(int(pid), signal.SIGKILL)
             proc.kill()
             proc.wait(10)
+            with contextlib.suppress(OSError):  # what nspawn would have removed
+                os.rmdir(f"/run/systemd/nspawn/propagate/kbackup-pg17-{self.port}")
+
+
+def client_bin_dir(directory: Path, tree: Path | None = None) -> Path:
+    """A directory of PostgreSQL 17's client programs for this machine: each runs the tree's
+    own program in a throwaway container (same network, stdin and stdout passed through), so
+    a pg_bin_dir can name 17's tools here although only 15's are installed."""
+    tree = tree or ensure_tree()
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
+        wrapper = directory / name
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'exec systemd-nspawn --quiet --directory={tree} --register=no --keep-unit'
+            ' --volatile=overlay --pipe --machine="kbt17-$$"'
+            f' {BIN}/{name} "$@"\n')
+        wrapper.chmod(0o755)
+    return directory
 
 
 @contextlib.contextmanager

@@ -2,7 +2,9 @@
 server with this machine's tools (15) fails before dumping with one line saying what to
 install, and the job's health says so; so does a pg_bin_dir without tools. The manifest
 records the pg_dump that made the dump; a restore or a restore-test of an archive made by a
-newer pg_dump than any pg_restore here is refused before anything is touched."""
+newer pg_dump than any pg_restore here is refused before anything is touched. With 17's own
+tools (run in the container, named by pg_bin_dir) the backup, restore-test and restore of the
+PostgreSQL 17 server work."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pg17 import Pg17, pg17
+from pg17 import Pg17, client_bin_dir, pg17
 from test_daemon_lifecycle import assert_run_fails
 
 from conftest import SHOP_COUNTS, SHOP_SCHEMA, KbEnv, PgServer, table_counts
@@ -44,12 +46,9 @@ def wait_health(kb: KbEnv, job: str, status: str) -> dict[str, Any]:
 
 
 def test_host_tools_against_postgresql_17_fail_before_dumping(kb: KbEnv, pg17: Pg17) -> None:
+    pg17_shop(pg17, "shop")
     with pg17.connect() as conn:
-        conn.execute("DROP DATABASE IF EXISTS shop")
-        conn.execute("CREATE DATABASE shop")
         version = str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]
-    with pg17.connect("shop") as conn:
-        conn.execute(SHOP_SCHEMA)
     kb.write_job("shop", f'targets = ["local"]\n[[postgres]]\nname = "shop"\n'
                          f'dsn = "{pg17.dsn("shop")}"\n')
     kb.start()
@@ -63,6 +62,40 @@ def test_host_tools_against_postgresql_17_fail_before_dumping(kb: KbEnv, pg17: P
     assert "no complete backup" in json.dumps(entry["health"])
     check = kb.ctl("check", "shop")
     assert check.returncode == 2 and check.stdout.startswith("KBACKUP CRITICAL - shop"), check
+
+
+def pg17_shop(pg17: Pg17, name: str) -> None:
+    with pg17.connect() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    with pg17.connect(name) as conn:
+        conn.execute(SHOP_SCHEMA)
+
+
+def pg17_counts(pg17: Pg17, name: str) -> dict[str, int]:
+    server = PgServer(pg17.host, pg17.port, pg17.user)
+    return table_counts(server, name)
+
+
+def test_postgresql_17_with_its_own_tools_backs_up_and_restores(kb: KbEnv, pg17: Pg17,
+                                                                 tmp_path: Path) -> None:
+    pg17_shop(pg17, "shop17")
+    bin17 = client_bin_dir(tmp_path / "bin17")
+    kb.write_job("shop", f'targets = ["local"]\n[[postgres]]\nname = "shop"\n'
+                         f'dsn = "{pg17.dsn("shop17")}"\npg_bin_dir = "{bin17}"\n')
+    kb.start()
+    backup = kb.run_backup()
+    manifest = json.loads((kb.backup_dir(backup) / "manifest.json").read_text())
+    database = next(c for c in manifest["components"] if c["kind"] == "postgres")["database"]
+    assert database["server_version_num"] // 10000 == 17
+    assert database["pg_dump_version"].startswith("17."), database
+    assert database["row_counts"] == SHOP_COUNTS
+    result = kb.ctl("verify", backup["id"], "--level", "restore-test", "--wait")
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}{kb.logs()[-3000:]}"
+    result = kb.ctl("restore", backup["id"], "--to-database", "shop17_copy", "--yes",
+                    timeout=300)
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}{kb.logs()[-3000:]}"
+    assert pg17_counts(pg17, "shop17_copy") == SHOP_COUNTS
 
 
 def test_pg_bin_dir_without_tools_fails_the_run(kb: KbEnv, pg: PgServer, shop_db: str,
