@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from pg17 import Pg17, pg17
 from test_config import GOOD_JOB, check, make_config
 
 from conftest import PgServer
+from kbackup.sources.postgres import toolchain
 from kbackup.sources.postgres.config import PostgresSource
 from kbackup.sources.postgres.toolchain import (
     Need,
@@ -175,3 +177,20 @@ async def test_an_explicit_older_pg_dump_against_a_newer_server(pg17: Pg17) -> N
     assert str(caught.value).endswith(
         f"but pg_dump in pg_bin_dir {directory} is {tool_version}; install"
         " postgresql-client-17 and point pg_bin_dir at /usr/lib/postgresql/17/bin")
+
+
+def test_a_tool_that_does_not_answer_is_stopped_whole(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit program whose --version hangs (here: a child holding its stdout) is given
+    up after VERSION_TIMEOUT, and its whole process group is killed."""
+    monkeypatch.setattr(toolchain, "VERSION_TIMEOUT", 1.0)
+    marker = f"kbt-hang-{tmp_path.name}"
+    hanging = tmp_path / "pg_dump-hangs"
+    hanging.write_text(f"#!/bin/sh\nsh -c 'sleep 600; : {marker}' &\nwait\n")
+    hanging.chmod(0o755)
+    started = time.monotonic()
+    found = toolchain.inspect_tool("pg_dump", str(hanging))
+    assert found == "did not answer --version within 1 s"
+    assert time.monotonic() - started < 10
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    assert left == "", f"left running: {left}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import logging
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ from kbackup.errors import SourceError
 from kbackup.process import child_env
 from kbackup.sources.postgres.config import PostgresSource
 
+log = logging.getLogger("kbackup.postgres")
 CLIENT_DIRS = "/usr/lib/postgresql/*/bin"
 VERSION_TIMEOUT = 10.0
 _VERSION = re.compile(r"\(PostgreSQL\)\s+((\d+)[.\w]*)")
@@ -157,7 +159,15 @@ def _package(need: Need) -> str:
 
 
 def choose(who: str, source: PostgresSource | None, name: str, need: Need) -> Tool:
-    """The `name` tool for `source` (None: defaults), or ToolchainError in one line."""
+    """The `name` tool for `source` (None: defaults), or ToolchainError in one line; the
+    choice is logged (which program ran is the first question when a dump misbehaves)."""
+    tool = _choose(who, source, name, need)
+    log.info("event=postgres.tool source=%r tool=%s version=%s path=%s need=%r", who,
+             name, tool.version, tool.path, need.why)
+    return tool
+
+
+def _choose(who: str, source: PostgresSource | None, name: str, need: Need) -> Tool:
     configured = str(getattr(source, name, name) if source is not None else name)
     if configured != name:
         return _explicit(who, name, configured, need)
