@@ -376,6 +376,15 @@ backup_dir=$(ct find /var/backups/kbackup/shop -mindepth 3 -maxdepth 3 -type d -
 components=$(ct /srv/deb-test/check-backup.py "$backup_dir") ||
     die "backup $backup_id does not match its manifest"
 ok "backup $backup_id: manifest checksums match ($(awk '{print $1 ":" $2}' <<<"$components" | tr '\n' ' '))"
+# The dump was made by the client tools of the server's own major (issue 16), as recorded.
+dumped_by=$(ct python3 -c 'import json, sys
+manifest = json.load(open(sys.argv[1] + "/manifest.json"))
+print(next(c for c in manifest["components"] if c["kind"] == "postgres")["database"].get("pg_dump_version"))' "$backup_dir")
+case "$dumped_by" in
+    "$pg_version".*) ;;
+    *) die "the manifest records pg_dump_version '$dumped_by', expected $pg_version.x" ;;
+esac
+ok "manifest: dumped by pg_dump $dumped_by (PostgreSQL $pg_version in the container)"
 
 # Restore the dump by hand with stock tools into a new database and compare every row.
 dump_file=$(awk '$1 == "postgres" {print $3}' <<<"$components")

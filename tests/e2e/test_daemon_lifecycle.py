@@ -64,6 +64,7 @@ class GatedPgDump:
         self.release_file = directory / "release"
         self.path.write_text(
             "#!/bin/sh\n"
+            f'[ "$1" = --version ] && exec {real_pg_dump()} --version\n'
             f"echo $$ > {self.pid_file}\n"
             f"env > {self.env_file}\n"
             f"touch {self.started}\n"
@@ -482,6 +483,7 @@ def assert_run_fails(kb: KbEnv, reason: str, job: str = "shop") -> str:
 
 
 FAILING_PG_DUMP = """#!/bin/sh
+[ "$1" = --version ] && exec pg_dump --version
 printf 'PGDMP partial output'
 echo "pg_dump: error: simulated failure" >&2
 exit 1

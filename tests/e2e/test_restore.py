@@ -483,7 +483,8 @@ def test_a_failing_restore_leaves_the_old_data(
 
     # The safety backup fails (pg_dump broken): the restore stops before any change.
     broken = tmp_path / "pg_dump_broken"
-    broken.write_text("#!/bin/sh\necho 'pg_dump: error: disk on fire' >&2\nexit 1\n")
+    broken.write_text('#!/bin/sh\n[ "$1" = --version ] && exec pg_dump --version\n'
+                      "echo 'pg_dump: error: disk on fire' >&2\nexit 1\n")
     broken.chmod(0o755)
     good_config = job_file.read_text()
     job_file.write_text(good_config + f'pg_dump = "{broken}"\n')

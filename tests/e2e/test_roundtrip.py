@@ -169,7 +169,8 @@ def test_dump_and_row_counts_share_one_snapshot(
     """Rows committed while the backup runs are in neither the dump nor the manifest's counts."""
     started = tmp_path / "started"
     wrapper = tmp_path / "pg_dump_late"
-    wrapper.write_text(f"#!/bin/sh\ntouch {started}\nsleep 2\nexec pg_dump \"$@\"\n")
+    wrapper.write_text('#!/bin/sh\n[ "$1" = --version ] && exec pg_dump --version\n'
+                       f"touch {started}\nsleep 2\nexec pg_dump \"$@\"\n")
     wrapper.chmod(0o755)
     path = kb.shop_job(pg, shop_db, None)
     path.write_text(path.read_text() + f'pg_dump = "{wrapper}"\n')

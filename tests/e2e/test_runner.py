@@ -15,6 +15,7 @@ def slow_pg_dump(base: Path, delay: float, log: Path) -> Path:
     """A pg_dump that logs start/end and sleeps first, in a child process (a real tree)."""
     script = base / "slow_pg_dump"
     script.write_text(f"""#!/bin/sh
+[ "$1" = --version ] && exec pg_dump --version
 echo "start $$ $(date +%s.%N)" >> {log}
 sleep {delay} &
 echo $! > {base}/sleep-$$.pid

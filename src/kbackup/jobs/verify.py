@@ -25,7 +25,7 @@ from kbackup.errors import KbackupError, VerifyError
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
 from kbackup.repository import Component, Manifest
-from kbackup.sources.base import CheckFailed, ReadBack, open_object
+from kbackup.sources.base import CannotCheck, CheckFailed, ReadBack, open_object
 from kbackup.sources.drivers import (
     CONFIG_KIND,
     driver_for_component,
@@ -109,7 +109,7 @@ class VerifyRun:
                 raise VerificationFailed(str(exc)) from None
             except CorruptObject as exc:
                 raise VerificationFailed(str(exc)) from None
-            except KeyProblem:
+            except (KeyProblem, CannotCheck):
                 raise
             except (KbackupError, OSError) as exc:  # a driver's, the storage's, gpg's one line
                 raise VerificationFailed(f"{component.kind} {component.name}: {exc}") from None
@@ -132,7 +132,7 @@ class VerifyRun:
             await self._verify()
         except VerificationFailed as exc:
             problem = str(exc)
-        except (KeyProblem, CannotVerify) as exc:
+        except (KeyProblem, CannotVerify, CannotCheck) as exc:
             # Not the backup's fault: record that it could not be checked, leave its status.
             problem = f"could not verify: {exc}"
             self.catalog.add_verification(self.run_id, self.manifest.id, self.manifest.job,

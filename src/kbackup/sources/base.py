@@ -43,6 +43,11 @@ class DriverError(ToolError):
     the step (and `stderr`, when a tool failed, what it printed)."""
 
 
+class CannotCheck(DriverError):
+    """Verification could not run here (a tool missing or too old): not the backup's fault,
+    so the verification is recorded as failed and the backup's status is left as it was."""
+
+
 class CheckFailed(VerifyError):
     """Verification: the backup is not what its manifest promises; the first mismatch."""
 

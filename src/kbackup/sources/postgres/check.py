@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 
 from kbackup.repository import Component
-from kbackup.sources.base import CheckFailed, ReadBack
+from kbackup.sources.base import CannotCheck, CheckFailed, ReadBack
 from kbackup.sources.postgres.config import configured
 from kbackup.sources.postgres.meta import DatabaseMeta
 from kbackup.sources.postgres.pgtools import (
@@ -19,25 +19,33 @@ from kbackup.sources.postgres.pgtools import (
     feed_process,
     run_sql_checks,
     table_counts,
+    with_pg_restore,
 )
+from kbackup.sources.postgres.toolchain import ToolchainError
 
 
-def verify_login(back: ReadBack, component: Component) -> Login:
+async def verify_login(back: ReadBack, component: Component) -> Login:
     """[verify] restore_dsn when set (it may differ from the backup's server), else the
-    database's own restore login."""
+    database's own restore login; with a pg_restore that can read the archive (CannotCheck
+    before anything is created otherwise)."""
     source = configured(back.job, component.name)
     verify = back.job.verify if back.job else None
     pg_restore = source.pg_restore if source else "pg_restore"
     if verify is not None and verify.restore_dsn:
-        return Login(verify.restore_dsn, verify.restore_password_file, pg_restore)
-    if source is None:
+        login = Login(verify.restore_dsn, verify.restore_password_file, pg_restore)
+    elif source is None:
         raise CheckFailed(f"database {component.name}: no longer configured in job"
                           f" {back.manifest.job}: set [verify] restore_dsn")
-    return Login.for_restore(source)
+    else:
+        login = Login.for_restore(source)
+    try:
+        return await with_pg_restore(login, source, component)
+    except ToolchainError as exc:
+        raise CannotCheck(str(exc)) from None
 
 
 async def structure(back: ReadBack, component: Component) -> None:
-    login = verify_login(back, component)
+    login = await verify_login(back, component)
     stream = back.open(component, component)
     code, stderr = await feed_process([login.pg_restore, "--file=/dev/null"], {},
                                       stream.chunks(), on_chunk=back.advance)
@@ -47,7 +55,7 @@ async def structure(back: ReadBack, component: Component) -> None:
 
 
 async def restore_test(back: ReadBack, component: Component) -> None:
-    login = verify_login(back, component)
+    login = await verify_login(back, component)
     scratch = f"kbackup_verify_{back.manifest.id[-6:]}"
     back.details.setdefault("scratch_databases", []).append(scratch)
     await drop_database(login, scratch)  # left over by a crashed verification

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kbackup.fields import SourceConfig, check_dsn
+from kbackup.fields import AbsoluteDir, SourceConfig, check_dsn
 
 
 class PostgresSource(SourceConfig):
@@ -17,6 +17,10 @@ class PostgresSource(SourceConfig):
     # Restores (and scratch databases) may need more rights than backups: a separate login.
     restore_dsn: str | None = None
     restore_password_file: Path | None = None
+    # The client tools are chosen per server (sources/postgres/toolchain.py): the same major
+    # from /usr/lib/postgresql/*/bin, or the newest; pg_bin_dir names the one directory to
+    # use instead; a pg_dump/pg_restore/pg_dumpall other than the bare name is used as given.
+    pg_bin_dir: AbsoluteDir | None = None
     pg_dump: str = "pg_dump"
     pg_restore: str = "pg_restore"
     # Roles and tablespaces the dump's owners and grants need, as their own component.

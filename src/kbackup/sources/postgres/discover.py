@@ -4,7 +4,6 @@ each run (so one created yesterday is in tonight's backup), and the reachability
 
 from __future__ import annotations
 
-import shutil
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -13,6 +12,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from kbackup.fields import read_secret_file
 from kbackup.sources.base import SourceError
+from kbackup.sources.postgres import toolchain
 from kbackup.sources.postgres.config import PostgresSource
 from kbackup.sources.postgres.dump import one_line
 
@@ -124,13 +124,9 @@ async def check(config: PostgresSource) -> dict[str, Any]:
                               "databases": [], "pg_dump": None}
     try:
         result["server_version"], result["server_version_num"], user = await _version(config)
-        # TOOLCHAIN: the pg_dump that will be used, from sources/postgres/toolchain.py (issue
-        # 16, "the right client tools") once it exists; until then the configured program.
-        result["pg_dump"] = shutil.which(config.pg_dump)
-        if result["pg_dump"] is None:
-            result["reason"] = (f"database {config.name}: {config.pg_dump} not found or not"
-                                " executable (install postgresql-client)")
-            return result
+        version, version_num = result["server_version"], result["server_version_num"]
+        tool = await toolchain.tool_for_server(config, "pg_dump", version_num, version)
+        result["pg_dump"] = f"{tool.path} ({tool.version})"
         sizes = await server_databases(config)
         if config.multi:
             names = chosen(config, sorted(sizes))

@@ -32,6 +32,7 @@ from kbackup.sources.base import (
 from kbackup.sources.postgres.config import SEPARATOR
 from kbackup.sources.postgres.config import PostgresSource as PostgresConfig
 from kbackup.sources.postgres.meta import DatabaseMeta, GlobalsMeta
+from kbackup.sources.postgres.toolchain import server_version, tool_for_server
 
 TABLES_QUERY = """
 SELECT n.nspname, c.relname
@@ -189,8 +190,9 @@ class PostgresDatabase(Source):
             row = await cur.fetchone()
             assert row is not None
             snapshot, version, version_num, db_size, db_name = row
+            pg_dump = await tool_for_server(self.config, "pg_dump", version_num, version)
             argv = [
-                self.config.pg_dump,
+                pg_dump.path,
                 "--format=custom",
                 "--compress=0",
                 f"--snapshot={snapshot}",
@@ -206,11 +208,12 @@ class PostgresDatabase(Source):
                 proc, reader = await spawn_source(argv, env)
             except FileNotFoundError:
                 raise SourceError(
-                    f"database {self.name}: {self.config.pg_dump} not found or not executable"
+                    f"database {self.name}: {pg_dump.path} not found or not executable"
                     ' (install postgresql-client or set pg_dump = "/path/to/pg_dump")'
                 ) from None
             info = DatabaseMeta(database=db_name, server_version=version,
-                                server_version_num=version_num, database_size=int(db_size))
+                                server_version_num=version_num, database_size=int(db_size),
+                                pg_dump_version=pg_dump.version)
             stream = PostgresStream(self, conn, proc, reader, info)
             yield stream
         except psycopg.Error as exc:
@@ -259,7 +262,9 @@ class PostgresGlobals(Source):
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[SourceStream]:
-        argv = [self.config.pg_dumpall, "--globals-only", "--no-password",
+        pg_dumpall = await tool_for_server(self.config, "pg_dumpall",
+                                           *await server_version(self.config))
+        argv = [pg_dumpall.path, "--globals-only", "--no-password",
                 f"--dbname={self.config.dsn}"]
         if not self.config.include_role_passwords:
             argv.append("--no-role-passwords")
@@ -272,7 +277,7 @@ class PostgresGlobals(Source):
         try:
             proc, reader = await spawn_source(argv, env)
         except FileNotFoundError:
-            raise SourceError(f"database {self.name}: {self.config.pg_dumpall} not found or not"
+            raise SourceError(f"database {self.name}: {pg_dumpall.path} not found or not"
                               " executable (install postgresql-client)") from None
         try:
             yield GlobalsStream(self, proc, reader)

@@ -22,6 +22,8 @@ class DatabaseMeta(BaseModel):
     database_size: int | None = None
     row_counts: dict[str, int] | None = None
     format: str | None = None
+    # The pg_dump that wrote the archive ("15.19"): a restore needs a pg_restore as new.
+    pg_dump_version: str | None = None
 
     @classmethod
     def of(cls, component: Component) -> DatabaseMeta:

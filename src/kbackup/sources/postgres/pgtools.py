@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from kbackup.config import read_secret_file
 from kbackup.process import error_reason, kill_tree, read_stderr_tail, spawn
+from kbackup.repository import Component
 from kbackup.sources.base import DriverError
 from kbackup.sources.postgres.config import PostgresSource
 from kbackup.sources.postgres.dump import count_rows, one_line
+from kbackup.sources.postgres.meta import DatabaseMeta
+from kbackup.sources.postgres.toolchain import pg_restore_for
 
 
 class PgError(DriverError):
@@ -76,6 +80,15 @@ class Login:
         if password is not None:
             env["PGPASSWORD"] = password
         return env
+
+
+async def with_pg_restore(login: Login, source: PostgresSource | None,
+                          component: Component) -> Login:
+    """The login with a pg_restore that can read the component's archive: at least as new as
+    the pg_dump the manifest records (toolchain.py); ToolchainError in one line otherwise."""
+    tool = await pg_restore_for(f"database {component.name}", source,
+                                DatabaseMeta.of(component).pg_dump_version)
+    return dataclasses.replace(login, pg_restore=tool.path)
 
 
 async def database_exists(login: Login, name: str) -> bool:

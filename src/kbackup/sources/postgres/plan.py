@@ -8,7 +8,14 @@ from kbackup.repository import Component
 from kbackup.sources.base import Planned, PlanRefused, RestoreOptions, Step
 from kbackup.sources.postgres.config import SEPARATOR, configured, source_of
 from kbackup.sources.postgres.meta import DatabaseMeta
-from kbackup.sources.postgres.pgtools import Login, PgError, database_exists, database_is_empty
+from kbackup.sources.postgres.pgtools import (
+    Login,
+    PgError,
+    database_exists,
+    database_is_empty,
+    with_pg_restore,
+)
+from kbackup.sources.postgres.toolchain import ToolchainError
 
 
 def table_args(component: Component, tables: list[str]) -> list[str]:
@@ -76,7 +83,12 @@ async def plan_database(job: JobConfig, component: Component,
                         request: RestoreOptions) -> Planned:
     if request.schema_only and request.data_only:
         raise PlanRefused("--schema-only and --data-only exclude each other")
-    login = Login.for_restore(configured(job, component.name))
+    source = configured(job, component.name)
+    login = Login.for_restore(source)
+    try:  # refused here, before anything is touched, when no pg_restore can read the dump
+        await with_pg_restore(login, source, component)
+    except ToolchainError as exc:
+        raise PlanRefused(str(exc)) from None
     if request.tables:
         table_args(component, request.tables)
     several = SEPARATOR in component.name  # one of an entry's databases: not the DSN's

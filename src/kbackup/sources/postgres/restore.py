@@ -22,6 +22,7 @@ from kbackup.sources.postgres.pgtools import (
     failure,
     feed_process,
     swap_database,
+    with_pg_restore,
 )
 from kbackup.sources.postgres.plan import table_args
 
@@ -45,7 +46,8 @@ def _argv(login: Login, ctx: RestoreContext, step: Step, component: Component) -
 
 
 async def restore_database(ctx: RestoreContext, step: Step, component: Component) -> None:
-    login = Login.for_restore(configured(ctx.job, component.name))
+    source = configured(ctx.job, component.name)
+    login = await with_pg_restore(Login.for_restore(source), source, component)
     request = ctx.request
     whole = not (request.tables or request.schema_only or request.data_only)
     if step.kind == "database-replace" and whole:
@@ -98,7 +100,8 @@ async def _replace_whole_database(ctx: RestoreContext, login: Login, component: 
 async def restore_globals(ctx: RestoreContext, component: Component) -> None:
     """Apply the roles script; roles that already exist are errors psql reports and skips."""
     database = component.name.removesuffix(".globals")
-    login = Login.for_restore(configured(ctx.job, database))
+    source = configured(ctx.job, database)
+    login = await with_pg_restore(Login.for_restore(source), source, component)
     psql = str(Path(login.pg_restore).with_name("psql")) if "/" in login.pg_restore else "psql"
     ctx.progress.phase = "creating roles"
     stream = ctx.open(component, component)
