@@ -62,6 +62,8 @@ def test_host_tools_against_postgresql_17_fail_before_dumping(kb: KbEnv, pg17: P
     assert "no complete backup" in json.dumps(entry["health"])
     check = kb.ctl("check", "shop")
     assert check.returncode == 2 and check.stdout.startswith("KBACKUP CRITICAL - shop"), check
+    probe = kb.ctl("sources", "check", "shop")  # the probe says it before any run
+    assert probe.returncode == 1 and f"FAILED: {reason}" in probe.stdout, probe
 
 
 def pg17_shop(pg17: Pg17, name: str) -> None:
