@@ -1,0 +1,135 @@
+"""Loading a decoded dump into a database as fast as pg_restore -j allows.
+
+pg_restore -j needs a seekable file; a stored dump comes back as a stream. When the spool
+directory (staging_dir, else state_dir, then `spool/`) has room for the decoded dump, the
+stream goes at once into one pg_restore for the schema and the table data (pre-data, data)
+and, as it passes, into a spool file; then pg_restore -j N builds the indexes, constraints
+and triggers (post-data) from that file, N at a time. Loading overlaps reading back, and
+post-data, where restores of indexed schemas spend their time, runs on every core. The spool
+file is removed whatever happens. Without room (or with restore_jobs = 1) the dump is streamed
+into one pg_restore, as before. The log says which (one `event=restore.load` line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kbackup.repository import Component
+from kbackup.sources.base import ReadBack
+from kbackup.sources.postgres.config import PostgresSource
+from kbackup.sources.postgres.pgtools import Login, PgError, feed_process, run_tool
+
+log = logging.getLogger("kbackup.restore")
+
+SPOOL_MARGIN = 64 << 20  # free space left over besides the decoded dump
+SPOOL_BLOCK = 1 << 20  # the spool file is written in blocks of this size, by a thread
+
+
+def restore_jobs(source: PostgresSource | None) -> int:
+    """The source's restore_jobs, else the number of cores."""
+    if source is not None and source.restore_jobs:
+        return source.restore_jobs
+    return os.cpu_count() or 1
+
+
+@dataclass
+class Load:
+    """Where a dump goes and how: pg_restore options every run shares (ownership, exit on
+    error), those only a streamed load gets (--single-transaction), the parallel jobs."""
+
+    login: Login
+    dbname: str
+    args: list[str]
+    jobs: int
+    streamed_args: list[str] = field(default_factory=list)
+
+
+class SpoolFile:
+    """A new 0600 file filled in SPOOL_BLOCK writes made by a thread, so a slow disk does not
+    stall the event loop."""
+
+    def __init__(self, directory: Path):
+        fd, name = tempfile.mkstemp(prefix="kbackup-restore-", suffix=".dump", dir=directory)
+        self.fd = fd
+        self.path = Path(name)
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+
+    async def write(self, chunk: bytes) -> None:
+        self.pending.append(chunk)
+        self.pending_size += len(chunk)
+        if self.pending_size >= SPOOL_BLOCK:
+            await self.flush()
+
+    async def flush(self) -> None:
+        data = b"".join(self.pending)
+        self.pending.clear()
+        self.pending_size = 0
+        try:
+            await asyncio.to_thread(_write_all, self.fd, data)
+        except OSError as exc:
+            raise PgError(f"cannot write the restore spool file {self.path}: {exc.strerror}"
+                          ) from None
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self.path.unlink(missing_ok=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def spool_dir(back: ReadBack, component: Component, jobs: int) -> tuple[Path | None, int]:
+    """The spool directory when the decoded dump fits there, else None; and its free bytes."""
+    base = back.scratch_base() / "spool"
+    base.mkdir(mode=0o700, exist_ok=True)
+    free = shutil.disk_usage(base).free
+    if jobs < 2 or free < component.raw_bytes + SPOOL_MARGIN:
+        return None, free
+    return base, free
+
+
+async def load_dump(back: ReadBack, component: Component, load: Load) -> tuple[int, list[str]]:
+    """Restore the component's dump into load.dbname: staged when there is room, else
+    streamed. The first failing pg_restore's exit code and stderr, or (0, [])."""
+    directory, free = spool_dir(back, component, load.jobs)
+    method = "staged" if directory is not None else "streamed"
+    log.info("event=restore.load component=%s database=%s method=%s jobs=%d spool=%s"
+             " need_bytes=%d free_bytes=%d", component.name, load.dbname, method,
+             load.jobs if directory else 1, directory or "-", component.raw_bytes, free)
+    back.details[f"load_{component.name}"] = (
+        f"staged, pg_restore -j{load.jobs}" if directory else "streamed")
+    target = f"--dbname={load.login.dsn_for(load.dbname)}"
+    env = load.login.child_env()
+    stream = back.open(component, component)
+    if directory is None:
+        argv = [load.login.pg_restore, *load.args, *load.streamed_args, target]
+        return await feed_process(argv, env, stream.chunks(), on_chunk=back.advance)
+    spool = SpoolFile(directory)
+    try:
+        argv = [load.login.pg_restore, *load.args, "--section=pre-data", "--section=data",
+                target]
+        code, stderr = await feed_process(argv, env, stream.chunks(), on_chunk=back.advance,
+                                          tee=spool.write)
+        if code != 0:
+            return code, stderr
+        await spool.flush()
+        os.close(spool.fd)
+        spool.fd = -1
+        back.progress.phase += f", indexes and constraints (pg_restore -j{load.jobs})"
+        argv = [load.login.pg_restore, *load.args, f"--jobs={load.jobs}",
+                "--section=post-data", target, str(spool.path)]
+        return await run_tool(argv, env)
+    finally:
+        spool.remove()
