@@ -315,20 +315,20 @@ def _indexed_schema(scale: int) -> list[str]:
         "CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL UNIQUE,"
         " name text NOT NULL, country char(2) NOT NULL, created date NOT NULL)",
         f"INSERT INTO customers SELECT i, 'user' || i || '@example.com', md5(i::text),"
-        f" chr(65 + i % 26) || chr(65 + i % 7), date '2020-01-01' + i % 1500"
-        f" FROM generate_series(1, {customers}) i",
+        f" chr(65 + (i % 26)::int) || chr(65 + (i % 7)::int), date '2020-01-01' + (i % 1500)::int"
+        f" FROM generate_series(1::bigint, {customers}) i",
         "CREATE INDEX ON customers (country, created)",
         "CREATE INDEX ON customers (lower(name))",
         "CREATE TABLE products (id int PRIMARY KEY, sku text NOT NULL UNIQUE,"
         " title text NOT NULL, price numeric(10,2) NOT NULL)",
         f"INSERT INTO products SELECT i, 'SKU-' || i, md5(i::text), (i % 9973) / 7.0"
-        f" FROM generate_series(1, {products}) i",
+        f" FROM generate_series(1::bigint, {products}) i",
         "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL REFERENCES"
         " customers, created timestamptz NOT NULL, status text NOT NULL, total numeric(12,2))",
         f"INSERT INTO orders SELECT i, 1 + (i * 7919) % {customers},"
         f" timestamptz '2020-01-01' + i * interval '37 seconds',"
         f" (ARRAY['new','paid','shipped','returned'])[1 + i % 4], (i % 100003) / 3.0"
-        f" FROM generate_series(1, {orders}) i",
+        f" FROM generate_series(1::bigint, {orders}) i",
         "CREATE INDEX ON orders (customer_id)",
         "CREATE INDEX ON orders (created)",
         "CREATE INDEX ON orders (status, created)",
@@ -337,7 +337,7 @@ def _indexed_schema(scale: int) -> list[str]:
         " price numeric(10,2) NOT NULL, PRIMARY KEY (order_id, line))",
         f"INSERT INTO order_lines SELECT o, l, 1 + (o * 31 + l * 7) % {products},"
         f" 1 + (o + l) % 5, ((o * l) % 9973) / 7.0"
-        f" FROM generate_series(1, {orders}) o, generate_series(1, 3) l",
+        f" FROM generate_series(1::bigint, {orders}) o, generate_series(1::bigint, 3) l",
         "CREATE INDEX ON order_lines (product_id)",
         "CREATE INDEX ON order_lines (product_id, order_id)",
         "CREATE INDEX ON order_lines (price)",
@@ -350,7 +350,8 @@ def _indexed_schema(scale: int) -> list[str]:
             " at timestamptz NOT NULL, kind text NOT NULL, payload text NOT NULL)",
             f"INSERT INTO {table} SELECT i, 1 + (i * {k + 13}) % {customers},"
             f" 1 + (i * {k + 5}) % {orders}, timestamptz '2021-01-01' + i * interval '11 s',"
-            f" 'kind' || (i % 17), md5((i * {k})::text) FROM generate_series(1, {orders // 2}) i",
+            f" 'kind' || (i % 17), md5((i * {k})::text)"
+            f" FROM generate_series(1::bigint, {orders // 2}) i",
             f"CREATE INDEX ON {table} (customer_id)",
             f"CREATE INDEX ON {table} (order_id)",
             f"CREATE INDEX ON {table} (at)",

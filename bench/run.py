@@ -162,7 +162,7 @@ def check_disk(workdir: Path, opts: dict[str, int]) -> None:
     """Fail early rather than after ten minutes of loading: roughly data + dumps + backups,
     plus the restored copy of the database and the WAL its restore writes."""
     need = (opts["scale"] * 16 * 4.5 + opts["text_mb"] * 5 + opts["files_mb"] * 2.2
-            + opts["indexed_scale"] * 150 * 3) * 1e6
+            + opts["indexed_scale"] * 180 * 3) * 1e6
     free = shutil.disk_usage(workdir).free
     if free < need:
         raise SystemExit(f"bench: {workdir} has {mb(free)} free, this run needs about {mb(need)}")
@@ -181,7 +181,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--files-mb", type=int, help="MB of PDF-sized random files (default 200)")
     p.add_argument("--runs", type=int, help="measured runs per backup case (default 5)")
     p.add_argument("--indexed-scale", type=int,
-                   help="size of the indexed database restored too (default 5, ~150 MB each)")
+                   help="size of the indexed database restored too (default 5, ~180 MB per unit)")
     p.add_argument(
         "--restore-runs", type=int,
         help="measured runs per restore case (default: 2, or --runs if lower)",
