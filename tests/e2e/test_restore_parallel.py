@@ -60,7 +60,7 @@ def structure(pg: PgServer, db: str) -> tuple[set[str], set[tuple[str, str, bool
 
 
 def load_lines(kb: KbEnv) -> list[str]:
-    return [line for line in kb.logs().splitlines() if "event=restore.load" in line]
+    return [line for line in kb.logs().splitlines() if "event=restore.load " in line]
 
 
 def spool_files(kb: KbEnv, base: Path | None = None) -> list[Path]:
@@ -116,6 +116,7 @@ def test_parallel_restore_brings_back_every_row_index_and_foreign_key(
         pg.query(copy, "INSERT INTO books VALUES (999999, 424242, 'orphan', 2000)")
     [line] = load_lines(kb)
     assert "method=staged" in line and "jobs=2" in line and f"database={copy}_kbrestore" in line
+    assert "event=restore.loaded component=shop" in kb.logs()  # pg_restore -j2 ran from the file
     assert spool_files(kb) == []
     assert pg.databases(f"{copy[:40]}_kb") == []
 

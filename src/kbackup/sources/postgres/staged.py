@@ -2,12 +2,13 @@
 
 pg_restore -j needs a seekable file; a stored dump comes back as a stream. When the spool
 directory (staging_dir, else state_dir, then `spool/`) has room for the decoded dump, the
-stream goes at once into one pg_restore for the schema and the table data (pre-data, data)
-and, as it passes, into a spool file; then pg_restore -j N builds the indexes, constraints
-and triggers (post-data) from that file, N at a time. Loading overlaps reading back, and
-post-data, where restores of indexed schemas spend their time, runs on every core. The spool
-file is removed whatever happens. Without room (or with restore_jobs = 1) the dump is streamed
-into one pg_restore, as before. The log says which (one `event=restore.load` line).
+stream is written to a spool file and, as it passes, into one pg_restore that creates the
+schema (pre-data: it needs only the archive's table of contents, at its start). Once the
+stream has ended, pg_restore -j N loads the table data and builds the indexes, constraints and
+triggers (data, post-data) from the file, N at a time, as pg_restore -j does from a local
+dump: index builds start while other tables still load. The spool file is removed whatever
+happens. Without room (or with restore_jobs = 1) the dump is streamed into one pg_restore, as
+before. The log says which (one `event=restore.load` line).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,9 +119,9 @@ async def load_dump(back: ReadBack, component: Component, load: Load) -> tuple[i
         argv = [load.login.pg_restore, *load.args, *load.streamed_args, target]
         return await feed_process(argv, env, stream.chunks(), on_chunk=back.advance)
     spool = SpoolFile(directory)
+    began = time.monotonic()
     try:
-        argv = [load.login.pg_restore, *load.args, "--section=pre-data", "--section=data",
-                target]
+        argv = [load.login.pg_restore, *load.args, "--section=pre-data", target]
         code, stderr = await feed_process(argv, env, stream.chunks(), on_chunk=back.advance,
                                           tee=spool.write)
         if code != 0:
@@ -127,9 +129,14 @@ async def load_dump(back: ReadBack, component: Component, load: Load) -> tuple[i
         await spool.flush()
         os.close(spool.fd)
         spool.fd = -1
-        back.progress.phase += f", indexes and constraints (pg_restore -j{load.jobs})"
-        argv = [load.login.pg_restore, *load.args, f"--jobs={load.jobs}",
+        staged = time.monotonic()
+        back.progress.phase += f", data and indexes (pg_restore -j{load.jobs})"
+        argv = [load.login.pg_restore, *load.args, f"--jobs={load.jobs}", "--section=data",
                 "--section=post-data", target, str(spool.path)]
-        return await run_tool(argv, env)
+        code, stderr = await run_tool(argv, env)
+        log.info("event=restore.loaded component=%s database=%s staging_seconds=%.1f"
+                 " parallel_seconds=%.1f", component.name, load.dbname, staged - began,
+                 time.monotonic() - staged)
+        return code, stderr
     finally:
         spool.remove()
