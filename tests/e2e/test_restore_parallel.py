@@ -8,6 +8,7 @@ spool directory (empty after success and after failure).
 
 from __future__ import annotations
 
+import fcntl
 import re
 import subprocess
 import time
@@ -108,8 +109,19 @@ def test_parallel_restore_brings_back_every_row_index_and_foreign_key(
     assert {k: v[0] for k, v in at_backup.items()} == COUNTS
     assert (len(shape[0]), len(shape[1])) == (8, 8)  # 5 PK/unique + 3 indexes; 3 FKs
 
-    copy = scratch_dbs("copy")
-    ok(ctl(kb, "restore", "latest", "--job", "shop", "--to-database", copy, "--yes"), kb)
+    # A killed daemon's spool file (nobody holds its lock) goes; one in use stays.
+    spool = kb.state / "spool"
+    spool.mkdir(exist_ok=True)
+    orphan, held = spool / "kbackup-restore-dead.dump", spool / "kbackup-restore-busy.dump"
+    orphan.write_bytes(b"x" * 4096)
+    held.write_bytes(b"y")
+    with open(held, "rb") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        copy = scratch_dbs("copy")
+        ok(ctl(kb, "restore", "latest", "--job", "shop", "--to-database", copy, "--yes"), kb)
+        assert spool_files(kb) == [held]
+    held.unlink()
+    assert f"event=restore.spool_leftover path={orphan} removed" in kb.logs()
     assert contents(pg, copy) == at_backup
     assert structure(pg, copy) == shape
     with pytest.raises(Exception, match="foreign key"):  # the FK is there and enforced

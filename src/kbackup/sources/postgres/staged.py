@@ -14,7 +14,7 @@ before. The log says which (one `event=restore.load` line).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -55,10 +55,14 @@ class Load:
 
 class SpoolFile:
     """A new 0600 file filled in SPOOL_BLOCK writes made by a thread, so a slow disk does not
-    stall the event loop."""
+    stall the event loop. It holds an flock until removed: a file nobody holds is a leftover
+    of a killed daemon (orphans() finds those)."""
+
+    PREFIX, SUFFIX = "kbackup-restore-", ".dump"
 
     def __init__(self, directory: Path):
-        fd, name = tempfile.mkstemp(prefix="kbackup-restore-", suffix=".dump", dir=directory)
+        fd, name = tempfile.mkstemp(prefix=self.PREFIX, suffix=self.SUFFIX, dir=directory)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         self.fd = fd
         self.path = Path(name)
         self.pending: list[bytes] = []
@@ -81,9 +85,26 @@ class SpoolFile:
                           ) from None
 
     def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
         self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+
+    @classmethod
+    def orphans(cls, directory: Path) -> list[Path]:
+        """Spool files no running restore holds."""
+        found = []
+        for path in directory.glob(f"{cls.PREFIX}*{cls.SUFFIX}"):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                found.append(path)
+            except OSError:
+                pass  # held: in use
+            finally:
+                os.close(fd)
+        return found
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -96,6 +117,9 @@ def spool_dir(back: ReadBack, component: Component, jobs: int) -> tuple[Path | N
     """The spool directory when the decoded dump fits there, else None; and its free bytes."""
     base = back.scratch_base() / "spool"
     base.mkdir(mode=0o700, exist_ok=True)
+    for orphan in SpoolFile.orphans(base):
+        log.warning("event=restore.spool_leftover path=%s removed", orphan)
+        orphan.unlink(missing_ok=True)
     free = shutil.disk_usage(base).free
     if jobs < 2 or free < component.raw_bytes + SPOOL_MARGIN:
         return None, free
@@ -127,8 +151,6 @@ async def load_dump(back: ReadBack, component: Component, load: Load) -> tuple[i
         if code != 0:
             return code, stderr
         await spool.flush()
-        os.close(spool.fd)
-        spool.fd = -1
         staged = time.monotonic()
         back.progress.phase += f", data and indexes (pg_restore -j{load.jobs})"
         argv = [load.login.pg_restore, *load.args, f"--jobs={load.jobs}", "--section=data",
