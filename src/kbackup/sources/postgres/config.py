@@ -25,7 +25,7 @@ class PostgresSource(SourceConfig):
     pg_dumpall: str = "pg_dumpall"
     row_counts: Literal["exact", "none"] = "exact"
     exclude_table_data: list[str] = Field(default_factory=list)
-    # pg_restore -j for whole-database restores and restore-tests; None: the number of cores.
+    # pg_restore -j for whole-database restores and restore-tests; None: the cores (<= 16).
     restore_jobs: int | None = Field(default=None, ge=1, le=64)
 
     @field_validator("dsn", "restore_dsn")

@@ -34,11 +34,14 @@ SPOOL_MARGIN = 64 << 20  # free space left over besides the decoded dump
 SPOOL_BLOCK = 1 << 20  # the spool file is written in blocks of this size, by a thread
 
 
+DEFAULT_JOBS_MAX = 16  # a default that cannot exhaust a server's max_connections
+
+
 def restore_jobs(source: PostgresSource | None) -> int:
-    """The source's restore_jobs, else the number of cores."""
+    """The source's restore_jobs, else the number of cores (at most DEFAULT_JOBS_MAX)."""
     if source is not None and source.restore_jobs:
         return source.restore_jobs
-    return os.cpu_count() or 1
+    return min(os.cpu_count() or 1, DEFAULT_JOBS_MAX)
 
 
 @dataclass
