@@ -78,7 +78,7 @@ class SpoolFile:
             await self.flush()
 
     async def flush(self) -> None:
-        data = b"".join(self.pending)
+        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
         self.pending.clear()
         self.pending_size = 0
         try:
