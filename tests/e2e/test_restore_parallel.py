@@ -98,15 +98,28 @@ dsn = "{pg.dsn(db)}"
 # ---------------------------------------------------------------------- staged, parallel
 
 
+SPREAD = ("DELETE FROM loans WHERE n > 5000;"
+          " INSERT INTO authors SELECT i, 'author ' || i FROM generate_series(301, 5000) i")
+SHAPES = [  # loans hold 75% of the rows: their data streams while the dump is spooled
+    ("one big table", "", COUNTS, "parallel=post-data"),
+    ("rows spread", SPREAD, COUNTS | {"public.authors": 5000, "public.loans": 5000},
+     "parallel=data+post-data"),
+]
+
+
+@pytest.mark.parametrize(("label", "change", "counts", "parallel"), SHAPES,
+                         ids=[shape[0] for shape in SHAPES])
 def test_parallel_restore_brings_back_every_row_index_and_foreign_key(
-    kb: KbEnv, pg: PgServer, linked_db: str,
-    scratch_dbs: Callable[[str], str],  # noqa: F811 - the fixture
+    kb: KbEnv, pg: PgServer, linked_db: str, label: str, change: str, counts: dict[str, int],
+    parallel: str, scratch_dbs: Callable[[str], str],  # noqa: F811 - the fixture
 ) -> None:
+    if change:
+        pg.query(linked_db, change)
     linked_job(kb, pg, linked_db)
     kb.start()
     kb.run_backup()
     at_backup, shape = contents(pg, linked_db), structure(pg, linked_db)
-    assert {k: v[0] for k, v in at_backup.items()} == COUNTS
+    assert {k: v[0] for k, v in at_backup.items()} == counts
     assert (len(shape[0]), len(shape[1])) == (8, 8)  # 5 PK/unique + 3 indexes; 3 FKs
 
     # A killed daemon's spool file (nobody holds its lock) goes; one in use stays.
@@ -128,6 +141,7 @@ def test_parallel_restore_brings_back_every_row_index_and_foreign_key(
         pg.query(copy, "INSERT INTO books VALUES (999999, 424242, 'orphan', 2000)")
     [line] = load_lines(kb)
     assert "method=staged" in line and "jobs=2" in line and f"database={copy}_kbrestore" in line
+    assert parallel in line
     assert "event=restore.loaded component=shop" in kb.logs()  # pg_restore -j2 ran from the file
     assert spool_files(kb) == []
     assert pg.databases(f"{copy[:40]}_kb") == []

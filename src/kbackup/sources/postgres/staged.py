@@ -3,12 +3,13 @@
 pg_restore -j needs a seekable file; a stored dump comes back as a stream. When the spool
 directory (staging_dir, else state_dir, then `spool/`) has room for the decoded dump, the
 stream is written to a spool file and, as it passes, into one pg_restore that creates the
-schema (pre-data: it needs only the archive's table of contents, at its start). Once the
-stream has ended, pg_restore -j N loads the table data and builds the indexes, constraints and
-triggers (data, post-data) from the file, N at a time, as pg_restore -j does from a local
-dump: index builds start while other tables still load. The spool file is removed whatever
-happens. Without room (or with restore_jobs = 1) the dump is streamed into one pg_restore, as
-before. The log says which (one `event=restore.load` line).
+schema (pre-data: the archive's table of contents, at its start) and, when one table holds
+most of the rows, loads the data in order too (see data_in_parallel). Once the stream has
+ended, pg_restore -j N builds the indexes, constraints and triggers (post-data) from the file,
+N at a time, after loading the table data side by side when the rows are spread over tables.
+The spool file is removed whatever happens. Without room (or with restore_jobs = 1) the dump
+is streamed into one pg_restore, as before. The log says which (one `event=restore.load`
+line).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from pathlib import Path
 from kbackup.repository import Component
 from kbackup.sources.base import ReadBack
 from kbackup.sources.postgres.config import PostgresSource
+from kbackup.sources.postgres.meta import DatabaseMeta
 from kbackup.sources.postgres.pgtools import Login, PgError, feed_process, run_tool
 
 log = logging.getLogger("kbackup.restore")
 
 SPOOL_MARGIN = 64 << 20  # free space left over besides the decoded dump
 SPOOL_BLOCK = 1 << 20  # the spool file is written in blocks of this size, by a thread
+SPREAD_SHARE = 0.5  # data in parallel when no table holds this share of the rows
 
 
 DEFAULT_JOBS_MAX = 16  # a default that cannot exhaust a server's max_connections
@@ -116,6 +119,20 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def data_in_parallel(component: Component) -> bool:
+    """Whether pg_restore -j should load the table data too, or only build post-data.
+
+    A dump that came through a pipe has no data offsets in its table of contents, and -Z0
+    writes one chunk per row: a pg_restore -j worker finds its table by reading past the
+    others' rows one by one. That pays off when the rows are spread over tables (they load
+    side by side, and index builds start as each table is done); when one table holds most
+    of them (or the counts are unknown) the data streams in order while the dump is spooled.
+    """
+    counts = DatabaseMeta.of(component).row_counts
+    total = sum(counts.values()) if counts else 0
+    return total > 0 and counts is not None and max(counts.values()) < total * SPREAD_SHARE
+
+
 def spool_dir(back: ReadBack, component: Component, jobs: int) -> tuple[Path | None, int]:
     """The spool directory when the decoded dump fits there, else None; and its free bytes."""
     base = back.scratch_base() / "spool"
@@ -134,9 +151,12 @@ async def load_dump(back: ReadBack, component: Component, load: Load) -> tuple[i
     streamed. The first failing pg_restore's exit code and stderr, or (0, [])."""
     directory, free = spool_dir(back, component, load.jobs)
     method = "staged" if directory is not None else "streamed"
-    log.info("event=restore.load component=%s database=%s method=%s jobs=%d spool=%s"
-             " need_bytes=%d free_bytes=%d", component.name, load.dbname, method,
-             load.jobs if directory else 1, directory or "-", component.raw_bytes, free)
+    parallel = ["--section=data"] if data_in_parallel(component) else []
+    log.info("event=restore.load component=%s database=%s method=%s jobs=%d parallel=%s"
+             " spool=%s need_bytes=%d free_bytes=%d", component.name, load.dbname, method,
+             load.jobs if directory else 1,
+             ("data+post-data" if parallel else "post-data") if directory else "-",
+             directory or "-", component.raw_bytes, free)
     back.details[f"load_{component.name}"] = (
         f"staged, pg_restore -j{load.jobs}" if directory else "streamed")
     target = f"--dbname={load.login.dsn_for(load.dbname)}"
@@ -148,15 +168,16 @@ async def load_dump(back: ReadBack, component: Component, load: Load) -> tuple[i
     spool = SpoolFile(directory)
     began = time.monotonic()
     try:
-        argv = [load.login.pg_restore, *load.args, "--section=pre-data", target]
+        streamed = ["--section=pre-data"] + ([] if parallel else ["--section=data"])
+        argv = [load.login.pg_restore, *load.args, *streamed, target]
         code, stderr = await feed_process(argv, env, stream.chunks(), on_chunk=back.advance,
                                           tee=spool.write)
         if code != 0:
             return code, stderr
         await spool.flush()
         staged = time.monotonic()
-        back.progress.phase += f", data and indexes (pg_restore -j{load.jobs})"
-        argv = [load.login.pg_restore, *load.args, f"--jobs={load.jobs}", "--section=data",
+        back.progress.phase += f", indexes and constraints (pg_restore -j{load.jobs})"
+        argv = [load.login.pg_restore, *load.args, f"--jobs={load.jobs}", *parallel,
                 "--section=post-data", target, str(spool.path)]
         code, stderr = await run_tool(argv, env)
         log.info("event=restore.loaded component=%s database=%s staging_seconds=%.1f"
