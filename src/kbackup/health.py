@@ -360,8 +360,8 @@ def check_restore_time(job: JobConfig, limits: ThresholdsConfig,
     if last is None:
         return _result(job.name, "restore_time", None, OK, "no restore-test has passed yet")
     took = float(last["restore_seconds"])
-    reason = (f"last restore-test (backup {last['backup_id']}) took {human_duration(took)}"
-              f" (limit {human_duration(limit)})")
+    reason = (f"last restore-test (backup {last['backup_id']}) took {took:.1f}s"
+              f" (limit {limit:.0f}s)")
     return _result(job.name, "restore_time", None, WARNING if took > limit else OK, reason,
                    f"kbackupctl show {last['backup_id']}")
 
