@@ -217,6 +217,23 @@ def test_without_room_the_dump_is_streamed(
     assert spool_files(kb, tiny_tmpfs) == []
 
 
+def test_into_an_existing_empty_database_it_streams_in_one_transaction(
+    kb: KbEnv, pg: PgServer, linked_db: str,
+    scratch_dbs: Callable[[str], str],  # noqa: F811 - the fixture
+) -> None:
+    """Not the restore's own database: never swapped or dropped, all or nothing as before."""
+    linked_job(kb, pg, linked_db)
+    kb.start()
+    kb.run_backup()
+    copy = scratch_dbs("empty")
+    pg.create_database(copy)
+    oid = pg.query("postgres", "SELECT oid FROM pg_database WHERE datname = %s", (copy,))
+    ok(ctl(kb, "restore", "latest", "--job", "shop", "--to-database", copy, "--yes"), kb)
+    assert contents(pg, copy) == contents(pg, linked_db)
+    assert pg.query("postgres", "SELECT oid FROM pg_database WHERE datname = %s", (copy,)) == oid
+    assert load_lines(kb) == []
+
+
 def test_restore_jobs_1_streams(
     kb: KbEnv, pg: PgServer, linked_db: str,
     scratch_dbs: Callable[[str], str],  # noqa: F811 - the fixture

@@ -50,8 +50,10 @@ async def restore_database(ctx: RestoreContext, step: Step, component: Component
     login = Login.for_restore(configured(ctx.job, component.name))
     request = ctx.request
     whole = not (request.tables or request.schema_only or request.data_only)
-    beside = step.kind == "database-replace" or not request.clean  # database-new: empty
-    if whole and beside:
+    # --to-database a new name: restored beside and renamed in too; an existing (empty) one
+    # is the user's (or the maintenance database): streamed into, in one transaction
+    if whole and (step.kind == "database-replace"
+                  or not await database_exists(login, step.target)):
         try:
             await _replace_whole_database(ctx, login, component, step.target)
             return
@@ -74,7 +76,7 @@ async def restore_database(ctx: RestoreContext, step: Step, component: Component
 async def _replace_whole_database(ctx: RestoreContext, login: Login, component: Component,
                                   target: str) -> None:
     """Restore into a side database (pg_restore -j when the dump can be staged), then swap
-    it in, or give it the target's name when there is none yet (--to-database): the result
+    it in, or give it the target's name when there is none yet (--to-database NEW): the result
     is exactly the backup (tables created since are gone too), and a failure leaves the live
     database as it was. pg_restore --clean alone cannot do that: it drops only the dump's
     own objects."""
