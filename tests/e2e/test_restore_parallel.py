@@ -142,6 +142,9 @@ def test_parallel_restore_brings_back_every_row_index_and_foreign_key(
     [line] = load_lines(kb)
     assert "method=staged" in line and "jobs=2" in line and f"database={copy}_kbrestore" in line
     assert parallel in line
+    need = int(re.search(r"need_bytes=(\d+)", line).group(1))  # type: ignore[union-attr]
+    # Streamed data: the spool holds only the head of the stream; else the whole dump.
+    assert (need == 64 << 20) == (parallel == "parallel=post-data")
     assert "event=restore.loaded component=shop" in kb.logs()  # pg_restore -j2 ran from the file
     assert spool_files(kb) == []
     assert pg.databases(f"{copy[:40]}_kb") == []

@@ -1,29 +1,31 @@
 """Loading a decoded dump into a database as fast as pg_restore -j allows.
 
-pg_restore -j needs a seekable file; a stored dump comes back as a stream. When the spool
-directory (staging_dir, else state_dir, then `spool/`) has room for the decoded dump, the
-stream is written to a spool file and, as it passes, into one pg_restore that creates the
-schema (pre-data: the archive's table of contents, at its start) and, when one table holds
-most of the rows, loads the data in order too (see data_in_parallel). Once the stream has
-ended, pg_restore -j N builds the indexes, constraints and triggers (post-data) from the file,
-N at a time, after loading the table data side by side when the rows are spread over tables.
-The spool file is removed whatever happens. Without room (or with restore_jobs = 1) the dump
-is streamed into one pg_restore, as before. The log says which (one `event=restore.load`
-line).
+pg_restore -j needs a seekable file; a stored dump comes back as a stream, and one that came
+through a pipe has no data offsets (data_in_parallel says what that costs). One pg_restore
+creates the schema from the head of the stream (the table of contents). Then either the
+whole decoded dump is spooled to a file (staging_dir, else state_dir, then `spool/`) from
+which pg_restore -j N loads the data and builds the indexes, constraints and triggers, N at a
+time; or, when one table holds most of the rows, the data streams into one pg_restore in
+order while only the head is spooled, and pg_restore -j N builds post-data from it. The spool
+file is removed whatever happens. Without room (or with restore_jobs = 1) the dump is
+streamed into one pg_restore, as before. The log says which (one `event=restore.load` line).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kbackup.process import kill_tree, read_stderr_tail, spawn
 from kbackup.repository import Component
 from kbackup.sources.base import ReadBack
 from kbackup.sources.postgres.config import PostgresSource
@@ -126,63 +128,124 @@ def data_in_parallel(component: Component) -> bool:
     writes one chunk per row: a pg_restore -j worker finds its table by reading past the
     others' rows one by one. That pays off when the rows are spread over tables (they load
     side by side, and index builds start as each table is done); when one table holds most
-    of them (or the counts are unknown) the data streams in order while the dump is spooled.
+    of them (or the counts are unknown) the data streams in order.
     """
     counts = DatabaseMeta.of(component).row_counts
     total = sum(counts.values()) if counts else 0
     return total > 0 and counts is not None and max(counts.values()) < total * SPREAD_SHARE
 
 
-def spool_dir(back: ReadBack, component: Component, jobs: int) -> tuple[Path | None, int]:
-    """The spool directory when the decoded dump fits there, else None; and its free bytes."""
+def spool_dir(back: ReadBack) -> tuple[Path, int]:
+    """The spool directory (leftovers of a killed daemon removed) and its free bytes."""
     base = back.scratch_base() / "spool"
     base.mkdir(mode=0o700, exist_ok=True)
     for orphan in SpoolFile.orphans(base):
         log.warning("event=restore.spool_leftover path=%s removed", orphan)
         orphan.unlink(missing_ok=True)
-    free = shutil.disk_usage(base).free
-    if jobs < 2 or free < component.raw_bytes + SPOOL_MARGIN:
-        return None, free
-    return base, free
+    return base, shutil.disk_usage(base).free
 
 
 async def load_dump(back: ReadBack, component: Component, load: Load) -> tuple[int, list[str]]:
     """Restore the component's dump into load.dbname: staged when there is room, else
     streamed. The first failing pg_restore's exit code and stderr, or (0, [])."""
-    directory, free = spool_dir(back, component, load.jobs)
-    method = "staged" if directory is not None else "streamed"
-    parallel = ["--section=data"] if data_in_parallel(component) else []
+    parallel_data = data_in_parallel(component)
+    # Data loaded in parallel reads it from the spool; else the spool holds only the table
+    # of contents (the head of the stream), for post-data.
+    need = (component.raw_bytes if parallel_data else 0) + SPOOL_MARGIN
+    directory, free = spool_dir(back)
+    staged = load.jobs >= 2 and free >= need
     log.info("event=restore.load component=%s database=%s method=%s jobs=%d parallel=%s"
-             " spool=%s need_bytes=%d free_bytes=%d", component.name, load.dbname, method,
-             load.jobs if directory else 1,
-             ("data+post-data" if parallel else "post-data") if directory else "-",
-             directory or "-", component.raw_bytes, free)
+             " spool=%s need_bytes=%d free_bytes=%d", component.name, load.dbname,
+             "staged" if staged else "streamed", load.jobs if staged else 1,
+             ("data+post-data" if parallel_data else "post-data") if staged else "-",
+             directory if staged else "-", need, free)
     back.details[f"load_{component.name}"] = (
-        f"staged, pg_restore -j{load.jobs}" if directory else "streamed")
+        f"staged, pg_restore -j{load.jobs}" if staged else "streamed")
     target = f"--dbname={load.login.dsn_for(load.dbname)}"
     env = load.login.child_env()
-    stream = back.open(component, component)
-    if directory is None:
-        argv = [load.login.pg_restore, *load.args, *load.streamed_args, target]
-        return await feed_process(argv, env, stream.chunks(), on_chunk=back.advance)
-    spool = SpoolFile(directory)
-    began = time.monotonic()
-    try:
-        streamed = ["--section=pre-data"] + ([] if parallel else ["--section=data"])
-        argv = [load.login.pg_restore, *load.args, *streamed, target]
-        code, stderr = await feed_process(argv, env, stream.chunks(), on_chunk=back.advance,
-                                          tee=spool.write)
-        if code != 0:
+    async with _closing(back.open(component, component).chunks()) as chunks:
+        if not staged:
+            argv = [load.login.pg_restore, *load.args, *load.streamed_args, target]
+            return await feed_process(argv, env, chunks, on_chunk=back.advance)
+        spool = SpoolFile(directory)
+        try:
+            began = time.monotonic()
+            if parallel_data:
+                argv = [load.login.pg_restore, *load.args, "--section=pre-data", target]
+                code, stderr = await feed_process(argv, env, chunks, on_chunk=back.advance,
+                                                  tee=spool.write)
+            else:
+                code, stderr = await _schema_then_data(back, load, target, chunks, spool)
+            if code != 0:
+                return code, stderr
+            await spool.flush()
+            loaded = time.monotonic()
+            back.progress.phase += f", indexes and constraints (pg_restore -j{load.jobs})"
+            sections = ["--section=data"] if parallel_data else []
+            argv = [load.login.pg_restore, *load.args, f"--jobs={load.jobs}", *sections,
+                    "--section=post-data", target, str(spool.path)]
+            code, stderr = await run_tool(argv, env)
+            log.info("event=restore.loaded component=%s database=%s streamed_seconds=%.1f"
+                     " parallel_seconds=%.1f", component.name, load.dbname, loaded - began,
+                     time.monotonic() - loaded)
             return code, stderr
-        await spool.flush()
-        staged = time.monotonic()
-        back.progress.phase += f", indexes and constraints (pg_restore -j{load.jobs})"
-        argv = [load.login.pg_restore, *load.args, f"--jobs={load.jobs}", *parallel,
-                "--section=post-data", target, str(spool.path)]
-        code, stderr = await run_tool(argv, env)
-        log.info("event=restore.loaded component=%s database=%s staging_seconds=%.1f"
-                 " parallel_seconds=%.1f", component.name, load.dbname, staged - began,
-                 time.monotonic() - staged)
-        return code, stderr
+        finally:
+            spool.remove()
+
+
+@contextlib.asynccontextmanager
+async def _closing(chunks: AsyncIterator[bytes]) -> AsyncIterator[AsyncIterator[bytes]]:
+    """The stream's generator closed however the load ends (its decoders are released)."""
+    try:
+        yield chunks
     finally:
-        spool.remove()
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _schema_then_data(back: ReadBack, load: Load, target: str,
+                            chunks: AsyncIterator[bytes], spool: SpoolFile
+                            ) -> tuple[int, list[str]]:
+    """The schema by one pg_restore, fed until it stops reading (it then has the whole table
+    of contents, which the head of the stream given to it holds: that head goes to the
+    spool, for post-data), then the table data, in order, by another from the whole stream."""
+    argv = [load.login.pg_restore, *load.args, "--section=pre-data", target]
+    proc = await spawn(argv, env=load.login.child_env(), stdin=asyncio.subprocess.PIPE,
+                       stdout=asyncio.subprocess.DEVNULL)
+    assert proc.stdin is not None
+    stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
+    head: list[bytes] = []
+    try:
+        async for chunk in chunks:
+            back.advance(len(chunk))
+            head.append(chunk)
+            try:
+                proc.stdin.write(chunk)
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                break  # done with the table of contents
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.close()
+            await proc.stdin.wait_closed()
+        code, stderr = await proc.wait(), await stderr_task
+    except BaseException:
+        await kill_tree(proc)
+        stderr_task.cancel()
+        raise
+    if code != 0:
+        return code, stderr
+    for chunk in head:
+        await spool.write(chunk)
+    argv = [load.login.pg_restore, *load.args, "--section=data", target]
+    return await feed_process(argv, load.login.child_env(), _after(head, chunks, back))
+
+
+async def _after(head: list[bytes], rest: AsyncIterator[bytes],
+                 back: ReadBack) -> AsyncIterator[bytes]:
+    """The head of the stream again, then the rest of it (counted as it comes)."""
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        back.advance(len(chunk))
+        yield chunk
