@@ -300,3 +300,74 @@ def make_files(root: Path, total_mb: int, seed: int = 7) -> tuple[int, int]:
         count += 1
         written += size
     return count, written
+
+
+# Per scale unit: 20k customers, 2k products, 100k orders, 300k order lines, 8 event tables
+# of 50k rows; every table has a primary key, most have several secondary indexes and
+# foreign keys. A restore of it spends its time in post-data: index builds and FK checks.
+INDEXED_EVENT_TABLES = 8
+
+
+def _indexed_schema(scale: int) -> list[str]:
+    """The statements that build the indexed data set (server-side generate_series)."""
+    customers, products, orders = 20_000 * scale, 2_000 * scale, 100_000 * scale
+    statements = [
+        "CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL UNIQUE,"
+        " name text NOT NULL, country char(2) NOT NULL, created date NOT NULL)",
+        f"INSERT INTO customers SELECT i, 'user' || i || '@example.com', md5(i::text),"
+        f" chr(65 + (i % 26)::int) || chr(65 + (i % 7)::int), date '2020-01-01' + (i % 1500)::int"
+        f" FROM generate_series(1::bigint, {customers}) i",
+        "CREATE INDEX ON customers (country, created)",
+        "CREATE INDEX ON customers (lower(name))",
+        "CREATE TABLE products (id int PRIMARY KEY, sku text NOT NULL UNIQUE,"
+        " title text NOT NULL, price numeric(10,2) NOT NULL)",
+        f"INSERT INTO products SELECT i, 'SKU-' || i, md5(i::text), (i % 9973) / 7.0"
+        f" FROM generate_series(1::bigint, {products}) i",
+        "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int NOT NULL REFERENCES"
+        " customers, created timestamptz NOT NULL, status text NOT NULL, total numeric(12,2))",
+        f"INSERT INTO orders SELECT i, 1 + (i * 7919) % {customers},"
+        f" timestamptz '2020-01-01' + i * interval '37 seconds',"
+        f" (ARRAY['new','paid','shipped','returned'])[1 + i % 4], (i % 100003) / 3.0"
+        f" FROM generate_series(1::bigint, {orders}) i",
+        "CREATE INDEX ON orders (customer_id)",
+        "CREATE INDEX ON orders (created)",
+        "CREATE INDEX ON orders (status, created)",
+        "CREATE TABLE order_lines (order_id bigint NOT NULL REFERENCES orders, line int NOT"
+        " NULL, product_id int NOT NULL REFERENCES products, qty int NOT NULL,"
+        " price numeric(10,2) NOT NULL, PRIMARY KEY (order_id, line))",
+        f"INSERT INTO order_lines SELECT o, l, 1 + (o * 31 + l * 7) % {products},"
+        f" 1 + (o + l) % 5, ((o * l) % 9973) / 7.0"
+        f" FROM generate_series(1::bigint, {orders}) o, generate_series(1::bigint, 3) l",
+        "CREATE INDEX ON order_lines (product_id)",
+        "CREATE INDEX ON order_lines (product_id, order_id)",
+        "CREATE INDEX ON order_lines (price)",
+    ]
+    for k in range(1, INDEXED_EVENT_TABLES + 1):
+        table = f"events_{k}"
+        statements += [
+            f"CREATE TABLE {table} (id bigint PRIMARY KEY, customer_id int NOT NULL"
+            " REFERENCES customers, order_id bigint REFERENCES orders,"
+            " at timestamptz NOT NULL, kind text NOT NULL, payload text NOT NULL)",
+            f"INSERT INTO {table} SELECT i, 1 + (i * {k + 13}) % {customers},"
+            f" 1 + (i * {k + 5}) % {orders}, timestamptz '2021-01-01' + i * interval '11 s',"
+            f" 'kind' || (i % 17), md5((i * {k})::text)"
+            f" FROM generate_series(1::bigint, {orders // 2}) i",
+            f"CREATE INDEX ON {table} (customer_id)",
+            f"CREATE INDEX ON {table} (order_id)",
+            f"CREATE INDEX ON {table} (at)",
+            f"CREATE INDEX ON {table} (kind, at)",
+            f"CREATE INDEX ON {table} (payload)",
+        ]
+    return statements
+
+
+def load_indexed_database(cluster: Cluster, dbname: str, scale: int) -> None:
+    """The second data set: many indexes and foreign keys, vacuumed and checkpointed."""
+    with cluster.connect() as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    log(f"loading the indexed database {dbname} (scale {scale})")
+    with cluster.connect(dbname) as conn:
+        for statement in _indexed_schema(scale):
+            conn.execute(statement)
+        conn.execute("VACUUM (FREEZE, ANALYZE)")
+        conn.execute("CHECKPOINT")

@@ -8,9 +8,13 @@ interleaved round by round like the backup cases:
   (c) kbackupctl verify ID --level restore-test --wait
   (d) kbackupctl restore ID --component bench --to-database NEWDB --yes
   (e) the same restore of the gpg-symmetric backup: what decryption costs
-NEWDB is created empty before and dropped after each (a), (b), (d), (e) run (untimed), with a
-CHECKPOINT after the drop so no run pays for the previous run's dirty pages. One kbackupd
-serves (c)-(e); its VmHWM is read after each in the first round (so cumulative).
+and the same three restores of a second database with many indexes and foreign keys (where
+restores spend their time building those):
+  (f) pg_restore, (g) pg_restore -j2, (h) kbackupctl restore --to-database
+NEWDB is created empty before each pg_restore run (kbackupctl restore creates it itself, as
+it does for a new name: timed) and dropped after each restore (untimed), with a CHECKPOINT
+after the drop so no run pays for the previous run's dirty pages. One kbackupd
+serves (c)-(e) and (h); its VmHWM is read after each in the first round (so cumulative).
 
 Then `kbackupctl --help` and `kbackupctl status` are timed CLI_CALLS times each: a person
 types these, and a slow start-up is what they notice first.
@@ -93,6 +97,8 @@ class RestoreInputs:
     dump: Path  # pg_dump -Fc file
     backup_id: str  # database-only kbackup backup
     gpg_backup_id: str  # the same, gpg-symmetric
+    indexed_dump: Path  # pg_dump -Fc file of the indexed database
+    indexed_backup_id: str  # a kbackup backup of it
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -126,45 +132,52 @@ def drop_db(cluster: Cluster, name: str) -> None:
 # ----------------------------------------------------------------------------- measuring
 
 
+def _cases(pg_restore: str, dsn: str, inputs: RestoreInputs
+           ) -> tuple[list[RestoreCase], list[tuple[RestoreCase, list[str], bool]]]:
+    """Every restore case and how to run it: (case, argv, through the daemon)."""
+    def case(key: str, label: str, note: str) -> RestoreCase:
+        return RestoreCase(key, label, note)
+
+    def restore(backup_id: str) -> list[str]:
+        return ["restore", backup_id, "--component", COMPONENT, "--to-database", NEWDB, "--yes"]
+
+    def local(dump: Path, jobs: list[str]) -> list[str]:
+        return [pg_restore, *jobs, "--no-password", f"--dbname={dsn}", str(dump)]
+
+    cases = [
+        case("pg_restore", "(a) pg_restore -d NEWDB file", "one connection; the file is local"),
+        case("pg_restore_j2", "(b) pg_restore -j2 -d NEWDB file",
+             "two connections: tables and indexes in parallel"),
+        case("kbackup_verify_restore_test", "(c) kbackupctl verify --level restore-test",
+             "restores into a scratch database, counts every table's rows, drops it"),
+        case("kbackup_restore", "(d) kbackupctl restore --to-database NEWDB",
+             "checks the stored backup, then restores (staged: pg_restore -j, see the log)"),
+        case("kbackup_restore_gpg", "(e) (d) of the gpg-symmetric backup",
+             "as (d), and gpg decrypts both reads"),
+        case("indexed_pg_restore", "(f) pg_restore -d NEWDB file", "the indexed database"),
+        case("indexed_pg_restore_j2", "(g) pg_restore -j2 -d NEWDB file",
+             "the indexed database, two connections"),
+        case("indexed_kbackup_restore", "(h) kbackupctl restore --to-database NEWDB",
+             "the indexed database, as (d)"),
+    ]
+    argvs: list[tuple[list[str], bool]] = [
+        (local(inputs.dump, []), False),
+        (local(inputs.dump, ["-j2"]), False),
+        (["verify", inputs.backup_id, "--level", "restore-test", "--wait"], True),
+        (restore(inputs.backup_id), True),
+        (restore(inputs.gpg_backup_id), True),
+        (local(inputs.indexed_dump, []), False),
+        (local(inputs.indexed_dump, ["-j2"]), False),
+        (restore(inputs.indexed_backup_id), True),
+    ]
+    return cases, [(c, argv, daemon) for c, (argv, daemon) in zip(cases, argvs, strict=True)]
+
+
 def measure_restores(
     cluster: Cluster, kb: KbEnv, inputs: RestoreInputs, runs: int
 ) -> dict[str, Any]:
     """Every restore case `runs` times, interleaved; then the CLI timings on the same daemon."""
-    pg_restore = cluster.tool("pg_restore")
-    dsn = cluster.dsn(NEWDB)
-    single = RestoreCase(
-        "pg_restore", "(a) pg_restore -d NEWDB file", "one connection; the file is local"
-    )
-    parallel = RestoreCase(
-        "pg_restore_j2",
-        "(b) pg_restore -j2 -d NEWDB file",
-        "two connections: tables and indexes in parallel",
-    )
-    verify = RestoreCase(
-        "kbackup_verify_restore_test",
-        "(c) kbackupctl verify --level restore-test",
-        "restores into a scratch database, counts every table's rows, drops it",
-    )
-    restore = RestoreCase(
-        "kbackup_restore",
-        "(d) kbackupctl restore --to-database NEWDB",
-        "reads the backup twice (checksum pre-check, then restore); one transaction",
-    )
-    restore_gpg = RestoreCase(
-        "kbackup_restore_gpg",
-        "(e) (d) of the gpg-symmetric backup",
-        "as (d), and gpg decrypts both reads",
-    )
-    steps: list[tuple[RestoreCase, list[str], bool]] = [
-        (single, [pg_restore, "--no-password", f"--dbname={dsn}", str(inputs.dump)], False),
-        (parallel, [pg_restore, "-j2", "--no-password", f"--dbname={dsn}", str(inputs.dump)],
-         False),
-        (verify, ["verify", inputs.backup_id, "--level", "restore-test", "--wait"], True),
-        (restore, ["restore", inputs.backup_id, "--component", COMPONENT,
-                   "--to-database", NEWDB, "--yes"], True),
-        (restore_gpg, ["restore", inputs.gpg_backup_id, "--component", COMPONENT,
-                       "--to-database", NEWDB, "--yes"], True),
-    ]
+    cases, steps = _cases(cluster.tool("pg_restore"), cluster.dsn(NEWDB), inputs)
     kb.start()
     try:
         idle = kb.peak_rss()
@@ -173,8 +186,8 @@ def measure_restores(
             tag = f"restore round {round_no}/{runs}"
             for case, argv, daemon in steps:
                 log(f"{tag}: {case.label}")
-                uses_newdb = case is not verify
-                if uses_newdb:
+                uses_newdb = case.key != "kbackup_verify_restore_test"
+                if uses_newdb and not daemon:  # kbackup creates the database it restores to
                     create_db(cluster, NEWDB)
                 seconds = kb.timed_ctl(*argv)[0] if daemon else _run(argv)
                 case.seconds.append(seconds)
@@ -188,7 +201,7 @@ def measure_restores(
         cli = cli_startup(kb)
     finally:
         kb.stop()
-    cases = [single, parallel, verify, restore, restore_gpg]
+    main, indexed = cases[:5], cases[5:]
     return {
         "runs": runs,
         "new_database": NEWDB,
@@ -196,14 +209,21 @@ def measure_restores(
             "pg_dump_fc_bytes": inputs.dump.stat().st_size,
             "kbackup_backup_id": inputs.backup_id,
             "kbackup_gpg_backup_id": inputs.gpg_backup_id,
+            "indexed_pg_dump_fc_bytes": inputs.indexed_dump.stat().st_size,
+            "indexed_kbackup_backup_id": inputs.indexed_backup_id,
         },
         "ratios_from": "medians; speedup = median(baseline) / median(case), below 1 = slower",
-        "results": {c.key: c.as_json(single, parallel) for c in cases},
+        "results": {c.key: c.as_json(main[0], main[1]) for c in main}
+        | {c.key: c.as_json(indexed[0], indexed[1]) for c in indexed},
+        "kbackup_restore_over_pg_restore_j2": {
+            "bench": round(main[3].median / main[1].median, 3),
+            "indexed": round(indexed[2].median / indexed[1].median, 3),
+        },
         "daemon": {
             "idle_rss_bytes": idle,
             "peak_rss_bytes": peak,
-            "note": "one kbackupd for (c)-(e), VmHWM read after each in round 1 (cumulative); its"
-            " pg_restore, zstd and gpg children not included",
+            "note": "one kbackupd for (c)-(e) and (h), VmHWM read after each in round 1"
+            " (cumulative); its pg_restore, zstd and gpg children not included",
         },
         "cli_startup": cli,
         "_cases": cases,
@@ -239,39 +259,52 @@ def cli_startup(kb: KbEnv) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- report
 
 
+def _restore_rows(cases: list[RestoreCase]) -> list[list[str]]:
+    """One row per case; the first two are the baselines the others are compared with."""
+    single, parallel = cases[0], cases[1]
+    return [
+        [
+            case.label,
+            str(len(case.seconds)),
+            f"{min(case.seconds):.1f} s",
+            f"{case.median:.1f} s",
+            "baseline" if case is single else versus(single.median, case.median),
+            "baseline" if case is parallel else versus(parallel.median, case.median),
+            mb(case.daemon_rss_after) if case.daemon_rss_after else "-",
+        ]
+        for case in cases
+    ]
+
+
 def render_restores(result: dict[str, Any]) -> list[str]:
     """The restore and CLI sections of the printed report."""
     cases: list[RestoreCase] = result.pop("_cases")
-    single, parallel = cases[0], cases[1]
-    rows = []
-    for case in cases:
-        rows.append(
-            [
-                case.label,
-                str(len(case.seconds)),
-                f"{min(case.seconds):.1f} s",
-                f"{case.median:.1f} s",
-                "baseline" if case is single else versus(single.median, case.median),
-                "baseline" if case is parallel else versus(parallel.median, case.median),
-                mb(case.daemon_rss_after) if case.daemon_rss_after else "-",
-            ]
-        )
     headers = ["restore", "runs", "min", "median", "vs (a)", "vs (b) -j2", "kbackupd VmHWM"]
     daemon = result["daemon"]
     source = result["from"]
+    over = result["kbackup_restore_over_pg_restore_j2"]
     lines = [
         "",
         f"restores of the last round's backups (pg_dump -Fc file {mb(source['pg_dump_fc_bytes'])};"
         f" kbackup {source['kbackup_backup_id']}, gpg {source['kbackup_gpg_backup_id']}),"
         f" into an empty new database {result['new_database']}",
         "",
-        format_table(headers, rows, {1, 2, 3}),
+        format_table(headers, _restore_rows(cases[:5]), {1, 2, 3}),
         "",
-        "(a), (b): the pg_dump -Fc file of the backup rounds; (c)-(e): the database-only backups",
-        f"kbackupd VmHWM: one daemon for (c)-(e), {mb(daemon['idle_rss_bytes'])} at start,"
-        " read after each in round 1 (cumulative); its pg_restore and gpg children not included",
-        "(c) also counts every table's rows; (d), (e) check the whole backup before they"
-        " restore, then restore in one transaction",
+        f"the indexed database (pg_dump -Fc file {mb(source['indexed_pg_dump_fc_bytes'])};"
+        f" kbackup {source['indexed_kbackup_backup_id']}): many indexes and foreign keys",
+        "",
+        format_table(["restore", "runs", "min", "median", "vs (f)", "vs (g) -j2",
+                      "kbackupd VmHWM"], _restore_rows(cases[5:]), {1, 2, 3}),
+        "",
+        f"kbackupctl restore / pg_restore -j2 (medians): {over['bench']:.2f}x on the bench"
+        f" database, {over['indexed']:.2f}x on the indexed one (target: <= 1.00x)",
+        "(a), (b), (f), (g): pg_dump -Fc files; (c)-(e), (h): kbackup backups of the same data",
+        f"kbackupd VmHWM: one daemon for (c)-(e) and (h), {mb(daemon['idle_rss_bytes'])} at start,"
+        f" {mb(daemon['peak_rss_bytes'])} at the end, read after each in round 1 (cumulative);"
+        " its pg_restore and gpg children not included",
+        "(c) also counts every table's rows; (d), (e), (h) check the stored backup before they"
+        " restore beside the target and rename it in",
     ]
     cli = result["cli_startup"]
     rows = []

@@ -41,6 +41,7 @@ from pgcluster import (  # noqa: E402
     Cluster,
     database_size,
     load_database,
+    load_indexed_database,
     log,
     make_files,
     pg_bindir,
@@ -53,9 +54,10 @@ from restorebench import (  # noqa: E402
 )
 
 DBNAME = "bench"
-QUICK = {"scale": 5, "text_mb": 20, "files_mb": 20, "runs": 1}
+INDEXED_DBNAME = "bench_indexed"
+QUICK = {"scale": 5, "text_mb": 20, "files_mb": 20, "runs": 1, "indexed_scale": 1}
 # Five rounds: on a shared 2-core host one round's floor alone varies by a third.
-DEFAULTS = {"scale": 100, "text_mb": 200, "files_mb": 200, "runs": 5}
+DEFAULTS = {"scale": 100, "text_mb": 200, "files_mb": 200, "runs": 5, "indexed_scale": 5}
 RESTORE_RUNS = 2  # restores take 20-30 s each: two rounds unless --runs is lower or told
 
 
@@ -147,17 +149,20 @@ def resolve_options(args: argparse.Namespace) -> dict[str, int]:
             chosen[key] = value
     chosen["restore_runs"] = (min(chosen["runs"], RESTORE_RUNS) if args.restore_runs is None
                               else args.restore_runs)
-    if min(chosen["scale"], chosen["runs"], chosen["restore_runs"]) < 1 or min(
+    if min(chosen["scale"], chosen["runs"], chosen["restore_runs"],
+           chosen["indexed_scale"]) < 1 or min(
         chosen["text_mb"], chosen["files_mb"]
     ) < 0:
-        raise SystemExit("bench: --scale, --runs and --restore-runs must be >= 1, sizes >= 0")
+        raise SystemExit("bench: --scale, --indexed-scale, --runs and --restore-runs must be"
+                         " >= 1, sizes >= 0")
     return chosen
 
 
 def check_disk(workdir: Path, opts: dict[str, int]) -> None:
     """Fail early rather than after ten minutes of loading: roughly data + dumps + backups,
     plus the restored copy of the database and the WAL its restore writes."""
-    need = (opts["scale"] * 16 * 4.5 + opts["text_mb"] * 5 + opts["files_mb"] * 2.2) * 1e6
+    need = (opts["scale"] * 16 * 4.5 + opts["text_mb"] * 5 + opts["files_mb"] * 2.2
+            + opts["indexed_scale"] * 180 * 3) * 1e6
     free = shutil.disk_usage(workdir).free
     if free < need:
         raise SystemExit(f"bench: {workdir} has {mb(free)} free, this run needs about {mb(need)}")
@@ -175,6 +180,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--text-mb", type=int, help="MB of text rows added (default 200)")
     p.add_argument("--files-mb", type=int, help="MB of PDF-sized random files (default 200)")
     p.add_argument("--runs", type=int, help="measured runs per backup case (default 5)")
+    p.add_argument("--indexed-scale", type=int,
+                   help="size of the indexed database restored too (default 5, ~180 MB per unit)")
     p.add_argument(
         "--restore-runs", type=int,
         help="measured runs per restore case (default: 2, or --runs if lower)",
@@ -206,6 +213,7 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
         cluster.start()
         load_start = time.perf_counter()
         load_database(cluster, DBNAME, opts["scale"], opts["text_mb"])
+        load_indexed_database(cluster, INDEXED_DBNAME, opts["indexed_scale"])
         files = base / "files"
         log(f"writing {opts['files_mb']} MB of PDF-sized files")
         file_count, file_bytes = make_files(files, opts["files_mb"])
@@ -223,6 +231,7 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
         kb.write_job("bench-db-nocount", dsn, pg_dump, row_counts="none", zstd_level=level)
         passphrase = kb.write_passphrase()
         kb.write_job("bench-db-gpg", dsn, pg_dump, zstd_level=level, passphrase_file=passphrase)
+        kb.write_job("bench-indexed", cluster.dsn(INDEXED_DBNAME), pg_dump, zstd_level=level)
 
         busy_before = other_cpu_busy()
         log("warm-up: one untimed pg_dump -Z0 and a read of the files (page cache)")
@@ -288,7 +297,14 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
         floor.raw_bytes = kb_db.raw_bytes  # what -Z0 wrote to /dev/null, as kbackup counted it
         cpu_after = other_cpu_busy()  # before the restores: they leave the server writing
 
-        inputs = RestoreInputs(dump, kept["bench-db"], kept["bench-db-gpg"])
+        indexed_dump = base / "indexed.fc"
+        log(f"untimed: pg_dump -Fc and a kbackup backup of {INDEXED_DBNAME}, for the restores")
+        with open(indexed_dump, "wb") as fh:
+            timed([pg_dump, "-Fc", "--no-password",
+                   f"--dbname={cluster.dsn(INDEXED_DBNAME)}"], fh)
+        indexed = kb.measure("bench-indexed", keep=True)
+        inputs = RestoreInputs(dump, kept["bench-db"], kept["bench-db-gpg"], indexed_dump,
+                               indexed.backup_id)
         restores = measure_restores(cluster, kb, inputs, opts["restore_runs"])
         cpu_end = other_cpu_busy()
 
@@ -305,6 +321,8 @@ def benchmark(args: argparse.Namespace, opts: dict[str, int], base: Path) -> dic
             "options": {**opts, "zstd_level": level, "zstd_level_note": "None = kbackup default"},
             "dataset": {
                 "pgbench_scale": opts["scale"],
+                "indexed_scale": opts["indexed_scale"],
+                "indexed_database_size_bytes": database_size(cluster, INDEXED_DBNAME),
                 "text_mb": opts["text_mb"],
                 "database_size_bytes": db_bytes,
                 "raw_dump_bytes": kb_db.raw_bytes,

@@ -178,7 +178,8 @@ class Pg17:
 def client_bin_dir(directory: Path, tree: Path | None = None) -> Path:
     """A directory of PostgreSQL 17's client programs for this machine: each runs the tree's
     own program in a throwaway container (same network, stdin and stdout passed through), so
-    a pg_bin_dir can name 17's tools here although only 15's are installed."""
+    a pg_bin_dir can name 17's tools here although only 15's are installed. /tmp is shown
+    to them read-only: a staged restore's pg_restore -j reads its spool file from there."""
     tree = tree or ensure_tree()
     directory.mkdir(parents=True, exist_ok=True)
     for name in ("pg_dump", "pg_dumpall", "pg_restore", "psql"):
@@ -187,6 +188,7 @@ def client_bin_dir(directory: Path, tree: Path | None = None) -> Path:
             "#!/bin/sh\n"
             f'exec systemd-nspawn --quiet --directory={tree} --register=no --keep-unit'
             ' --volatile=overlay --pipe --machine="kbt17-$$"'
+            ' --bind-ro=/tmp'  # the spool file of a staged restore (tests' state dirs)
             f' {BIN}/{name} "$@"\n')
         wrapper.chmod(0o755)
     return directory

@@ -100,6 +100,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (  # 2: a summary of each backup's components, so listings need not decode manifests
         "ALTER TABLE backups ADD COLUMN components TEXT",
     ),
+    (  # 3: a passed restore-test's duration, the measured time to recover (issue 16)
+        "ALTER TABLE verifications ADD COLUMN restore_seconds REAL",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 log = logging.getLogger("kbackup.catalog")
@@ -380,13 +383,22 @@ class Catalog:
 
     def add_verification(self, run_id: str, backup_id: str, job: str, level: str,
                          started_at: datetime, ok: bool, problem: str | None,
-                         details: dict[str, Any]) -> None:
+                         details: dict[str, Any], restore_seconds: float | None = None) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO verifications (id, backup_id, job, level, started_at,"
-            " finished_at, ok, problem, details) VALUES (?,?,?,?,?,?,?,?,?)",
+            " finished_at, ok, problem, details, restore_seconds) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (run_id, backup_id, job, level, iso(started_at), iso(utcnow()), int(ok), problem,
-             json.dumps(details)),
+             json.dumps(details), restore_seconds),
         )
+
+    def last_restore_test(self, job: str) -> dict[str, Any] | None:
+        """The newest passed restore-test of the job with its duration (the measured time to
+        recover), or None."""
+        row = self.db.execute(
+            "SELECT backup_id, finished_at, restore_seconds FROM verifications WHERE job=?"
+            " AND restore_seconds IS NOT NULL ORDER BY finished_at DESC, rowid DESC LIMIT 1",
+            (job,)).fetchone()
+        return dict(row) if row else None
 
     def verifications(self, backup_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute(

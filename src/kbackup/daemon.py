@@ -245,6 +245,7 @@ class Daemon:
             "next_run": iso(next_run),
             "health": self.monitor.job_health(name),
             "paused": pause_view(self.pause_now(name)),
+            "restore_test": self.catalog.last_restore_test(name),
         }
 
     def pause_now(self, name: str) -> dict[str, Any] | None:

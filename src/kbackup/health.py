@@ -116,6 +116,8 @@ class History(Protocol):
 
     def last_job_verification(self, job: str) -> dict[str, Any] | None: ...
 
+    def last_restore_test(self, job: str) -> dict[str, Any] | None: ...  # passed, with seconds
+
     def recent_errors(self, job: str, limit: int = 3) -> list[str]: ...
 
     def job_pause(self, job: str) -> dict[str, Any] | None: ...  # last pause, ended or not
@@ -320,6 +322,22 @@ def check_duration(job: JobConfig, limits: ThresholdsConfig, history: History,
     return _result(job.name, "duration", None, WARNING if took > limit else OK, reason, step)
 
 
+def check_restore_time(job: JobConfig, limits: ThresholdsConfig,
+                       history: History) -> CheckResult | None:
+    """max_restore_time: the last passed restore-test is the measured time to recover."""
+    limit = limits.max_restore_time
+    if limit is None:
+        return None
+    last = history.last_restore_test(job.name)
+    if last is None:
+        return _result(job.name, "restore_time", None, OK, "no restore-test has passed yet")
+    took = float(last["restore_seconds"])
+    reason = (f"last restore-test (backup {last['backup_id']}) took {took:.1f}s"
+              f" (limit {limit:.0f}s)")
+    return _result(job.name, "restore_time", None, WARNING if took > limit else OK, reason,
+                   f"kbackupctl show {last['backup_id']}")
+
+
 def check_sizes(job: JobConfig, limits: ThresholdsConfig, history: History) -> list[CheckResult]:
     """Each data component of the newest backup against the median of the 5 before it."""
     backups = [b for b in history.good_backups(job.name, 6) if b.get("manifest")]
@@ -452,7 +470,8 @@ def evaluate_job(config: Config, job: JobConfig, history: History,
     results.append(check_last_run(job, limits, history, errors))
     results.append(check_failure_rate(job, limits, history, facts, errors))
     results += [r for r in (check_duration(job, limits, history, facts),
-                            check_verification(config, job, limits, history, facts))
+                            check_verification(config, job, limits, history, facts),
+                            check_restore_time(job, limits, history))
                 if r is not None]
     results += check_sizes(job, limits, history)
     results += check_missed_schedules(config, job, limits, history, facts)

@@ -53,8 +53,12 @@ def _epoch(value: str | None) -> float | None:
 
 
 def job_samples(config: Config, store: AlertStore) -> dict[str, list[Sample]]:
-    found: dict[str, list[Sample]] = {"success": [], "duration": [], "size": [], "ok": []}
+    found: dict[str, list[Sample]] = {"success": [], "duration": [], "size": [], "ok": [],
+                                      "restore": []}
     for job in sorted(config.jobs):
+        tested = store.last_restore_test(job)
+        if tested is not None:
+            found["restore"].append(({"job": job}, float(tested["restore_seconds"])))
         good = store.last_good_backup(job)
         when = _epoch(good["finished_at"]) if good else None
         if when is not None:
@@ -87,6 +91,9 @@ def render(config: Config, store: AlertStore, results: list[CheckResult],
                "1 if the last finished backup run completed, else 0", jobs["ok"])
     out.family("kbackup_last_size_bytes", "gauge",
                "Stored size of each component of the newest complete backup", jobs["size"])
+    out.family("kbackup_restore_test_seconds", "gauge",
+               "Duration of the last passed restore-test: the measured time to recover",
+               jobs["restore"])
     out.family("kbackup_runs_total", "counter", "Finished runs by kind and result",
                [({"job": r["job"], "kind": r["kind"], "result": r["status"]}, r["n"])
                 for r in store.run_counts()])

@@ -76,7 +76,7 @@ def backup_view(row: dict[str, Any], verification: dict[str, Any] | None = None,
 
 BACKUP_FIELDS = ("id", "job", "status", "trigger", "tag", "label", "started_at", "finished_at",
                  "size_bytes", "error")
-VERIFICATION_FIELDS = ("id", "level", "ok", "problem", "finished_at")
+VERIFICATION_FIELDS = ("id", "level", "ok", "problem", "finished_at", "restore_seconds")
 
 
 def _sql_object(pairs: list[tuple[str, str]]) -> str:

@@ -90,6 +90,7 @@ def _alert_row(row: sqlite3.Row) -> dict[str, Any]:
 class AlertStore:
     def __init__(self, catalog: Catalog):
         self.db = catalog.db
+        self.last_restore_test = catalog.last_restore_test  # health's History
         self.db.executescript(SCHEMA)
 
     # ------------------------------------------------------------------ alerts

@@ -53,6 +53,7 @@ class JobThresholds(Strict):
     min_size_ratio: Ratio | None = None
     schedule_grace: Seconds | None = None
     max_consecutive_failures: int | None = Field(default=None, ge=1)
+    max_restore_time: Seconds | None = None
 
 
 class ThresholdsConfig(Strict):
@@ -68,6 +69,7 @@ class ThresholdsConfig(Strict):
     max_consecutive_failures: int = Field(default=2, ge=1)  # last_run: CRITICAL from this many
     min_free_disk: DiskThreshold = "10%"
     disk_forecast: Seconds = 7 * 86400.0  # warn when a disk fills up within this
+    max_restore_time: Seconds | None = None  # warn when the last restore-test took longer
 
     def for_job(self, job: JobThresholds) -> ThresholdsConfig:
         """These thresholds with the job's overrides applied."""

@@ -83,6 +83,11 @@ def progress_bar(progress: dict[str, Any], width: int = 24) -> str:
             f" {format_size(done)} of {format_size(total)}")
 
 
+def rto_text(seconds: float) -> str:
+    """A restore-test's duration: seconds with one decimal, then minutes and hours."""
+    return f"{seconds:.1f} s" if seconds < 120 else format_duration(seconds)
+
+
 def print_status(data: dict[str, Any]) -> None:
     daemon = data["daemon"]
     print(
@@ -116,6 +121,11 @@ def print_status(data: dict[str, Any]) -> None:
             problems.append(f"{job['job']}: last run {last_run['id']} failed: {last_run['error']}")
         if job.get("paused"):
             problems.append(f"{job['job']}: {pause_text(job['paused'])}")
+        if job.get("restore_test"):
+            tested = job["restore_test"]
+            problems.append(f"{job['job']}: time to recover {rto_text(tested['restore_seconds'])}"
+                            f" (last passed restore-test, backup {tested['backup_id']},"
+                            f" {short_time(tested['finished_at'])})")
     print()
     print(table(["JOB", "STATE", "LAST RUN", "LAST GOOD BACKUP", "NEXT RUN", "HEALTH"], rows))
     for line in problems:
@@ -212,6 +222,9 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     if verification:
         verdict = "passed" if verification["ok"] else f"FAILED: {verification['problem']}"
         print(f"verified  {verification['level']} {verdict} ({verification['finished_at']})")
+        if verification.get("restore_seconds") is not None:
+            print(f"recovered in {rto_text(verification['restore_seconds'])}"
+                  " (restore-test: the measured time to recover)")
     else:
         print("verified  never")
     for c in data["components"]:

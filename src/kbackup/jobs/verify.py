@@ -142,8 +142,10 @@ class VerifyRun:
         finally:
             await asyncio.to_thread(self.decryptor.close)
         ok = problem is None
+        took = (utcnow() - started).total_seconds()  # a passed restore-test: the time to recover
         self.catalog.add_verification(self.run_id, self.manifest.id, self.manifest.job,
-                                      self.level, started, ok, problem, self.details)
+                                      self.level, started, ok, problem, self.details,
+                                      took if ok and self.level == "restore-test" else None)
         if not ok:
             self.catalog.set_backup_status(self.manifest.id, "corrupt",
                                            f"{self.level} verification failed: {problem}")

@@ -21,6 +21,7 @@ from kbackup.sources.postgres.pgtools import (
     table_counts,
     with_pg_restore,
 )
+from kbackup.sources.postgres.staged import Load, load_dump, restore_jobs
 from kbackup.sources.postgres.toolchain import ToolchainError
 
 
@@ -61,11 +62,9 @@ async def restore_test(back: ReadBack, component: Component) -> None:
     await drop_database(login, scratch)  # left over by a crashed verification
     try:
         await create_database(login, scratch)
-        stream = back.open(component, component)
-        argv = [login.pg_restore, "--no-owner", "--no-acl", "--exit-on-error",
-                f"--dbname={login.dsn_for(scratch)}"]
-        code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
-                                          on_chunk=back.advance)
+        jobs = restore_jobs(configured(back.job, component.name))
+        load = Load(login, scratch, ["--no-owner", "--no-acl", "--exit-on-error"], jobs)
+        code, stderr = await load_dump(back, component, load)
         if code != 0:
             raise CheckFailed(f"database {component.name}: "
                               f"{failure('pg_restore into scratch', code, stderr)}")

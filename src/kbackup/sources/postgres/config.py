@@ -29,6 +29,8 @@ class PostgresSource(SourceConfig):
     pg_dumpall: str = "pg_dumpall"
     row_counts: Literal["exact", "none"] = "exact"
     exclude_table_data: list[str] = Field(default_factory=list)
+    # pg_restore -j for whole-database restores and restore-tests; None: the cores (<= 16).
+    restore_jobs: int | None = Field(default=None, ge=1, le=64)
     # Several databases of the server, found at each run (discover.py): "*" (every
     # connectable, non-template one) or a list of names; None: the DSN's database alone.
     databases: Literal["*"] | list[str] | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,11 +231,14 @@ async def run_sql_checks(login: Login, name: str, checks: Sequence[str]) -> str 
 async def feed_process(argv: Sequence[str], env: dict[str, str],
                        stream: AsyncIterator[bytes],
                        stdout: int | None = asyncio.subprocess.DEVNULL,
-                       on_chunk: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
+                       on_chunk: Callable[[int], None] | None = None,
+                       tee: Callable[[bytes], Awaitable[None]] | None = None,
+                       ) -> tuple[int, list[str]]:
     """Pipe a decoded stream into a tool's stdin; returns its exit code and stderr tail.
 
     The whole stream is always consumed (so its checksum is checked) even if the tool stops
-    reading early; if the stream raises, the tool is killed before it sees end-of-input.
+    reading early, and every chunk also goes to `tee` when given (a spool file); if the
+    stream raises, the tool is killed before it sees end-of-input.
     """
     proc = await spawn(argv, env=env, stdin=asyncio.subprocess.PIPE, stdout=stdout)
     assert proc.stdin is not None
@@ -245,6 +248,8 @@ async def feed_process(argv: Sequence[str], env: dict[str, str],
         async for chunk in stream:
             if on_chunk:
                 on_chunk(len(chunk))
+            if tee is not None:
+                await tee(chunk)
             if not open_pipe:
                 continue
             try:
@@ -262,6 +267,27 @@ async def feed_process(argv: Sequence[str], env: dict[str, str],
         await kill_tree(proc)
         stderr_task.cancel()
         raise
+
+
+async def run_tool(argv: Sequence[str], env: dict[str, str]) -> tuple[int, list[str]]:
+    """Run a tool that reads no stdin; its exit code and stderr tail (killed if cancelled)."""
+    proc = await spawn(argv, env=env, stdout=asyncio.subprocess.DEVNULL)
+    try:
+        stderr = await read_stderr_tail(proc.stderr)
+        return await proc.wait(), stderr
+    except BaseException:
+        await kill_tree(proc)
+        raise
+
+
+async def rename_database(login: Login, old: str, new: str) -> None:
+    async with await login.connect("postgres") as conn:
+        try:
+            await conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(old), sql.Identifier(new)))
+        except psycopg.Error as exc:
+            raise PgError(f"cannot rename database {old!r} to {new!r}: {one_line(exc)}"
+                          ) from None
 
 
 def failure(step: str, code: int, stderr: list[str]) -> PgError:

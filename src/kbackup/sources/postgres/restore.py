@@ -21,10 +21,12 @@ from kbackup.sources.postgres.pgtools import (
     drop_database,
     failure,
     feed_process,
+    rename_database,
     swap_database,
     with_pg_restore,
 )
 from kbackup.sources.postgres.plan import table_args
+from kbackup.sources.postgres.staged import Load, load_dump, restore_jobs
 
 log = logging.getLogger("kbackup.restore")
 
@@ -50,7 +52,10 @@ async def restore_database(ctx: RestoreContext, step: Step, component: Component
     login = await with_pg_restore(Login.for_restore(source), source, component)
     request = ctx.request
     whole = not (request.tables or request.schema_only or request.data_only)
-    if step.kind == "database-replace" and whole:
+    # --to-database a new name: restored beside and renamed in too; an existing (empty) one
+    # is the user's (or the maintenance database): streamed into, in one transaction
+    if whole and (step.kind == "database-replace"
+                  or not await database_exists(login, step.target)):
         try:
             await _replace_whole_database(ctx, login, component, step.target)
             return
@@ -72,26 +77,34 @@ async def restore_database(ctx: RestoreContext, step: Step, component: Component
 
 async def _replace_whole_database(ctx: RestoreContext, login: Login, component: Component,
                                   target: str) -> None:
-    """Restore into a side database, then swap it in: the result is exactly the backup
-    (tables created since are gone too), and a failure leaves the live database as it
-    was. pg_restore --clean alone cannot do that: it drops only the dump's own objects."""
+    """Restore into a side database (pg_restore -j when the dump can be staged), then swap
+    it in, or give it the target's name when there is none yet (--to-database NEW): the result
+    is exactly the backup (tables created since are gone too), and a failure leaves the live
+    database as it was. pg_restore --clean alone cannot do that: it drops only the dump's
+    own objects."""
     side = f"{target[:40]}_kbrestore_{ctx.restore_id[-6:]}"
+    exists = await database_exists(login, target)
     await drop_database(login, side)
-    await create_database_like(login, side, target)
-    argv = [login.pg_restore, "--exit-on-error", "--single-transaction",
-            f"--dbname={login.dsn_for(side)}"]
+    if exists:
+        await create_database_like(login, side, target)
+    else:
+        await create_database(login, side)
+    args = ["--exit-on-error"]
     if ctx.request.no_owner:
-        argv += ["--no-owner", "--no-acl"]
+        args += ["--no-owner", "--no-acl"]
+    load = Load(login, side, args, restore_jobs(configured(ctx.job, component.name)),
+                streamed_args=["--single-transaction"])
     ctx.progress.phase = f"restoring database {target} (beside it, as {side})"
-    stream = ctx.open(component, component)
     try:
-        code, stderr = await feed_process(argv, login.child_env(), stream.chunks(),
-                                          on_chunk=ctx.advance)
+        code, stderr = await load_dump(ctx, component, load)
         if code != 0:
             raise PgError(failure(f"pg_restore of {target}", code, stderr).args[0]
                           + f"; database {target} is unchanged", stderr)
         ctx.progress.phase = f"swapping the restored database in as {target}"
-        await swap_database(login, target, side, ctx.restore_id[-6:])
+        if exists:
+            await swap_database(login, target, side, ctx.restore_id[-6:])
+        else:
+            await rename_database(login, side, target)
     except BaseException:
         await asyncio.shield(drop_database(login, side))
         raise
