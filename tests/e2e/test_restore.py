@@ -394,6 +394,33 @@ def test_restore_into_another_database(
     assert state(pg, shop_db) == live
 
 
+def test_a_new_database_is_read_once_and_a_corrupt_backup_leaves_nothing(
+    kb: KbEnv, pg: PgServer, shop_db: str, scratch_dbs: Callable[[str], str]
+) -> None:
+    """Into a database that does not exist yet, the restore reads the backup once (checked
+    while the data loads beside its name), not a second time first; a bad byte still leaves
+    no database behind, neither the new name nor the side database."""
+    kb.shop_job(pg, shop_db, None)
+    kb.start()
+    backup = kb.run_backup()
+    at_backup = state(pg, shop_db)
+    new_db = scratch_dbs("once")
+    ok(restore(kb, backup["id"], "--to-database", new_db), kb)
+    assert state(pg, new_db) == at_backup
+    assert "method=while_restoring" in kb.logs()
+
+    stored = kb.backup_dir(backup) / "db-shop.dump.zst"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+    bad = scratch_dbs("corrupt")
+    result = restore(kb, backup["id"], "--to-database", bad)
+    assert result.returncode != 0, result
+    assert "db-shop.dump.zst" in result.stderr and "nothing was changed" in result.stderr
+    assert pg.databases(bad) == []  # its side database, {bad}_kbrestore_..., is gone too
+    assert backup_ids(kb) == {backup["id"]}  # nothing to keep safe: no safety backup
+
+
 # ---------------------------------------------------------------------- refusals and failures
 
 

@@ -245,6 +245,10 @@ class Step:
     detail: str
     destructive: bool = False
     size_bytes: int = 0
+    # The driver's restore creates what it restores (a new database, beside its name then
+    # renamed in) and reads the whole object back, checked, before it is visible: a plan of
+    # this one step needs no separate re-read first, a whole pass over the backup.
+    checked_before_change: bool = False
 
 
 @dataclass

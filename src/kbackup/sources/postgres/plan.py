@@ -65,7 +65,13 @@ async def _into_other(login: Login, component: Component, request: RestoreOption
     detail = (f"restore {_what(request)} into {'existing' if exists else 'new'} database"
               f" {name!r}; {_original(login, component)} is not touched")
     return Planned(Step(component.name, "database-new", name, detail,
-                        destructive=exists and request.clean, size_bytes=component.raw_bytes))
+                        destructive=exists and request.clean, size_bytes=component.raw_bytes,
+                        checked_before_change=whole(request) and not exists))
+
+
+def whole(request: RestoreOptions) -> bool:
+    """The whole database, restored beside its target then swapped or renamed in."""
+    return not (request.tables or request.schema_only or request.data_only)
 
 
 def _all_databases(component: Component, request: RestoreOptions) -> str:
@@ -105,7 +111,8 @@ async def plan_database(job: JobConfig, component: Component,
         if not await database_exists(login, name):
             return Planned(Step(component.name, "database-new", name,
                                 f"database {name!r} does not exist: create it and restore"
-                                f" {_what(request)}", size_bytes=component.raw_bytes))
+                                f" {_what(request)}", size_bytes=component.raw_bytes,
+                                checked_before_change=whole(request)))
     except PgError as exc:
         raise PlanRefused(f"database {component.name}: {exc}") from None
     detail = (f"REPLACE {_what(request)} in live database {name!r} (pg_restore --clean, one"
@@ -115,6 +122,6 @@ async def plan_database(job: JobConfig, component: Component,
     else:
         detail += "; safety backup of it first"
     step = Step(component.name, "database-replace", name, detail, destructive=True,
-                size_bytes=component.raw_bytes)
+                size_bytes=component.raw_bytes)  # re-read first: found before the safety backup
     # The safety backup is of the whole entry (each of its databases, if several).
     return Planned(step, [] if request.no_safety_backup else [source_of(component.name)])

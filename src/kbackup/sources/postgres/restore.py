@@ -25,7 +25,7 @@ from kbackup.sources.postgres.pgtools import (
     swap_database,
     with_pg_restore,
 )
-from kbackup.sources.postgres.plan import table_args
+from kbackup.sources.postgres.plan import table_args, whole
 from kbackup.sources.postgres.staged import Load, load_dump, restore_jobs
 
 log = logging.getLogger("kbackup.restore")
@@ -50,18 +50,19 @@ def _argv(login: Login, ctx: RestoreContext, step: Step, component: Component) -
 async def restore_database(ctx: RestoreContext, step: Step, component: Component) -> None:
     source = configured(ctx.job, component.name)
     login = await with_pg_restore(Login.for_restore(source), source, component)
-    request = ctx.request
-    whole = not (request.tables or request.schema_only or request.data_only)
     # --to-database a new name: restored beside and renamed in too; an existing (empty) one
     # is the user's (or the maintenance database): streamed into, in one transaction
-    if whole and (step.kind == "database-replace"
-                  or not await database_exists(login, step.target)):
+    if whole(ctx.request) and (step.kind == "database-replace"
+                               or not await database_exists(login, step.target)):
         try:
             await _replace_whole_database(ctx, login, component, step.target)
             return
         except CannotCreateDatabase as exc:
             log.warning("event=restore.fallback restore=%s reason=%r method=%s",
                         ctx.restore_id, str(exc), "pg_restore --clean in place")
+    if step.checked_before_change:  # the plan counted on the side database: check first
+        ctx.progress.phase = f"checking {component.file}"
+        await ctx.open(component, component).drain()
     argv = _argv(login, ctx, step, component)
     if step.kind == "database-new" and not await database_exists(login, step.target):
         await create_database(login, step.target)
