@@ -5,10 +5,12 @@
 #
 # One package per Debian release, dist/kbackupd_VERSION~debNN_ARCH.deb, each with a
 # virtualenv of that release's Python (see packaging/releases.sh for the version scheme).
-# A release this machine runs (bookworm on the dev machine) builds here, as it always has;
-# any other builds in a cached debootstrapped tree of that release with its build
-# dependencies ($KBACKUP_DEB_BUILD_CACHE, default /var/cache/kbackup-deb-build), run with
-# systemd-nspawn, and is checked there with that release's lintian and systemd-analyze.
+# Every release builds in a clean tree of its own: a debootstrapped minbase tree of that
+# release with only its build dependencies, made once and cached in $KBACKUP_DEB_BUILD_CACHE
+# (default /var/cache/kbackup-deb-build; TREE_RECIPE below invalidates old trees), run
+# read-only with systemd-nspawn, and checked there with that release's lintian and
+# systemd-analyze. So a package never depends on what this machine has installed: not its
+# pip configuration or local wheels, not its Python's patch level, not its systemd.
 #
 # Each build runs in a copy of the source tree (build/deb/RELEASE/), so that debhelper's
 # work files and dpkg-buildpackage's outputs (which it writes to the parent directory) never
@@ -17,7 +19,9 @@
 # Environment:
 #   DEB_VERSION=V   build version V~debNN instead of debian/changelog's (in the copy only).
 #   LINTIAN=0       skip the lintian check.
-#   KBACKUP_BUILD_IN_TREE=1  build even the host's own release in a cached tree.
+#   KBACKUP_BUILD_ON_HOST=1  for developers: build the release this machine runs on this
+#                   machine, with its installed tools (faster without a tree, but the package
+#                   then reflects this machine); other releases still build in their trees.
 #   KBACKUP_DEB_BUILD_CACHE  where the build trees and pip's download cache live.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -29,7 +33,25 @@ root=$PWD
 releases=${*:-$KBACKUP_RELEASES}
 for rel in $releases; do release_tag "$rel" >/dev/null; done
 
-packaging/build-deps.sh
+# Which releases build on this machine (only its own, and only when asked).
+case "${KBACKUP_BUILD_ON_HOST:-0}" in
+    0 | 1) ;;
+    *)
+        echo "build-deb: KBACKUP_BUILD_ON_HOST=$KBACKUP_BUILD_ON_HOST: expected 0 (build in" \
+            "the release's tree, the default) or 1 (build the host's release here)" >&2
+        exit 2
+        ;;
+esac
+on_host() {  # on_host RELEASE: does RELEASE build on this machine?
+    [ "${KBACKUP_BUILD_ON_HOST:-0}" = 1 ] && [ "$1" = "$(host_release)" ]
+}
+deps=()
+for rel in $releases; do
+    if on_host "$rel"; then deps+=(--host); else deps+=(--tree); fi
+done
+# shellcheck disable=SC2046  # one option per word
+packaging/build-deps.sh $(printf '%s\n' "${deps[@]}" | sort -u)
+
 BUILD_CACHE=${KBACKUP_DEB_BUILD_CACHE:-/var/cache/kbackup-deb-build}
 # The build trees: build-essential and the Build-Depends of debian/control (dpkg-buildpackage
 # checks both), what build-deb runs in them (lintian, systemd-analyze, man-db for lintian's
@@ -37,6 +59,13 @@ BUILD_CACHE=${KBACKUP_DEB_BUILD_CACHE:-/var/cache/kbackup-deb-build}
 TREE_PACKAGES="build-essential debhelper dh-virtualenv dpkg-dev python3-venv systemd lintian man-db ca-certificates"
 # Bump when the way a build tree is prepared changes, so old trees are not reused.
 TREE_RECIPE=2
+# A tree is remade once it is this many days old, so builds take the release's point updates
+# (its Python, debhelper, lintian) rather than those of the day the tree was made.
+TREE_MAX_AGE=${KBACKUP_DEB_TREE_MAX_AGE:-30}
+[[ "$TREE_MAX_AGE" =~ ^[0-9]+$ ]] || {
+    echo "build-deb: KBACKUP_DEB_TREE_MAX_AGE=$TREE_MAX_AGE: expected a number of days" >&2
+    exit 2
+}
 
 changelog_version=$(dpkg-parsechangelog -SVersion)
 upstream_version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
@@ -67,11 +96,15 @@ copy_source() {  # copy_source DEST
     fi
 }
 
-# A cached tree of RELEASE with the build dependencies, for builds not on the host.
+# The cached tree of RELEASE with the build dependencies.
 build_tree() {  # build_tree RELEASE -> prints the tree's path
-    local rel=$1 key dir
+    local rel=$1 key dir t0=$SECONDS
     key=$(echo "$rel $(debian_mirror) $TREE_PACKAGES $TREE_RECIPE" | sha256sum | cut -c1-12)
     dir=$BUILD_CACHE/tree-$rel-$key
+    if [ -f "$dir/.complete" ] && [ -n "$(find "$dir/.complete" -mtime +"$TREE_MAX_AGE")" ]; then
+        echo "build-deb: $dir is over $TREE_MAX_AGE days old; making it anew" >&2
+        rm -rf "$dir"
+    fi
     if [ ! -f "$dir/.complete" ]; then
         echo "build-deb: debootstrap $rel into $dir (once; cached for later builds)" >&2
         make_tree "$rel" "" "$dir" "$BUILD_CACHE/debootstrap-$rel.log" "" "$TREE_PACKAGES" >&2 ||
@@ -79,6 +112,7 @@ build_tree() {  # build_tree RELEASE -> prints the tree's path
         # Trees of an older recipe are no longer used.
         find "$BUILD_CACHE" -maxdepth 1 -name "tree-$rel-*" ! -name "tree-$rel-$key" \
             -exec rm -rf {} +
+        echo "build-deb: $rel tree made in $((SECONDS - t0))s ($(du -sh "$dir" | cut -f1))" >&2
     fi
     # Mount points for the build directory and pip's cache (the tree runs read-only).
     mkdir -p "$dir/build" "$dir/root/.cache/pip"
@@ -114,9 +148,8 @@ build_one() {  # build_one RELEASE
         cp "packaging/requirements-$rel.txt" "$src/packaging/requirements.txt"
     fi
 
-    if [ "$rel" != "$(host_release)" ] || [ "${KBACKUP_BUILD_IN_TREE:-0}" = 1 ]; then
+    if ! on_host "$rel"; then
         in_tree=1
-        packaging/build-deps.sh --tree
         tree=$(build_tree "$rel")
     fi
     # Run a command in the build directory, on this machine or in the release's tree (read-only;
@@ -138,7 +171,8 @@ build_one() {  # build_one RELEASE
 
     # Binary-only, unsigned. The log goes to a file; on failure show its end.
     log=$root/$work/build.log
-    echo "build-deb: building kbackupd $version for $rel$([ $in_tree = 1 ] && echo " in $tree")" \
+    echo "build-deb: building kbackupd $version for $rel" \
+        "$([ $in_tree = 1 ] && echo "in $tree" || echo "on this machine (KBACKUP_BUILD_ON_HOST=1)")" \
         "(log: $work/build.log)"
     if ! in_env sh -c "cd kbackupd-$version && dpkg-buildpackage -us -uc -b" >"$log" 2>&1; then
         tail -40 "$log" >&2
