@@ -42,6 +42,14 @@ fi
 
 CACHE=${KBACKUP_DEB_TEST_CACHE:-/var/cache/kbackup-deb-test}
 SUITE=$releases
+mkdir -p "$CACHE"
+# One run per release at a time: runs of a release share its run and log directories, its
+# container name and its PostgreSQL port; a second run waits for the first to end.
+exec 9>"$CACHE/.lock-$SUITE"
+if ! flock -n 9; then
+    echo "deb-test: another deb-test of $SUITE is running; waiting for it to end" >&2
+    flock 9
+fi
 MIRROR=$(debian_mirror)
 # The tree: systemd to boot, PostgreSQL to back up, man-db for `systemd-analyze verify` to
 # check the unit's Documentation=, bash-completion to try kbackupctl's completion. None of
