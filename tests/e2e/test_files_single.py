@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+from test_daemon_lifecycle import assert_run_fails
 from test_restore import ctl, ok
 
 from conftest import KbEnv
@@ -195,3 +196,14 @@ def test_a_redacting_source_refuses_in_place_even_for_a_plain_backup(
     assert "so a safety backup of" in refused.stderr and "would not keep" in refused.stderr
     assert env.read_bytes() == b"TOKEN=live-value\n"
     assert os.listdir(tmp_path).count("app.env") == 1
+
+
+def test_a_missing_or_special_path_fails_the_run_in_one_line(kb: KbEnv, tmp_path: Path) -> None:
+    gone = tmp_path / "gone.env"
+    kb.write_job("cfg", f'targets = ["local"]\n\n[[files]]\nname = "env"\npath = "{gone}"\n'
+                        'redact = "env"\n')
+    kb.start()
+    assert_run_fails(kb, f"files env: {gone} does not exist", job="cfg")
+    os.mkfifo(gone)
+    assert_run_fails(kb, f"files env: {gone} is neither a directory nor a regular file",
+                     job="cfg")
