@@ -115,6 +115,14 @@ def test_a_single_file_backs_up_verifies_and_restores_identically(
     assert "the backup holds a single file but" in refused.stderr
     assert settings.is_dir() and not any(settings.iterdir())
 
+    # A new server: the file is not there; in place creates it, no safety backup needed.
+    settings.rmdir()
+    out = ok(ctl(kb, "restore", backup["id"], "--component", "settings", "--in-place",
+                 "--yes"), kb)
+    assert "does not exist: extract the file settings.bin there" in out
+    assert settings.read_bytes() == original
+    assert sorted(p.name for p in app.iterdir()) == ["beside.txt", "settings.bin"]
+
 
 def all_bytes(root: Path) -> list[tuple[Path, bytes]]:
     return [(p, p.read_bytes()) for p in root.rglob("*") if p.is_file()]
