@@ -21,8 +21,10 @@ from test_restore import ctl, ok
 
 from conftest import KbEnv
 
-SECRETS = [b"pg-pass-9f1c", b"sk_live_77aa", b"smtp pass with spaces", b"MIIEvQ-private-body"]
+SECRETS = [b"old-pass-3c", b"pg-pass-9f1c", b"sk_live_77aa", b"smtp pass with spaces",
+           b"MIIEvQ-private-body"]
 ENV = b"""# shop settings
+# DATABASE_URL=postgres://shop:old-pass-3c@localhost/shop
 DATABASE_URL=postgres://shop:pg-pass-9f1c@localhost/shop
 export STRIPE_KEY="sk_live_77aa"
 
@@ -33,6 +35,7 @@ MIIEvQ-private-body
 MIIEvQ-private-body
 """
 TEMPLATE = b"""# shop settings
+# DATABASE_URL=***
 DATABASE_URL=***
 export STRIPE_KEY=***
 

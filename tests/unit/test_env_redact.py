@@ -71,3 +71,20 @@ def test_a_quote_never_closed_drops_the_rest() -> None:
 
 def test_a_closed_quote_on_one_line_does_not_open_anything() -> None:
     assert redact_env(b"A='x'\nB=\"y\"\nC=`z`\nD=2\n") == b"A=***\nB=***\nC=***\nD=***\n"
+
+
+def test_a_commented_out_assignment_keeps_its_key_only() -> None:
+    data = b"# OLD_PASSWORD=hunter2\n  #X = y=z\n# plain comment\n"
+    assert redact_env(data) == b"# OLD_PASSWORD=***\n  #X =***\n# plain comment\n"
+
+
+PEM_BODY = [b"MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu",
+            b"KUpRKfFLfRYC9AIKjbJTWit", b"QwECAwEAAQ==", b"# in-block=comment"]
+
+
+def test_an_unquoted_pem_block_is_redacted_line_by_line() -> None:
+    body = b"\n".join(PEM_BODY)
+    data = (b"KEY=-----BEGIN RSA PRIVATE KEY-----\n" + body + b"\n-----END RSA PRIVATE KEY-----\n"
+            b"-----BEGIN CERT-----\n" + body + b"\n-----END CERT-----\nNEXT=1\n")
+    marker = REDACTED_LINE + b"\n"
+    assert redact_env(data) == b"KEY=***\n" + marker * 5 + marker * 6 + b"NEXT=***\n"
