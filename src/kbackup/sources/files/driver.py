@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from kbackup.sources.base import (
 )
 from kbackup.sources.files import check, meta, restore
 from kbackup.sources.files.config import FilesSource
-from kbackup.sources.files.tree import FileTree
+from kbackup.sources.files.tree import FileTree, path_problem
 
 
 @contextmanager
@@ -38,17 +37,12 @@ def _archive_errors() -> Iterator[None]:
 
 
 def probe_tree(config: FilesSource) -> dict[str, Any]:
-    """The tree's root exists and this daemon may list and read it."""
-    root = config.path
-    where = f"files {config.name}: {root}"
-    if not root.exists():
-        return check_result(False, f"{where} does not exist", path=str(root))
-    if not root.is_dir():
-        return check_result(False, f"{where} is not a directory", path=str(root))
-    if not os.access(root, os.R_OK | os.X_OK):
-        return check_result(False, f"{where} is not readable by uid {os.geteuid()}",
-                            path=str(root))
-    return check_result(True, path=str(root))
+    """The tree's root (or the single file) exists and this daemon may read it."""
+    problem = path_problem(config.path)
+    if problem:
+        return check_result(False, f"files {config.name}: {config.path} {problem}",
+                            path=str(config.path))
+    return check_result(True, path=str(config.path))
 
 
 class FilesDriver:

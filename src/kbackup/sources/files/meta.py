@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from kbackup.repository import Component
 
 # One index entry: path, type (file, dir, symlink), mode, mtime; size and sha256 for files,
-# target for symlinks. Plain dicts: an index holds every file of the tree.
+# target for symlinks; `redacted: true` on a file stored as its redacted template (size and
+# sha256 are then the template's). Plain dicts: an index holds every file of the tree.
 Entry = dict[str, Any]
+REDACTED_NOTE = "template with values redacted (KEY=***)"
+_ONLY_WHEN_SET = ("single_file", "redact", "redacted_files")
 
 
 class FilesMeta(BaseModel):
@@ -24,10 +27,27 @@ class FilesMeta(BaseModel):
     file_count: int | None = None
     total_bytes: int | None = None
     entries: int | None = None
+    # Written only when set, so a plain directory's metadata is as it always was.
+    single_file: bool | None = None  # path is one file, the archive's only member
+    redact: str | None = None  # "env": files matching redact_glob stored as KEY=*** templates
+    redacted_files: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in _ONLY_WHEN_SET:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     @classmethod
     def of(cls, component: Component) -> FilesMeta:
         return cls.model_validate(component.files or {})
+
+    @property
+    def is_template(self) -> bool:
+        """Some files were stored redacted: restoring gives a template, not the secrets."""
+        return self.redact is not None and bool(self.redacted_files)
 
 
 def encode_index(entries: list[Entry]) -> bytes:
@@ -44,5 +64,7 @@ def summary(component: dict[str, Any]) -> dict[str, Any]:
     files = component.get("files")
     if not files:
         return {}
-    return {"files": {"file_count": files.get("file_count"),
-                      "total_bytes": files.get("total_bytes")}}
+    view = {"file_count": files.get("file_count"), "total_bytes": files.get("total_bytes")}
+    if files.get("redact"):
+        view["redact"] = files["redact"]
+    return {"files": view}

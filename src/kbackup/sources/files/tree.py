@@ -1,9 +1,12 @@
-"""A directory tree (an app's uploaded PDFs), as a POSIX tar stream.
+"""A directory tree (an app's uploaded PDFs) or a single file (an app's .env), as a POSIX tar
+stream. A single file is the archive's only member, named by its base name.
 
 Python's tarfile runs in a worker thread and hashes every file as it reads it, so the manifest's
 file index (path, size, sha256) costs no second pass over the tree. Entry names are relative
 to the configured path, so `tar -x` by hand recreates the tree under the current directory.
 An unreadable file fails the run: a backup that silently misses files is worse than none.
+With `redact = "env"`, the files it applies to are read whole and replaced by their template
+(redact.py) here, in the reading thread: their values never enter the pipeline.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import fnmatch
 import hashlib
+import io
 import os
 import stat
 import tarfile
@@ -23,6 +27,9 @@ from kbackup.handoff import CHUNK, ChunkQueue, Stopped, Transform
 from kbackup.sources.base import Source, SourceError, SourceStream
 from kbackup.sources.files.config import FilesSource as FilesConfig
 from kbackup.sources.files.meta import Entry, FilesMeta, encode_index
+from kbackup.sources.files.redact import redact_env
+
+REDACT_MAX = 16 * 1024 * 1024  # env files are read whole to be redacted
 
 
 class _HashingReader:
@@ -84,6 +91,19 @@ def iter_tree(root: Path, exclude: list[str], one_file_system: bool) -> Iterator
     yield from walk(root)
 
 
+def path_problem(path: Path) -> str | None:
+    """Why `path` cannot be backed up ("does not exist", ...), or None: it is a readable
+    directory or regular file (symlinks followed)."""
+    if not path.exists():
+        return "does not exist"
+    if path.is_dir():
+        return None if os.access(path, os.R_OK | os.X_OK) else (
+            f"is not readable by uid {os.geteuid()}")
+    if not path.is_file():
+        return "is neither a directory nor a regular file"
+    return None if os.access(path, os.R_OK) else f"is not readable by uid {os.geteuid()}"
+
+
 class FilesStream(SourceStream):
     def __init__(self, source: FileTree):
         self.source = source
@@ -97,7 +117,9 @@ class FilesStream(SourceStream):
             "mode": stat.S_IMODE(info.mode),
             "mtime": int(info.mtime),
         }
-        if info.isfile():
+        if info.isfile() and self.source.config.redacts(path.name, self.source.single_file):
+            self._add_redacted(tar, info, path, entry)
+        elif info.isfile():
             with open(path, "rb") as handle:
                 reader = _HashingReader(handle)
                 tar.addfile(info, reader)
@@ -112,9 +134,30 @@ class FilesStream(SourceStream):
             return  # sockets, fifos and devices are not backed up
         self.entries.append(entry)
 
+    def _add_redacted(self, tar: tarfile.TarFile, info: tarfile.TarInfo, path: Path,
+                      entry: Entry) -> None:
+        """The file's template in place of the file: its size and hash are the template's."""
+        if info.size > REDACT_MAX:
+            raise SourceError(f"files {self.source.name}: {path} is {info.size} bytes; redact ="
+                              f' "env" reads env files whole, up to {REDACT_MAX} bytes')
+        with open(path, "rb") as handle:
+            template = redact_env(handle.read(REDACT_MAX + 1))
+        info.size = len(template)
+        tar.addfile(info, io.BytesIO(template))
+        entry.update(type="file", size=len(template),
+                     sha256=hashlib.sha256(template).hexdigest(), redacted=True)
+
+    def _members(self) -> Iterator[tuple[Path, str]]:
+        """(path, name in the archive) of everything to archive, in a stable order."""
+        config = self.source.config
+        if self.source.single_file:
+            yield config.path.resolve(), config.path.name  # a link: the file it names
+            return
+        for path in iter_tree(config.path, config.exclude, config.one_file_system):
+            yield path, path.relative_to(config.path).as_posix()
+
     def _produce(self, out: ChunkQueue) -> None:
         writer = _QueueWriter(out)
-        root = self.source.config.path
         try:
             # tarfile's stream buffer is bytes, grown with += and cut with slices: fed its
             # default 16 KiB reads, a 1 MiB buffer copied each byte many times over. Reads as
@@ -127,12 +170,9 @@ class FilesStream(SourceStream):
                 bufsize=CHUNK,
                 copybufsize=CHUNK,
             ) as tar:
-                for path in iter_tree(
-                    root, self.source.config.exclude, self.source.config.one_file_system
-                ):
+                for path, rel in self._members():
                     if out.stopped:
                         raise Stopped()
-                    rel = path.relative_to(root).as_posix()
                     try:
                         self._add(tar, path, rel)
                     except FileNotFoundError:
@@ -159,8 +199,16 @@ class FilesStream(SourceStream):
                 raise error
             raise SourceError(f"files {self.source.name}: {error}")
         files = [e for e in self.entries if e["type"] == "file"]
-        return FilesMeta(path=str(self.source.config.path), file_count=len(files),
-                         total_bytes=sum(e["size"] for e in files), entries=len(self.entries))
+        config = self.source.config
+        redacted = sum(1 for e in files if e.get("redacted"))
+        if self.source.single_file and not files:
+            raise SourceError(f"files {self.source.name}: {config.path} disappeared during the"
+                              " backup")
+        return FilesMeta(path=str(config.path), file_count=len(files),
+                         total_bytes=sum(e["size"] for e in files), entries=len(self.entries),
+                         single_file=True if self.source.single_file else None,
+                         redact=config.redact,
+                         redacted_files=redacted if config.redact else None)
 
     def index(self) -> bytes:
         return encode_index(self.entries)
@@ -177,18 +225,18 @@ class FileTree(Source):
     def __init__(self, config: FilesConfig):
         super().__init__(config.name)
         self.config = config
+        self.single_file = False  # set by _check_root: what the path is when the run starts
 
     def _check_root(self) -> None:
-        root = self.config.path
-        if not root.exists():
-            raise SourceError(f"files {self.name}: {root} does not exist")
-        if not root.is_dir():
-            raise SourceError(f"files {self.name}: {root} is not a directory")
-        if not os.access(root, os.R_OK | os.X_OK):
-            raise SourceError(f"files {self.name}: {root} is not readable by this user")
+        problem = path_problem(self.config.path)
+        if problem:
+            raise SourceError(f"files {self.name}: {self.config.path} {problem}")
+        self.single_file = not self.config.path.is_dir()
 
     async def estimate_size(self) -> int | None:
         def total() -> int:
+            if self.single_file:
+                return self.config.path.stat().st_size
             size = 0
             for path in iter_tree(
                 self.config.path, self.config.exclude, self.config.one_file_system
