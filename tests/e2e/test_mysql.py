@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from mariadb import MariaDb, mariadb  # noqa: F401 - the session fixture
 
 from conftest import KBACKUPCTL, KbEnv
 
-pytestmark = pytest.mark.usefixtures("mariadb")
+
 
 APP_A_ROWS = 3000  # several extended INSERT statements of ~1 MB
 
@@ -235,6 +236,37 @@ def test_errors_are_one_line(kb: KbEnv, apps: MariaDb, tmp_path: Path) -> None:
         [record] = [r for r in kb.ctl_json("runs")["items"] if r["job"] == name]
         assert expected in record["error"] and "\n" not in record["error"], record
     assert "not the password" not in kb.logs()
+    assert not list(Path(tempfile.gettempdir()).glob("kbackup-my-*"))  # defaults files gone
     # The database that exists is still stored beside the missing one (a partial backup).
     [partial] = [b for b in kb.ctl_json("backups")["items"] if b["job"] == "nodb"]
     assert list(stored_components(kb, partial)) == ["main:app_b"]
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ('host = "127.0.0.1"\nsocket = "/run/mysqld/mysqld.sock"\ndatabases = "*"',
+     "set exactly one of host (with port) or socket"),
+    ('databases = "*"', "set exactly one of host (with port) or socket"),
+    ('host = "db"\ndatabases = []', 'expected "*" or a non-empty list of database names'),
+    ('host = "db"\ndatabases = ["a", "a"]', "a database is listed twice"),
+    ('host = "db"\nport = 0\ndatabases = "*"', "port"),
+    ('host = "db"\ndatabases = "*"\nexclude = "test_*"', "expected a list of shell patterns"),
+    ('host = "db"\ndatabases = "*"\npassword_file = "relative/pw"',
+     "expected an absolute path"),
+    ('host = "db"\ndatabases = "*"\npassword_file = "/nonexistent/pw"', "/nonexistent/pw"),
+    ('host = "db"\ndatabases = "*"\npasword_file = "/x"', "pasword_file"),
+])
+def test_bad_config_is_one_line(tmp_path: Path, entry: str, expected: str) -> None:
+    conf = tmp_path / "conf"
+    (conf / "jobs.d").mkdir(parents=True)
+    (conf / "kbackupd.toml").write_text(
+        f'[daemon]\nstate_dir = "{tmp_path}/state"\n'
+        f'[storage.local]\ntype = "local"\npath = "{tmp_path}/store"\n')
+    (conf / "jobs.d" / "shop.toml").write_text(
+        'schedules = [ { cron = "0 2 * * *" } ]\ntargets = ["local"]\n'
+        f'[[mysql]]\nname = "main"\nuser = "backup"\n{entry}\n')
+    result = subprocess.run([KBACKUPCTL, "--config-dir", str(conf), "config", "check"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert any(expected in line and "shop.toml" in line and "mysql" in line
+               for line in lines), result.stderr

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 
 from kbackup.repository import Component
-from kbackup.sources.base import CheckFailed, ReadBack
+from kbackup.sources.base import CannotCheck, CheckFailed, ReadBack
 from kbackup.sources.mysql.client import Login, MysqlError
 from kbackup.sources.mysql.config import configured
 from kbackup.sources.mysql.counter import DumpShapeError, RowCounter
@@ -44,12 +44,16 @@ async def restore_test(back: ReadBack, component: Component) -> None:
     scratch = f"kbackup_verify_{back.manifest.id[-6:]}"
     back.details.setdefault("scratch_databases", []).append(scratch)
     try:
-        await login.drop_database(scratch)  # left over by a crashed verification
-        await create(login, scratch, component)
-        await load(back, component, login, scratch)
-        restored = await login.counts(scratch)
-    except MysqlError as exc:
-        raise CheckFailed(str(exc)) from None
+        try:
+            await login.drop_database(scratch)  # left over by a crashed verification
+            await create(login, scratch, component)
+        except MysqlError as exc:  # the server's problem, not the backup's
+            raise CannotCheck(f"{exc} (creating scratch database {scratch})") from None
+        try:
+            await load(back, component, login, scratch)
+            restored = await login.counts(scratch)
+        except MysqlError as exc:
+            raise CheckFailed(str(exc)) from None
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(login.drop_database(scratch))

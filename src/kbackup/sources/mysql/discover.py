@@ -30,8 +30,9 @@ async def discover(config: MysqlSource) -> list[str]:
 
 
 async def check(config: MysqlSource) -> dict[str, Any]:
-    """{ok, reason, server ("MariaDB 10.11.19-..."), dump_tool, databases: [{name, size_bytes}]}: the first
-    problem found is the reason, one line naming what is missing. Never raises for it."""
+    """{ok, reason, server ("MariaDB 10.11.19-..."), dump_tool, databases: [{name,
+    size_bytes}]}: the first problem found is the reason, one line naming what is missing.
+    Never raises for it."""
     result: dict[str, Any] = {"ok": False, "reason": None, "server": None,
                               "dump_tool": None, "databases": []}
     login = Login(config)
