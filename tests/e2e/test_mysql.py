@@ -1,4 +1,4 @@
-"""MariaDB/MySQL sources ([[mysql]]) against a private MariaDB server (tests/mariadb.py):
+"""MariaDB/MySQL sources ([[mysql]]) against a private MariaDB server (tests/mariadb_server.py):
 backup of every database but the excluded, row counts counted from the dump, verify at each
 level, restore into a new database and in place after a safety backup, and one-line errors."""
 
@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 import zstandard
-from mariadb import MariaDb, mariadb  # noqa: F401 - the session fixture
+from mariadb_server import MariaDb, mariadb  # noqa: F401 - the session fixture
 
 from conftest import KBACKUPCTL, KbEnv
-
-
 
 APP_A_ROWS = 3000  # several extended INSERT statements of ~1 MB
 
