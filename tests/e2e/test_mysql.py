@@ -116,6 +116,7 @@ def test_backup_counts_and_restores(kb: KbEnv, apps: MariaDb) -> None:
     assert sql.rstrip().splitlines()[-1].startswith(b"-- Dump completed")
     assert b"CREATE DATABASE" not in sql
     at_backup = state(apps, "app_a")
+    by_hand(kb, backup, apps)
 
     # Into a new database: identical rows, views, routines, triggers; the original untouched.
     apps.sql("DELETE FROM items WHERE id > 2000; CREATE TABLE extra (x INT)", "app_a")
@@ -143,6 +144,31 @@ def test_backup_counts_and_restores(kb: KbEnv, apps: MariaDb) -> None:
     ok(ctl(kb, "restore", safety.group(1), "--component", "main:app_a", "--yes",
            "--no-safety-backup"), kb)
     assert state(apps, "app_a") == live
+
+
+def by_hand(kb: KbEnv, backup: dict[str, Any], server: MariaDb) -> None:
+    """docs/format.md's MariaDB block, run as written (bash, zstd, mariadb, jq): the
+    restored database has the manifest's rows."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "format.md").read_text()
+    section = doc.split("### A MariaDB / MySQL database", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    folder = kb.backup_dir(backup)
+    script = (script.replace("/var/backups/kbackup/shop/2026/12/20261203T020000Z-3fa9c1",
+                             str(folder))
+              .replace("mysql-app.shop.sql.zst",
+                       stored_components(kb, backup)["main:app_a"]["file"])
+              .replace('"app:shop"', '"main:app_a"').replace("shop_restored", "by_hand_a"))
+    home = kb.base / "home"
+    home.mkdir()
+    (home / ".my.cnf").write_text(f"[client]\nuser=root\nsocket={server.socket}\n")
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                          text=True, env={**kb.env, "HOME": str(home)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    manifest_counts = json.loads(done.stdout.split("\n}", 1)[0] + "}")
+    listed = dict(line.split("\t", 1) for line in done.stdout.split("\n}", 1)[1].split("\n")
+                  if line.strip())
+    assert manifest_counts == server.counts("by_hand_a")
+    assert {t: int(n) for t, n in listed.items()} == manifest_counts
 
 
 def verify(kb: KbEnv, backup_id: str, level: str) -> tuple[int, str]:
