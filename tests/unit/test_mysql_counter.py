@@ -24,6 +24,13 @@ CREATE TABLE `we``ird` (
 /*!50001 CREATE VIEW `v` AS SELECT 1 AS `id` */;
 INSERT INTO `we``ird` VALUES ('(('),('\\');(');
 INSERT INTO `t` VALUES (4,'',0x);
+DELIMITER ;;
+/*!50003 CREATE*/ /*!50003 TRIGGER `tr` AFTER INSERT ON `t` FOR EACH ROW
+INSERT INTO `t` VALUES (9,'',0x) */;;
+DELIMITER ;
+DELIMITER ;;
+INSERT INTO `t` VALUES (8,'',0x) */;;
+DELIMITER ;
 
 -- Dump completed on 2026-12-03 14:12:31
 """
