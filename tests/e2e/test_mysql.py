@@ -129,6 +129,9 @@ def test_backup_counts_and_restores(kb: KbEnv, apps: MariaDb) -> None:
     refused = ctl(kb, "restore", "latest", "--job", "shop", "--component", "main:app_a",
                   "--to-database", "copy_a", "--yes")
     assert refused.returncode != 0 and "'copy_a' exists and is not empty" in refused.stderr
+    bad_name = ctl(kb, "restore", "latest", "--job", "shop", "--component", "main:app_a",
+                   "--to-database", "x" * 65)
+    assert bad_name.returncode != 0 and "expected a MariaDB database name" in bad_name.stderr
 
     # In place: a safety backup first, then exactly the backup (the extra table gone).
     out = ok(ctl(kb, "restore", "latest", "--job", "shop", "--component", "main:app_a",
@@ -243,7 +246,13 @@ def test_errors_are_one_line(kb: KbEnv, apps: MariaDb, tmp_path: Path) -> None:
         f'password_file = "{apps.password_file}"\n', ""))
     kb.write_job("notool", job(apps, extra='dump_tool = "/nonexistent/mariadb-dump"'))
     kb.write_job("nodb", job(apps, databases='["app_b", "nope"]', extra=" "))
+    kb.write_job("sock", job(apps).replace('host = "127.0.0.1"', f'socket = "{apps.socket}"')
+                 .replace(f"port = {apps.port}\n", ""))
     kb.start()
+
+    over_socket = kb.ctl_json("sources", "check", "sock")[0]
+    assert over_socket["ok"], over_socket
+    assert [d["name"] for d in over_socket["databases"]] == ["app_a", "app_b"]
 
     good = ctl(kb, "sources", "check", "good")
     assert good.returncode == 0, good.stdout + good.stderr

@@ -39,6 +39,9 @@ async def plan_database(job: JobConfig, component: Component,
         login.client()
         if request.to_database or request.all_databases:
             name = request.to_database or original
+            if not name or len(name) > 64 or "/" in name or name != name.rstrip():
+                raise PlanRefused(f"--to-database {name!r}: expected a MariaDB database name"
+                                  " (1 to 64 characters, no / and no trailing space)")
             if not await exists(login, name):
                 return Planned(Step(component.name, "database-new", name,
                                     f"create database {name!r} and load the dump into it;"
