@@ -246,6 +246,7 @@ def test_errors_are_one_line(kb: KbEnv, apps: MariaDb, tmp_path: Path) -> None:
         f'password_file = "{apps.password_file}"\n', ""))
     kb.write_job("notool", job(apps, extra='dump_tool = "/nonexistent/mariadb-dump"'))
     kb.write_job("nodb", job(apps, databases='["app_b", "nope"]', extra=" "))
+    kb.write_job("nohost", job(apps).replace(f"port = {apps.port}", "port = 1"))
     kb.write_job("sock", job(apps).replace('host = "127.0.0.1"', f'socket = "{apps.socket}"')
                  .replace(f"port = {apps.port}\n", ""))
     kb.start()
@@ -260,7 +261,8 @@ def test_errors_are_one_line(kb: KbEnv, apps: MariaDb, tmp_path: Path) -> None:
     assert "app_a" in good.stdout and "app_b" in good.stdout and "scratch_x" not in good.stdout
     for name, expected in (("badpw", "Access denied for user 'kbt'"),
                            ("notool", "/nonexistent/mariadb-dump not found"),
-                           ("nodb", "database nope not found")):
+                           ("nodb", "database nope not found"),
+                           ("nohost", "Can't connect to server on '127.0.0.1'")):
         probe = ctl(kb, "sources", "check", name)
         assert probe.returncode == 1 and expected in probe.stdout, probe.stdout
         assert len(probe.stdout.strip().splitlines()) == 1
