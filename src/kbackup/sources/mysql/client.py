@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kbackup.errors import ToolError
 from kbackup.fields import read_secret_file
-from kbackup.process import error_reason, kill_tree, read_stderr_tail, spawn
+from kbackup.process import error_reason, kill_tree, spawn
 from kbackup.sources.mysql.config import MysqlSource
 
 DUMP_TOOLS = ("mariadb-dump", "mysqldump")
@@ -161,9 +161,6 @@ class Login:
         out, _ = await proc.communicate()
         return " ".join(out.decode(errors="replace").split()).removeprefix(
             os.path.basename(tool) + " ")
-
-    def stderr_reader(self, proc: asyncio.subprocess.Process) -> asyncio.Task[list[str]]:
-        return asyncio.create_task(read_stderr_tail(proc.stderr))
 
 
 def _unescape(field: str) -> str | None:
