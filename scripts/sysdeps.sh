@@ -7,6 +7,8 @@ command -v gpg >/dev/null || need+=(gnupg)
 command -v jq >/dev/null || need+=(jq)          # docs/format.md by hand (tests/e2e/test_format_by_hand.py)
 command -v pg_dump >/dev/null || need+=(postgresql-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)  # tests/mariadb_server.py
+command -v mariadb-dump >/dev/null || need+=(mariadb-client)
 command -v setpriv >/dev/null || need+=(util-linux)
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 exec "$(dirname "$0")/apt-install-missing.sh" ${need[@]+"${need[@]}"}

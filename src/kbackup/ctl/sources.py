@@ -20,6 +20,8 @@ def describe(item: dict[str, Any]) -> str:
     found = []
     if item.get("server_version"):
         found.append(f"PostgreSQL {item['server_version']}")
+    if item.get("server"):  # a kind's own label of its server ("MariaDB 10.11.19-...")
+        found.append(item["server"])
     if item.get("pg_dump"):
         found.append(f"pg_dump {item['pg_dump']}")
     databases = item.get("databases")

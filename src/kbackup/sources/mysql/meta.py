@@ -1,0 +1,46 @@
+"""What the manifest records about a MariaDB/MySQL component (`database` of a component of
+kind "mysql"). The JSON field names are the on-disk format: every field may be missing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from kbackup.repository import Component
+
+
+class MysqlMeta(BaseModel):
+    """The database, the server and tool, and the rows of every base table as counted in the
+    dump stream itself (counter.py): "table" -> rows."""
+
+    model_config = ConfigDict(extra="allow")
+
+    database: str | None = None
+    server_version: str | None = None
+    dump_tool: str | None = None  # path of the tool that wrote it
+    dump_tool_version: str | None = None  # its --version line
+    database_size: int | None = None  # data + index bytes, information_schema's estimate
+    character_set: str | None = None  # the database's defaults, for a restore into a new one
+    collation: str | None = None
+    row_counts: dict[str, int] | None = None
+    row_counts_from: str | None = None  # "dump stream"
+    format: str | None = None
+
+    @classmethod
+    def of(cls, component: Component) -> MysqlMeta:
+        return cls.model_validate(component.database or {})
+
+
+def summary(component: dict[str, Any]) -> dict[str, Any]:
+    """The listing's `database` view of a component (manifest JSON, as the catalog has it)."""
+    database = component.get("database")
+    if not database:
+        return {}
+    counts = database.get("row_counts") or {}
+    return {"database": {
+        "server_version": database.get("server_version"),
+        "database_size": database.get("database_size"),
+        "tables": len(counts),
+        "rows": sum(counts.values()),
+    }}
