@@ -8,7 +8,8 @@ import pytest
 
 from kbackup.sources.postgres.config import PostgresSource, configured, source_of
 from kbackup.sources.postgres.discover import chosen
-from kbackup.sources.postgres.dump import PostgresDatabase, safe_file_part
+from kbackup.sources.postgres.dump import PostgresDatabase
+from kbackup.sources.tools import safe_file_part
 
 SERVER = ["app_a", "app_b", "postgres", "test_1", "test_2"]
 

@@ -21,7 +21,7 @@ from kbackup.sources.mysql.client import Login, MysqlError, literal
 from kbackup.sources.mysql.config import SEPARATOR, MysqlSource
 from kbackup.sources.mysql.counter import DumpShapeError, RowCounter
 from kbackup.sources.mysql.meta import MysqlMeta
-from kbackup.sources.postgres.dump import safe_file_part
+from kbackup.sources.tools import safe_file_part
 
 # Consistent for InnoDB tables without locking them; routines, events and triggers in; binary
 # columns as 0x... so the SQL stays plain text (and the counter's view of it simple).

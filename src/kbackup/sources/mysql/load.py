@@ -8,7 +8,7 @@ from kbackup.repository import Component
 from kbackup.sources.base import ReadBack
 from kbackup.sources.mysql.client import Login, MysqlError, literal, quote, reason
 from kbackup.sources.mysql.meta import MysqlMeta
-from kbackup.sources.postgres.pgtools import feed_process
+from kbackup.sources.tools import feed_process
 
 
 async def exists(login: Login, database: str) -> bool:

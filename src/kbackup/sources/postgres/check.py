@@ -16,13 +16,13 @@ from kbackup.sources.postgres.pgtools import (
     create_database,
     drop_database,
     failure,
-    feed_process,
     run_sql_checks,
     table_counts,
     with_pg_restore,
 )
 from kbackup.sources.postgres.staged import Load, load_dump, restore_jobs
 from kbackup.sources.postgres.toolchain import ToolchainError
+from kbackup.sources.tools import feed_process
 
 
 async def verify_login(back: ReadBack, component: Component) -> Login:

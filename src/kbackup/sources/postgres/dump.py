@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,6 +31,7 @@ from kbackup.sources.postgres.config import SEPARATOR
 from kbackup.sources.postgres.config import PostgresSource as PostgresConfig
 from kbackup.sources.postgres.meta import DatabaseMeta, GlobalsMeta
 from kbackup.sources.postgres.toolchain import server_version, tool_for_server
+from kbackup.sources.tools import safe_file_part
 
 TABLES_QUERY = """
 SELECT n.nspname, c.relname
@@ -70,15 +69,6 @@ async def count_rows(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
             row = await cur.fetchone()
             counts[f"{schema}.{table}"] = int(row[0]) if row else 0
     return counts
-
-
-def safe_file_part(database: str) -> str:
-    """A database name as part of an object name: itself when it is only letters, digits,
-    _ and -; else those kept, the rest as _, and a hash of the name (stays unique)."""
-    if re.fullmatch(r"[A-Za-z0-9_-]+", database):
-        return database
-    digest = hashlib.sha256(database.encode()).hexdigest()[:10]
-    return re.sub(r"[^A-Za-z0-9_-]", "_", database)[:40] + "-" + digest
 
 
 def one_line(exc: BaseException) -> str:

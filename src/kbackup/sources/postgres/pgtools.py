@@ -5,9 +5,8 @@ psycopg.sql, never formatted into SQL text."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,47 +225,6 @@ async def run_sql_checks(login: Login, name: str, checks: Sequence[str]) -> str 
             if row is not None:
                 return f"sql_checks[{index}] returned rows (first: {tuple(row)!r}): {check}"
     return None
-
-
-async def feed_process(argv: Sequence[str], env: dict[str, str],
-                       stream: AsyncIterator[bytes],
-                       stdout: int | None = asyncio.subprocess.DEVNULL,
-                       on_chunk: Callable[[int], None] | None = None,
-                       tee: Callable[[bytes], Awaitable[None]] | None = None,
-                       ) -> tuple[int, list[str]]:
-    """Pipe a decoded stream into a tool's stdin; returns its exit code and stderr tail.
-
-    The whole stream is always consumed (so its checksum is checked) even if the tool stops
-    reading early, and every chunk also goes to `tee` when given (a spool file); if the
-    stream raises, the tool is killed before it sees end-of-input.
-    """
-    proc = await spawn(argv, env=env, stdin=asyncio.subprocess.PIPE, stdout=stdout)
-    assert proc.stdin is not None
-    stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
-    open_pipe = True
-    try:
-        async for chunk in stream:
-            if on_chunk:
-                on_chunk(len(chunk))
-            if tee is not None:
-                await tee(chunk)
-            if not open_pipe:
-                continue
-            try:
-                proc.stdin.write(chunk)
-                await proc.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                open_pipe = False
-        if open_pipe:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                proc.stdin.close()
-                await proc.stdin.wait_closed()
-        code = await proc.wait()
-        return code, await stderr_task
-    except BaseException:
-        await kill_tree(proc)
-        stderr_task.cancel()
-        raise
 
 
 async def run_tool(argv: Sequence[str], env: dict[str, str]) -> tuple[int, list[str]]:

@@ -20,13 +20,13 @@ from kbackup.sources.postgres.pgtools import (
     database_exists,
     drop_database,
     failure,
-    feed_process,
     rename_database,
     swap_database,
     with_pg_restore,
 )
 from kbackup.sources.postgres.plan import table_args, whole
 from kbackup.sources.postgres.staged import Load, load_dump, restore_jobs
+from kbackup.sources.tools import feed_process
 
 log = logging.getLogger("kbackup.restore")
 

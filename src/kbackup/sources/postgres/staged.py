@@ -30,7 +30,8 @@ from kbackup.repository import Component
 from kbackup.sources.base import ReadBack
 from kbackup.sources.postgres.config import PostgresSource
 from kbackup.sources.postgres.meta import DatabaseMeta
-from kbackup.sources.postgres.pgtools import Login, PgError, feed_process, run_tool
+from kbackup.sources.postgres.pgtools import Login, PgError, run_tool
+from kbackup.sources.tools import feed_process
 
 log = logging.getLogger("kbackup.restore")
 

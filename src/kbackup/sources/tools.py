@@ -1,0 +1,63 @@
+"""Helpers any source driver may use when it talks to a client tool (pg_restore, psql,
+mariadb): one home, so that no driver imports another's package."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from kbackup.process import kill_tree, read_stderr_tail, spawn
+
+
+def safe_file_part(database: str) -> str:
+    """A database name as part of an object name: itself when it is only letters, digits,
+    _ and -; else those kept, the rest as _, and a hash of the name (stays unique)."""
+    if re.fullmatch(r"[A-Za-z0-9_-]+", database):
+        return database
+    digest = hashlib.sha256(database.encode()).hexdigest()[:10]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", database)[:40] + "-" + digest
+
+
+async def feed_process(argv: Sequence[str], env: dict[str, str],
+                       stream: AsyncIterator[bytes],
+                       stdout: int | None = asyncio.subprocess.DEVNULL,
+                       on_chunk: Callable[[int], None] | None = None,
+                       tee: Callable[[bytes], Awaitable[None]] | None = None,
+                       ) -> tuple[int, list[str]]:
+    """Pipe a decoded stream into a tool's stdin; returns its exit code and stderr tail.
+
+    The whole stream is always consumed (so its checksum is checked) even if the tool stops
+    reading early, and every chunk also goes to `tee` when given (a spool file); if the
+    stream raises, the tool is killed before it sees end-of-input.
+    """
+    proc = await spawn(argv, env=env, stdin=asyncio.subprocess.PIPE, stdout=stdout)
+    assert proc.stdin is not None
+    stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
+    open_pipe = True
+    try:
+        async for chunk in stream:
+            if on_chunk:
+                on_chunk(len(chunk))
+            if tee is not None:
+                await tee(chunk)
+            if not open_pipe:
+                continue
+            try:
+                proc.stdin.write(chunk)
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                open_pipe = False
+        if open_pipe:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.close()
+                await proc.stdin.wait_closed()
+        code = await proc.wait()
+        return code, await stderr_task
+    except BaseException:
+        await kill_tree(proc)
+        stderr_task.cancel()
+        raise
+
