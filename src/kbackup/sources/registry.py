@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 # Databases first: they are what the business cannot recreate.
 TABLES: tuple[str, ...] = (
     "postgres",
+    "sqlite",
     "files",
 )
 
