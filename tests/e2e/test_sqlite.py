@@ -7,12 +7,13 @@ largest id is their count. Every test asserts on rows that came back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,29 @@ def make_db(path: Path, n: int) -> None:
     conn.close()
 
 
+def backed_up(kb: KbEnv, db: Path, n: int) -> dict[str, Any]:
+    """A database of n rows, a daemon with a job for it, and a backup of it."""
+    make_db(db, n)
+    sqlite_job(kb, db)
+    kb.start()
+    return kb.run_backup("stock")
+
+
+@contextlib.contextmanager
+def holding(path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A process (tail) with `path` open, until the block ends."""
+    holder = subprocess.Popen(["tail", "-f", str(path)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any(os.path.exists(f"/proc/{holder.pid}/fd/{fd}")
+                             and os.readlink(f"/proc/{holder.pid}/fd/{fd}") == str(path)
+                             for fd in os.listdir(f"/proc/{holder.pid}/fd")), 10,
+                 "tail to open the file")
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 STALE_WAL = """
 import os, sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -174,11 +198,8 @@ def test_in_place_restore_after_a_safety_backup_refused_while_open(
 ) -> None:
     db = tmp_path / "app" / "dev.db"
     db.parent.mkdir()
-    make_db(db, 700)
+    backup = backed_up(kb, db, 700)
     original = rows(db)
-    sqlite_job(kb, db)
-    kb.start()
-    backup = kb.run_backup("stock")
 
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("DELETE FROM items WHERE id > 350")
@@ -188,18 +209,13 @@ def test_in_place_restore_after_a_safety_backup_refused_while_open(
     damaged = rows(db)
     assert len(damaged) == 351 and damaged[-1][0] == 100000
 
-    holder = subprocess.Popen(["tail", "-f", str(db)], stdout=subprocess.DEVNULL)
-    try:
-        time.sleep(0.3)
+    with holding(db) as holder:
         refused = ctl(kb, "restore", backup["id"], "--component", "stock", "--in-place",
                       "--yes")
         assert refused.returncode != 0
         assert f"{db} is open by tail (pid {holder.pid}): stop it first, or add --force-open" \
             in refused.stderr
         assert rows(db) == damaged
-    finally:
-        holder.kill()
-        holder.wait()
 
     out = ok(ctl(kb, "restore", backup["id"], "--component", "stock", "--in-place", "--yes"),
              kb)
@@ -214,13 +230,38 @@ def test_in_place_restore_after_a_safety_backup_refused_while_open(
     ok(ctl(kb, "restore", safety_id, "--component", "stock", "--to-path", str(undo)), kb)
     assert rows(undo) == damaged
 
+    # --force-open replaces the file even though a process holds it (no safety backup asked).
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DELETE FROM items")
+    conn.close()
+    with holding(db):
+        ok(ctl(kb, "restore", backup["id"], "--component", "stock", "--in-place", "--yes",
+               "--force-open", "--no-safety-backup"), kb)
+    assert rows(db) == original
+
+
+def test_restore_requests_that_cannot_work_are_refused(kb: KbEnv, tmp_path: Path) -> None:
+    db = tmp_path / "dev.db"
+    backup = backed_up(kb, db, 70)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    for args, expected in (
+        ((), "nothing to restore: sqlite stock skipped: give --to-path PATH (or --in-place)"),
+        (("--to-path", str(tmp_path / "x.db")),
+         "--to-path restores one SQLite database: give --component NAME too"),
+        (("--component", "stock", "--to-path", str(tmp_path)),
+         f"--to-path {tmp_path} is a directory; give the database file's path"),
+    ):
+        result = ctl(kb, "restore", backup["id"], *args)
+        assert result.returncode != 0
+        assert expected in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "x.db").exists()
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
 
 def test_a_corrupted_stored_object_fails_verification(kb: KbEnv, tmp_path: Path) -> None:
     db = tmp_path / "dev.db"
-    make_db(db, 2000)
-    sqlite_job(kb, db)
-    kb.start()
-    backup = kb.run_backup("stock")
+    backup = backed_up(kb, db, 2000)
     folder = kb.backup_dir(backup)
     manifest = json.loads((folder / "manifest.json").read_text())
     entry = next(c for c in manifest["components"] if c["kind"] == "sqlite")
