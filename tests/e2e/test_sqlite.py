@@ -86,6 +86,14 @@ def component(kb: KbEnv, backup: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in manifest["components"] if c["kind"] == "sqlite")
 
 
+def started(db: Path, rows: int) -> bool:
+    """The writer has committed at least `rows` rows (its table may not exist yet)."""
+    try:
+        return db.exists() and count(db) >= rows
+    except sqlite3.OperationalError:
+        return False
+
+
 @pytest.fixture
 def writer(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """A live WAL database and the running writer process; yields (db, stop file)."""
@@ -93,7 +101,7 @@ def writer(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     db.parent.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(stop), str(BATCH)])
     try:
-        wait_for(lambda: db.exists() and count(db) >= 20_000, 60, "the writer's first rows")
+        wait_for(lambda: started(db, 20_000), 60, "the writer's first rows")
         yield db, stop
     finally:
         stop.touch()

@@ -65,7 +65,7 @@ def _plan_to_path(component: Component, request: RestoreOptions) -> Planned:
     detail = (f"{'REPLACE' if exists else 'create'} {target} with sqlite {component.name}"
               " (written beside it, then renamed)")
     return Planned(Step(component.name, "sqlite-new", str(target), detail, destructive=exists,
-                        size_bytes=component.raw_bytes, checked_before_change=True))
+                        size_bytes=component.raw_bytes, checked_before_change=not exists))
 
 
 def _plan_in_place(job: JobConfig, component: Component, request: RestoreOptions) -> Planned:
@@ -82,10 +82,12 @@ def _plan_in_place(job: JobConfig, component: Component, request: RestoreOptions
     problem = open_by(live, request.force_open)
     if problem:
         raise PlanRefused(problem)
+    # Not checked_before_change: the whole object is re-read before the safety backup, so a
+    # damaged backup is found before anything is done.
     step = Step(component.name, "sqlite-replace", str(live),
                 f"REPLACE the live database {live} (written beside it, then renamed)"
                 + ("" if request.no_safety_backup else "; safety backup of it first"),
-                destructive=True, size_bytes=component.raw_bytes, checked_before_change=True)
+                destructive=True, size_bytes=component.raw_bytes)
     return Planned(step, [] if request.no_safety_backup else [component.name])
 
 

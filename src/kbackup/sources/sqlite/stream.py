@@ -88,11 +88,15 @@ class SqliteDatabase(Source):
         os.close(fd)
         copy = Path(name)
         stream: CopyStream | None = None
+        snapshot = asyncio.ensure_future(asyncio.to_thread(self._snapshot, copy))
         try:
-            meta = await asyncio.to_thread(self._snapshot, copy)
+            meta = await asyncio.shield(snapshot)
             stream = CopyStream(self.name, copy, meta)
             yield stream
         finally:
+            if not snapshot.done():  # cancelled: the copy cannot be interrupted, and removing
+                with contextlib.suppress(BaseException):  # the file under it would leave
+                    await snapshot  # the one inspect() then creates: let it end first
             if stream is not None:
                 await asyncio.to_thread(stream.out.stop)
             await asyncio.to_thread(remove_with_side_files, copy)
