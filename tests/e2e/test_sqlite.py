@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from conftest import KBACKUPCTL, KbEnv, wait_for
+from conftest import KBACKUPCTL, KbEnv, stop_gpg_agent, wait_for
 
 BATCH = 7
 WRITER = """
@@ -331,3 +331,40 @@ def test_bad_sqlite_config_is_one_line(tmp_path: Path, path: str | None,
     assert result.returncode != 0
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_an_encrypted_sqlite_backup_round_trips(kb: KbEnv, tmp_path: Path) -> None:
+    db = tmp_path / "dev.db"
+    make_db(db, 140)
+    marker = "stocktake-secret-4f1c9e"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES (?)", (marker,))
+    conn.close()
+    secret = tmp_path / "backup-pass"
+    secret.write_text("correct horse battery staple\n")
+    sqlite_job(kb, db, f'[encryption]\nmode = "gpg-symmetric"\npassphrase_file = "{secret}"\n')
+    kb.start()
+    backup = kb.run_backup("stock")
+    entry = component(kb, backup)
+    assert entry["file"] == "sqlite-stock.db.zst.gpg"
+    assert entry["sqlite"]["row_counts"] == {"items": 140, "notes": 1}
+    stored = kb.backup_dir(backup) / entry["file"]
+    assert marker.encode() not in stored.read_bytes()
+    result = kb.ctl("verify", backup["id"], "--level", "restore-test", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    target = tmp_path / "restored.db"
+    ok(ctl(kb, "restore", backup["id"], "--component", "stock", "--to-path", str(target)), kb)
+    assert rows(target) == rows(db)
+
+    by_hand = tmp_path / "by-hand.db"  # docs/format.md: gpg -d, then zstd -d
+    try:
+        subprocess.run(["bash", "-o", "pipefail", "-c",
+                        f"gpg --batch --pinentry-mode loopback --passphrase-file {secret} -d"
+                        f" {stored} | zstd -d -q -o {by_hand}"], check=True,
+                       capture_output=True, env={**os.environ, "GNUPGHOME": str(tmp_path)})
+    finally:
+        stop_gpg_agent(tmp_path)
+    assert rows(by_hand) == rows(db)
+    assert leftovers(kb) == []
