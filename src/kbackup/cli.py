@@ -159,11 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --to-database: replace an existing non-empty database")
     place = p.add_mutually_exclusive_group()
     place.add_argument("--files-to", help="extract file trees into this empty directory")
+    place.add_argument("--to-path", help="restore a SQLite database to this new file (with"
+                                         " --component; --clean replaces an existing one)")
     place.add_argument("--in-place", action="store_true",
-                       help="replace the live file tree (after a safety backup)")
+                       help="replace the live file tree or SQLite file (after a safety backup)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--no-safety-backup", action="store_true")
     p.add_argument("--force", action="store_true", help="allow restoring a corrupt backup")
+    p.add_argument("--force-open", action="store_true",
+                   help="replace a SQLite file even though a process has it open")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="wait with progress (the default)")

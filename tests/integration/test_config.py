@@ -84,7 +84,8 @@ BAD_JOBS = [
      GOOD_JOB.replace('user=kbackup"', 'user=kbackup"\npassword_file = "/nonexistent/pw"'),
      "shop.toml: postgres.shop.password_file: /nonexistent/pw does not exist"),
     ("no sources", 'targets = ["local"]\n',
-     "shop.toml: -: a job needs at least one [[postgres]] or [[mysql]] or [[files]] source"),
+     "shop.toml: -: a job needs at least one [[postgres]] or [[mysql]] or [[sqlite]] or"
+     " [[files]] source"),
     ("duplicate component", GOOD_JOB.replace('name = "pdfs"', 'name = "shop"'),
      "component names must be unique within a job: shop"),
     ("relative path", GOOD_JOB.replace('"/srv/shop/pdfs"', '"srv/pdfs"'),

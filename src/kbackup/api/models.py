@@ -142,9 +142,11 @@ class RestoreBody(Body):
                                 " name, globals first (onto a new server: restore_dsn)")
     clean: bool = False
     files_to: FsPath | None = None
+    to_path: FsPath | None = Field(None, description="a SQLite database to this new file")
     in_place: bool = False
     no_safety_backup: bool = False
     force: bool = False
+    force_open: bool = Field(False, description="replace a SQLite file a process has open")
     gpg_homedir: FsPath | None = None
     passphrase_file: FsPath | None = None
     dry_run: bool = False

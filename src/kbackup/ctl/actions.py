@@ -119,16 +119,18 @@ def cmd_verify(client: Client, args: argparse.Namespace) -> int:
 
 def restore_request(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"backup": args.backup, "job": args.job}
-    for name in ("component", "to_database", "files_to", "gpg_homedir", "passphrase_file"):
+    for name in ("component", "to_database", "files_to", "to_path", "gpg_homedir",
+                 "passphrase_file"):
         if getattr(args, name):
             body[name] = getattr(args, name)
-    for name in ("files_to", "gpg_homedir", "passphrase_file"):  # the daemon's cwd differs
+    for name in ("files_to", "to_path", "gpg_homedir",
+                 "passphrase_file"):  # the daemon's cwd differs
         if getattr(args, name):
             body[name] = os.path.abspath(getattr(args, name))
     if args.tables:
         body["tables"] = [t.strip() for t in args.tables.split(",") if t.strip()]
     for flag in ("schema_only", "data_only", "in_place", "no_safety_backup", "clean",
-                 "no_owner", "with_globals", "all_databases", "force"):
+                 "no_owner", "with_globals", "all_databases", "force", "force_open"):
         if getattr(args, flag):
             body[flag] = True
     return body

@@ -271,6 +271,8 @@ class BackupRun:
             self._record("failed", error=str(exc) or exc.__class__.__name__)
             raise
         self._compare(sources)
+        for source in sources:  # a source's temp copy (sqlite) goes where the daemon's go
+            source.scratch_dir = self.config.daemon.staging_dir or self.config.daemon.state_dir
         self.progress.components_total = len(sources)
         self.progress.phase = "estimating size"
         try:

@@ -143,6 +143,9 @@ class Source(ABC):
     # One of several found at run time (a server's databases): its failure is recorded in the
     # manifest's missing_components and the others are still stored (a "partial" backup).
     may_fail: bool = False
+    # Where a source that copies before it streams (sqlite) keeps its private temp copy: the
+    # daemon's staging_dir, else state_dir (set by the backup run); None: the system's temp.
+    scratch_dir: Path | None = None
 
     def __init__(self, name: str):
         self.name = name
@@ -225,9 +228,11 @@ class RestoreOptions:
     all_databases: bool = False  # every database component, each to its own name, globals first
     clean: bool = False
     files_to: str | None = None
+    to_path: str | None = None  # a SQLite database restored to this new file
     in_place: bool = False
     no_safety_backup: bool = False
     force: bool = False
+    force_open: bool = False  # replace a SQLite file even though a process has it open
     gpg_homedir: str | None = None
     passphrase_file: str | None = None
     dry_run: bool = False

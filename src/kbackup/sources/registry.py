@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 TABLES: tuple[str, ...] = (
     "postgres",
     "mysql",
+    "sqlite",
     "files",
 )
 
