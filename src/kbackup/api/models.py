@@ -144,6 +144,8 @@ class RestoreBody(Body):
     files_to: FsPath | None = None
     in_place: bool = False
     no_safety_backup: bool = False
+    no_hooks: bool = Field(False, description="skip the job's before_restore and"
+                           " after_restore hooks")
     force: bool = False
     gpg_homedir: FsPath | None = None
     passphrase_file: FsPath | None = None

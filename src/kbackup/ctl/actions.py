@@ -127,8 +127,8 @@ def restore_request(args: argparse.Namespace) -> dict[str, Any]:
             body[name] = os.path.abspath(getattr(args, name))
     if args.tables:
         body["tables"] = [t.strip() for t in args.tables.split(",") if t.strip()]
-    for flag in ("schema_only", "data_only", "in_place", "no_safety_backup", "clean",
-                 "no_owner", "with_globals", "all_databases", "force"):
+    for flag in ("schema_only", "data_only", "in_place", "no_safety_backup", "no_hooks",
+                 "clean", "no_owner", "with_globals", "all_databases", "force"):
         if getattr(args, flag):
             body[flag] = True
     return body
@@ -246,6 +246,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             emit_json({"ok": False, "error": str(exc)})
         print(str(exc), file=sys.stderr)
         return 1
+    # Hook programs missing here: a warning, the daemon's PATH and mounts may differ.
+    warnings = [f"job {name}: {problem}" for name, job in sorted(config.jobs.items())
+                for problem in job.hooks.missing_programs()]
     if args.json:
         return emit_json(
             {
@@ -253,8 +256,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                 "config_dir": str(config.directory),
                 "jobs": sorted(config.jobs),
                 "storage": sorted(config.storage),
+                "warnings": warnings,
             }
         )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{config.directory}: OK: {len(config.jobs)} job(s) ({', '.join(sorted(config.jobs))}),"
         f" {len(config.storage)} storage target(s)"
