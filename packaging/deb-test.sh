@@ -447,7 +447,7 @@ ct journalctl -u kbackupd --no-pager -o cat | grep -q "event=hook job=app .*hook
 ok "hooks: app.service inactive during backup $app_backup, active after (pid $app_pid_before -> $app_pid_after)"
 out=$(ct kbackupctl run other --wait 2>&1) && rc=0 || rc=$?
 [ "$rc" -ne 0 ] || die "a hook stopped other.service, which the polkit rule does not name"
-grep -q 'before_backup hook "systemctl stop other.service" failed' <<<"$out" ||
+grep -q 'before_backup hook "systemctl stop other.service" failed (exit 1): Failed to stop other.service: ' <<<"$out" ||
     die "job other failed, but not by its hook: $out"
 [ "$(ct systemctl is-active other.service)" = active ] || die "other.service was stopped"
 ok "hooks: stopping other.service refused by polkit, the run failed: $(tail -1 <<<"$out")"

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shlex
 import time
 from collections.abc import Mapping
@@ -103,9 +104,16 @@ def hook_env(context: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+# Lines that only point elsewhere, which tools print after their reason (systemctl: "Failed to
+# stop app.service: Access denied." then "See system logs and 'systemctl status ...'").
+POINTER = re.compile(r"(?i)^(see |try |hint: |for (more )?details)")
+
+
 def last_line(text: str) -> str:
+    """The last line saying why (a pointer to the logs after it is skipped)."""
     lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    telling = [line for line in lines if not POINTER.match(line)] or lines
+    return telling[-1] if telling else ""
 
 
 async def run_command(hook: str, argv: list[str], env: Mapping[str, str],

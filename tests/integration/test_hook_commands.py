@@ -38,6 +38,15 @@ def test_secret_values_are_masked_and_the_last_stderr_line_is_the_reason() -> No
                             " failed (exit 5): Unit app.service not loaded.")
 
 
+def test_a_pointer_to_the_logs_is_not_taken_for_the_reason() -> None:
+    script = ("echo 'Failed to stop other.service: Access denied' >&2;"
+              " echo \"See system logs and 'systemctl status other.service' for details.\" >&2;"
+              " exit 1")
+    result = run(["sh", "-c", script])
+    assert result.error is not None
+    assert result.error.endswith("failed (exit 1): Failed to stop other.service: Access denied")
+
+
 def test_a_missing_program_is_one_line() -> None:
     result = run(["kbackup-no-such-program", "x"])
     assert result.error == ('before_backup hook "kbackup-no-such-program x" could not'
