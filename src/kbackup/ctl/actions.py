@@ -127,10 +127,12 @@ def restore_request(args: argparse.Namespace) -> dict[str, Any]:
             body[name] = os.path.abspath(getattr(args, name))
     if args.tables:
         body["tables"] = [t.strip() for t in args.tables.split(",") if t.strip()]
-    for flag in ("schema_only", "data_only", "in_place", "no_safety_backup", "no_hooks",
-                 "clean", "no_owner", "with_globals", "all_databases", "force"):
+    for flag in ("schema_only", "data_only", "in_place", "no_safety_backup", "clean",
+                 "no_owner", "with_globals", "all_databases", "force"):
         if getattr(args, flag):
             body[flag] = True
+    if args.no_hooks:  # skip the job's before_restore/after_restore hooks
+        body["no_hooks"] = True
     return body
 
 
