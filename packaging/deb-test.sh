@@ -418,6 +418,51 @@ ct kbackupctl verify "$backup_id" --level restore-test --wait >"$LOGS/verify.out
     { cat "$LOGS/verify.out" >&2; die "kbackupctl verify --level restore-test failed"; }
 ok "kbackupctl verify $backup_id --level restore-test: $(tail -1 "$LOGS/verify.out")"
 
+# ---- hooks around the app (issue 17) -------------------------------------------------------
+# The recipe of README.md: a polkit rule lets user kbackup stop and start one named unit; the
+# unit's sandbox (NoNewPrivileges=, no setuid) is left as it is. A dummy app.service is stopped
+# by a before_backup hook and started again by after_backup; other.service is not in the rule.
+log "hooks: polkit rule, app.service stopped and started around a backup"
+ct apt-get install -y -q polkitd >>"$LOGS/apt.log" 2>&1 ||
+    { tail -30 "$LOGS/apt.log" >&2; die "apt-get install polkitd failed"; }
+ct install -m 0644 /srv/deb-test/50-kbackup-hooks.rules /etc/polkit-1/rules.d/50-kbackup-hooks.rules
+for unit in app other; do
+    ct sh -c "printf '[Service]\nExecStart=/bin/sleep infinity\n' > /etc/systemd/system/$unit.service"
+done
+ct systemctl daemon-reload
+ct systemctl start app.service other.service
+app_pid_before=$(ct systemctl show -p MainPID --value app.service)
+ct install -m 0640 -g kbackup /srv/deb-test/app.toml /etc/kbackup/jobs.d/app.toml
+ct install -m 0640 -g kbackup /srv/deb-test/other.toml /etc/kbackup/jobs.d/other.toml
+reload_then "jobs app and other loaded after reload" job_loaded other
+app_backup=$(ct kbackupctl run app --wait 2>"$LOGS/hooks.err") ||
+    { cat "$LOGS/hooks.err" >&2; die "backup of job app (with hooks) failed"; }
+app_backup=$(tail -1 <<<"$app_backup")
+[ "$(ct systemctl is-active app.service)" = active ] || die "app.service not active after the backup"
+app_pid_after=$(ct systemctl show -p MainPID --value app.service)
+[ "$app_pid_after" != "$app_pid_before" ] || die "app.service was not restarted (pid $app_pid_after)"
+# What the hooks did, as the run recorded it (JSON read on this side: no jq in the container).
+hooks=$(ct kbackupctl --json runs --id "$app_backup" | python3 -c '
+import json, sys
+for h in json.load(sys.stdin)["hooks"]:
+    print(h["hook"], h["argv"][1], h["exit"], h["stdout"].strip() or "-")')
+expected="before_backup stop 0 -
+before_backup -c 0 inactive
+after_backup start 0 -"
+[ "$hooks" = "$expected" ] || die "hooks of backup $app_backup: got '$hooks', expected '$expected'"
+ct journalctl -u kbackupd --no-pager -o cat | grep -q "event=hook job=app .*hook=after_backup argv0=systemctl exit=0" ||
+    die "no event=hook line for after_backup in the journal"
+ok "hooks: app.service inactive during backup $app_backup, active after (pid $app_pid_before -> $app_pid_after)"
+out=$(ct kbackupctl run other --wait 2>&1) && rc=0 || rc=$?
+[ "$rc" -ne 0 ] || die "a hook stopped other.service, which the polkit rule does not name"
+grep -q 'before_backup hook "systemctl stop other.service" failed (exit 1): Failed to stop other.service: ' <<<"$out" ||
+    die "job other failed, but not by its hook: $out"
+[ "$(ct systemctl is-active other.service)" = active ] || die "other.service was stopped"
+ok "hooks: stopping other.service refused by polkit, the run failed: $(tail -1 <<<"$out")"
+ct rm /etc/kbackup/jobs.d/app.toml /etc/kbackup/jobs.d/other.toml
+reload_then "jobs app and other gone after reload" job_gone other
+ct systemctl stop app.service other.service
+
 # ---- reload: a new valid job, then a broken config --------------------------------------
 ct install -m 0640 -g kbackup /srv/deb-test/docs.toml /etc/kbackup/jobs.d/docs.toml
 reload_then "job docs loaded after reload" job_loaded docs

@@ -103,6 +103,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (  # 3: a passed restore-test's duration, the measured time to recover (issue 16)
         "ALTER TABLE verifications ADD COLUMN restore_seconds REAL",
     ),
+    ("ALTER TABLE runs ADD COLUMN hooks TEXT",),  # 4: hook results, JSON (kbackup.hooks)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 log = logging.getLogger("kbackup.catalog")

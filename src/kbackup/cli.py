@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace the live file tree or SQLite file (after a safety backup)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--no-safety-backup", action="store_true")
+    p.add_argument("--no-hooks", action="store_true",
+                   help="do not run the job's before_restore/after_restore hooks")
     p.add_argument("--force", action="store_true", help="allow restoring a corrupt backup")
     p.add_argument("--force-open", action="store_true",
                    help="replace a SQLite file even though a process has it open")
@@ -204,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     paged(p, "entries")
     p = sub.add_parser("runs", help="recent runs")
     p.add_argument("job", nargs="?")
+    p.add_argument("--id", metavar="RUN", help="one run in detail, with its hooks' output")
     paged(p, "runs")
     sub.add_parser("reload", help="reload the configuration (like systemctl reload)")
     p = sub.add_parser("config", help="configuration commands")

@@ -64,6 +64,7 @@ class ActiveRun:
     backup_id: str | None = None  # the backup it reads or writes (delete refuses it meanwhile)
     tag: str | None = None  # backups: the schedule tag that fired the run
     label: str | None = None  # backups: the user's label
+    backup_good: bool = False  # backups: written whole; a later problem (a hook) fails only the run
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -164,11 +165,13 @@ class Runner:
                                    f"{result['problem']}")
         partial = backup.partial_reason()
         if partial:
-            return f"backup {manifest.id} is partial: {partial}"
+            return "; ".join(filter(None, [f"backup {manifest.id} is partial: {partial}",
+                                           backup.hook_error]))
         await self._prune(config, run)
         log.info("event=backup.complete job=%s backup=%s size_bytes=%d", run.job, manifest.id,
                  manifest.size_bytes)
-        return None
+        run.backup_good = True
+        return backup.hook_error  # an after_backup command failed: the backup itself is fine
 
     async def _prune(self, config: Config, run: ActiveRun) -> None:
         """Retention after each successful backup; a prune problem never fails the backup."""
@@ -217,7 +220,8 @@ class Runner:
                 log.error("event=run.failed job=%s kind=%s run=%s error=%r%s", run.job,
                           run.kind, run.id, error,
                           f" stderr={stderr_for_log(stderr)!r}" if stderr else "")
-                if run.kind == "backup" and self.catalog.get_backup(run.id) is not None:
+                if (run.kind == "backup" and not run.backup_good
+                        and self.catalog.get_backup(run.id) is not None):
                     row = self.catalog.get_backup(run.id)
                     if row is not None and row["status"] not in ("corrupt", "partial"):
                         self.catalog.mark_backup_failed(run.id, error or "failed")

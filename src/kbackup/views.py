@@ -3,6 +3,7 @@ API agree)."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -33,7 +34,9 @@ def job_view(job: JobConfig, default_timezone: str, next_run: str | None,
 
 
 def run_view(run: dict[str, Any], active: ActiveRun | None) -> dict[str, Any]:
-    """A catalog run row; while it is running, with its live progress."""
+    """A catalog run row, its hooks' results (kbackup.hooks) parsed; while it is running,
+    with its live progress."""
+    run["hooks"] = json.loads(run.get("hooks") or "[]")
     if active is not None and not active.done.is_set():
         run["progress"] = active.progress.as_dict()
     return run

@@ -145,6 +145,8 @@ class RestoreBody(Body):
     to_path: FsPath | None = Field(None, description="a SQLite database to this new file")
     in_place: bool = False
     no_safety_backup: bool = False
+    no_hooks: bool = Field(False, description="skip the job's before_restore and"
+                           " after_restore hooks")
     force: bool = False
     force_open: bool = Field(False, description="replace a SQLite file a process has open")
     gpg_homedir: FsPath | None = None

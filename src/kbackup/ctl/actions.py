@@ -133,6 +133,8 @@ def restore_request(args: argparse.Namespace) -> dict[str, Any]:
                  "no_owner", "with_globals", "all_databases", "force", "force_open"):
         if getattr(args, flag):
             body[flag] = True
+    if args.no_hooks:  # skip the job's before_restore/after_restore hooks
+        body["no_hooks"] = True
     return body
 
 
@@ -248,6 +250,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             emit_json({"ok": False, "error": str(exc)})
         print(str(exc), file=sys.stderr)
         return 1
+    # Hook programs missing here: a warning, the daemon's PATH and mounts may differ.
+    warnings = [f"job {name}: {problem}" for name, job in sorted(config.jobs.items())
+                for problem in job.hooks.missing_programs()]
     if args.json:
         return emit_json(
             {
@@ -255,8 +260,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                 "config_dir": str(config.directory),
                 "jobs": sorted(config.jobs),
                 "storage": sorted(config.storage),
+                "warnings": warnings,
             }
         )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{config.directory}: OK: {len(config.jobs)} job(s) ({', '.join(sorted(config.jobs))}),"
         f" {len(config.storage)} storage target(s)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,3 +74,9 @@ def print_plan(plan: dict[str, Any]) -> None:
     for number, step in enumerate(plan["steps"], 1):
         size = f" ({format_size(step['size_bytes'])})" if step["size_bytes"] else ""
         print(f"  {number}. {step['component']}: {step['detail']}{size}")
+    hooks = plan.get("hooks") or {}
+    for hook, commands in hooks.items():
+        for argv in commands:
+            print(f"  {hook} hook: {shlex.join(argv)}")
+    if (plan.get("request") or {}).get("no_hooks"):
+        print("  hooks: skipped (--no-hooks)")

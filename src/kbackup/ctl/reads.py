@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import json
+import shlex
 import sys
 import time
 from datetime import datetime
@@ -240,6 +241,8 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
         print(f"\n  MISSING {missing['name']}: {missing['reason']}")
     for note in manifest.get("notes") or []:
         print(f"\n  {note}")
+    with contextlib.suppress(CliError):  # the run that wrote it: its hooks (none after rescan)
+        print_hooks(client.call("GET", f"/v1/runs/{segment(data['id'])}").get("hooks") or [])
     return 0
 
 
@@ -270,7 +273,30 @@ def _summary_value(name: str, value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def hooks_text(hooks: list[dict[str, Any]]) -> str:
+    """The HOOKS column: '-', '3 ok', or the hooks that failed ('after_restore FAILED')."""
+    if not hooks:
+        return "-"
+    failed = [h["hook"] for h in hooks if h.get("error")]
+    if not failed:
+        return f"{len(hooks)} ok"
+    return ", ".join(dict.fromkeys(failed)) + " FAILED"
+
+
+def print_hooks(hooks: list[dict[str, Any]]) -> None:
+    """Each hook command of a run: how it ended, then its output, indented."""
+    for h in hooks:
+        ended = h.get("error") or f"exit {h['exit']}"
+        print(f"\n  {h['hook']} hook: {shlex.join(h['argv'])}: {ended} ({h['seconds']:.1f} s)")
+        for name in ("stdout", "stderr"):
+            lines = (h.get(name) or "").rstrip("\n").splitlines()
+            for line in lines:
+                print(f"    {name}: {line}")
+
+
 def cmd_runs(client: Client, args: argparse.Namespace) -> int:
+    if args.id:
+        return show_run(client, args)
     data = fetch(client, "/v1/runs", args)
     if args.json:
         return emit_json(data)
@@ -282,12 +308,30 @@ def cmd_runs(client: Client, args: argparse.Namespace) -> int:
             r["trigger"],
             r["status"],
             short_time(r["started_at"]),
+            hooks_text(r.get("hooks") or []),
             progress_text(r.get("progress")) or (r["error"] or ""),
         ]
         for r in data["items"]
     ]
-    print(table(["RUN", "JOB", "KIND", "TRIGGER", "STATUS", "STARTED", "DETAIL"], rows))
+    print(table(["RUN", "JOB", "KIND", "TRIGGER", "STATUS", "STARTED", "HOOKS", "DETAIL"],
+                rows))
     more(data, "runs")
+    return 0
+
+
+def show_run(client: Client, args: argparse.Namespace) -> int:
+    """kbackupctl runs --id RUN: one run, with each hook command's output."""
+    run = client.call("GET", f"/v1/runs/{segment(args.id)}")
+    if args.json:
+        return emit_json(run)
+    for label, key in (("run", "id"), ("job", "job"), ("kind", "kind"), ("trigger", "trigger"),
+                       ("status", "status"), ("started", "started_at"),
+                       ("finished", "finished_at"), ("backup", "backup_id"),
+                       ("error", "error")):
+        if run.get(key) or key != "error":
+            print(f"{label:<9} {run.get(key) or '-'}")
+    print(f"hooks     {hooks_text(run.get('hooks') or [])}")
+    print_hooks(run.get("hooks") or [])
     return 0
 
 

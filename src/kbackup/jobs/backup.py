@@ -22,6 +22,7 @@ from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config, JobConfig
 from kbackup.crypto import check_job_keys, encrypt_stage, encryption_meta
 from kbackup.errors import KbackupError
+from kbackup.hooks import Hooks
 from kbackup.pipeline import (
     ChunkSource,
     Stage,
@@ -80,6 +81,12 @@ class BackupRun:
         self.missing: dict[str, str] = {}
         self.notes: list[str] = []  # WARNINGs kept in the manifest (a database gone)
         self._first_open = asyncio.Event()
+        # [hooks] around the app; a restore's safety backup runs none (the restore's own
+        # before_restore/after_restore hooks surround it).
+        self.hooks = Hooks(job.hooks, job.name, backup_id, catalog,
+                           enabled=trigger != "pre-restore", KBACKUP_BACKUP_ID=backup_id,
+                           KBACKUP_TRIGGER=trigger)
+        self.hook_error: str | None = None  # an after_backup command failed (run reports it)
 
     def _record(self, status: str, manifest: Manifest | None = None,
                 error: str | None = None) -> None:
@@ -263,12 +270,25 @@ class BackupRun:
                         kbackup_version=__version__, started_at=self.started_at,
                         finished_at=iso(utcnow()) or "", components=self.components, **extra)
 
+    async def _failed(self, exc: BaseException) -> None:
+        """Record the failure after the on_failure hook ran; its own failures are added to
+        the run's error (raised as BackupFailed, the first cause kept)."""
+        reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else (
+            str(exc) or exc.__class__.__name__)
+        problems = await self.hooks.run("on_failure", "failed", reason,
+                                        [s.name for s in self.job.sources])
+        error = "; ".join([reason, *problems])
+        self._record("failed", error=error)
+        if problems and not isinstance(exc, asyncio.CancelledError):
+            raise BackupFailed(error) from exc
+
     async def run(self) -> Manifest:
         self._record("running")
         try:
+            await self.hooks.before("before_backup", [s.name for s in self.job.sources])
             sources = await sources_for(self.job)
         except BaseException as exc:
-            self._record("failed", error=str(exc) or exc.__class__.__name__)
+            await self._failed(exc)
             raise
         self._compare(sources)
         for source in sources:  # a source's temp copy (sqlite) goes where the daemon's go
@@ -303,10 +323,7 @@ class BackupRun:
             self._healthy()
         except BaseException as exc:
             await self._discard(self.targets)
-            reason = str(exc) or exc.__class__.__name__
-            if isinstance(exc, asyncio.CancelledError):
-                reason = "cancelled"
-            self._record("failed", error=reason)
+            await self._failed(exc)
             raise
         partial = self.partial_reason()
         if partial:
@@ -317,6 +334,9 @@ class BackupRun:
         else:
             self._record("complete", manifest)
             self.progress.phase = "complete"
+        problems = await self.hooks.run("after_backup", "partial" if partial else "complete",
+                                        partial, [c.name for c in manifest.components])
+        self.hook_error = "; ".join(problems) or None
         return manifest
 
     async def _discard(self, targets: list[Storage]) -> None:

@@ -27,6 +27,7 @@ from kbackup.catalog import Catalog
 from kbackup.config import Config
 from kbackup.crypto import Decryptor, KeyProblem
 from kbackup.errors import KbackupError, RestoreFailed
+from kbackup.hooks import HookFailed, Hooks
 from kbackup.jobs.backup import BackupRun
 from kbackup.jobs.restore_plan import Plan, RestoreRefused, RestoreRequest
 from kbackup.pipeline import CorruptObject
@@ -63,6 +64,21 @@ class RestoreRun:
         homedir = Path(self.request.gpg_homedir) if self.request.gpg_homedir else None
         passphrase = Path(self.request.passphrase_file) if self.request.passphrase_file else None
         self.decryptor = Decryptor(config, self.job.encryption, homedir, passphrase)
+        self.hooks = Hooks(self.job.hooks, plan.job, restore_id, catalog,
+                           enabled=not self.request.no_hooks, KBACKUP_BACKUP_ID=plan.backup_id,
+                           KBACKUP_RESTORE_ID=restore_id)
+        self.components = [s.component for s in plan.steps if s.kind != "skip"]
+        self.hooks_started = False  # before_restore began: after_restore must run
+
+    async def _after_restore(self, status: str, error: str | None) -> str | None:
+        """after_restore runs whatever the outcome once before_restore began (the app must
+        come back up); its failures are added to the restore's error, never replace it."""
+        if not self.hooks_started:
+            return error
+        problems = await self.hooks.run("after_restore", status, error, self.components)
+        if not problems:
+            return error
+        return "; ".join([error or f"restore {self.restore_id} complete", *problems])
 
     def component(self, name: str) -> Component:
         return next(c for c in self.manifest.components if c.name == name)
@@ -127,6 +143,8 @@ class RestoreRun:
         done: list[str] = []
         try:
             await self._precheck()
+            self.hooks_started = True
+            await self.hooks.before("before_restore", self.components)
             await self._safety_backup()
             context = self._context()
             for step in self.plan.steps:
@@ -136,7 +154,7 @@ class RestoreRun:
                 await component_driver(component.kind).restore(context, step, component)
                 done.append(f"{step.component} -> {step.target}")
             status = "complete"
-        except (CorruptObject, StorageError, KeyProblem) as exc:
+        except (CorruptObject, StorageError, KeyProblem, HookFailed) as exc:
             error = f"{exc}; nothing was changed" if not done else str(exc)
         except (KbackupError, OSError) as exc:  # a driver's, a refusal, gpg: its one line
             error = str(exc)
@@ -149,6 +167,7 @@ class RestoreRun:
         finally:
             if error and done:
                 error += f" (already restored: {', '.join(done)})"
+            error = await self._after_restore(status, error)
             await asyncio.to_thread(self.decryptor.close)
             if error and self.safety_backup_id:
                 error += f"; safety backup {self.safety_backup_id} holds the pre-restore state"

@@ -7,7 +7,7 @@ non-empty target, an unwritable directory) is refused here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kbackup.catalog import Catalog
@@ -23,12 +23,15 @@ from kbackup.sources.drivers import (
     unreadable_line,
 )
 
+RESTORE_HOOKS = ("before_restore", "after_restore")
 __all__ = ["Plan", "RestoreRefused", "RestoreRequest", "Step", "make_plan", "resolve_backup"]
 
 
 @dataclass
 class RestoreRequest(RestoreOptions):
     """RestoreOptions as the API hands them over (POST /v1/restores)."""
+
+    no_hooks: bool = False  # skip the job's before_restore/after_restore hooks (--no-hooks)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> RestoreRequest:
@@ -48,6 +51,7 @@ class Plan:
     steps: list[Step]
     safety_backup: list[str]
     request: dict[str, Any]
+    hooks: dict[str, list[list[str]]] = field(default_factory=dict)  # the commands to run
 
     @property
     def destructive(self) -> bool:
@@ -60,7 +64,8 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         return {"backup_id": self.backup_id, "job": self.job, "destructive": self.destructive,
                 "confirm_word": self.confirm_word(), "safety_backup": self.safety_backup,
-                "steps": [asdict(s) for s in self.steps], "request": self.request}
+                "steps": [asdict(s) for s in self.steps], "request": self.request,
+                "hooks": self.hooks}
 
 
 def resolve_backup(catalog: Catalog, request: RestoreRequest) -> dict[str, Any]:
@@ -107,7 +112,9 @@ async def make_plan(config: Config, catalog: Catalog, request: RestoreRequest) -
         safety += planned.safety_backup
     if all(s.kind == "skip" for s in steps):
         raise RestoreRefused("nothing to restore: " + "; ".join(s.detail for s in steps))
-    return Plan(manifest.id, manifest.job, steps, safety, asdict(request))
+    hooks = {} if request.no_hooks else {
+        h: job.hooks.commands(h) for h in RESTORE_HOOKS if job.hooks.commands(h)}
+    return Plan(manifest.id, manifest.job, steps, safety, asdict(request), hooks)
 
 
 def _selected(manifest: Manifest, request: RestoreRequest) -> list[Component]:
