@@ -303,8 +303,8 @@ def render_restores(result: dict[str, Any]) -> list[str]:
         f"kbackupd VmHWM: one daemon for (c)-(e) and (h), {mb(daemon['idle_rss_bytes'])} at start,"
         f" {mb(daemon['peak_rss_bytes'])} at the end, read after each in round 1 (cumulative);"
         " its pg_restore and gpg children not included",
-        "(c) also counts every table's rows; (d), (e), (h) check the stored backup before they"
-        " restore beside the target and rename it in",
+        "(c) also counts every table's rows; (d), (e), (h) read the backup once, checked while"
+        " it loads beside the target, and rename it in",
     ]
     cli = result["cli_startup"]
     rows = []
