@@ -32,7 +32,7 @@ from conftest import free_port
 from kbackup.alerts.monitor import Monitor
 from kbackup.catalog import Catalog
 from kbackup.config import load_config
-from kbackup.health import CheckResult
+from kbackup.health_facts import CheckResult
 from kbackup.repository import new_backup_id
 from kbackup.scheduler import Clock
 from kbackup.storage import open_storage

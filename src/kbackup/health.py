@@ -4,126 +4,35 @@ with a reason a person can act on.
 Evaluation is a function of gathered facts (catalog history through `History`, disk stats,
 storage probe results, channel states, running runs) and `now`: it never reads the clock,
 the disk or the network itself, so every rule is testable without a daemon. alerts/monitor.py
-gathers the facts; alerts/manager.py turns non-OK results into alerts.
+gathers the facts; alerts/manager.py turns non-OK results into alerts. This module holds the
+job checks and `evaluate`; health_facts.py what they are made of, health_daemon.py the
+daemon-wide checks (disks, storage targets, channels).
 """
 
 from __future__ import annotations
 
 import functools
 import statistics
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from kbackup.config import Config, JobConfig, ThresholdsConfig
+from kbackup.health_daemon import evaluate_daemon
+from kbackup.health_facts import (
+    CRITICAL,
+    OK,
+    TARGET_CHECKS,
+    WARNING,
+    CheckResult,
+    Facts,
+    History,
+)
+from kbackup.health_facts import make_result as _result
 from kbackup.scheduler import next_fire, prev_fire
 from kbackup.sources.drivers import driver_for_component
 from kbackup.times import format_duration, parse_iso
-from kbackup.units import format_size, parse_size
-
-OK, WARNING, CRITICAL = "ok", "warning", "critical"
-RANK = {OK: 0, "info": 0, WARNING: 1, CRITICAL: 2}
-DAEMON = "daemon"  # the "job" part of the key of daemon-wide checks
-FORECAST_WINDOW = timedelta(days=7)
-FORECAST_MIN_SPAN = timedelta(hours=1)
-TARGET_CHECKS = ("storage", "disk_free", "disk_forecast")  # daemon checks keyed by target
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    job: str | None  # None: daemon-wide (disks, storage targets, alert channels)
-    check: str
-    target: str | None  # a storage target, a disk, a channel, or a component for size checks
-    severity: str
-    reason: str
-    next_step: str = ""
-    details: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> str:
-        return alert_key(self.job, self.check, self.target)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "key": self.key, "details": list(self.details)}
-
-
-def alert_key(job: str | None, check: str, target: str | None) -> str:
-    """Stable identity of a check: job/check[/target], e.g. shop/backup_age/offsite."""
-    return "/".join([job or DAEMON, check] + ([target] if target else []))
-
-
-def worst(severities: Iterable[str]) -> str:
-    return max(severities, key=lambda s: RANK.get(s, 0), default=OK)
-
-
-@dataclass
-class DiskStat:
-    """One filesystem the daemon writes to, with the roles it plays (state_dir, target X)."""
-
-    key: str
-    path: str
-    roles: list[str]
-    free: int | None = None
-    total: int | None = None
-    error: str | None = None
-    samples: list[tuple[datetime, int]] = field(default_factory=list)  # (when, free bytes)
-
-
-@dataclass
-class ChannelState:
-    name: str
-    failures: int = 0
-    failing_since: datetime | None = None
-    last_error: str | None = None
-
-
-@dataclass
-class RunningRun:
-    id: str
-    job: str
-    kind: str
-    started_at: datetime
-
-
-@dataclass
-class Facts:
-    now: datetime
-    disks: list[DiskStat] = field(default_factory=list)
-    storage: dict[str, str | None] = field(default_factory=dict)  # target -> error; absent: unknown
-    channels: dict[str, ChannelState] = field(default_factory=dict)
-    running: list[RunningRun] = field(default_factory=list)
-    seen: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (job, item) -> first
-
-
-class History(Protocol):
-    """The catalog reads health needs (alerts/store.py implements them)."""
-
-    def last_good_backup(self, job: str, target: str | None = None) -> dict[str, Any] | None: ...
-
-    def good_backups(self, job: str, limit: int) -> list[dict[str, Any]]: ...
-
-    def backup_runs_since(self, job: str, since: datetime) -> list[dict[str, Any]]: ...
-
-    def oldest_good_backup(self, job: str) -> dict[str, Any] | None: ...
-
-    def last_backup_runs(self, job: str, limit: int) -> list[dict[str, Any]]: ...
-
-    def last_finished_backup_run(self, job: str) -> dict[str, Any] | None: ...
-
-    def run_covers(self, job: str, when: datetime) -> bool: ...
-
-    def last_job_verification(self, job: str) -> dict[str, Any] | None: ...
-
-    def last_restore_test(self, job: str) -> dict[str, Any] | None: ...  # passed, with seconds
-
-    def recent_errors(self, job: str, limit: int = 3) -> list[str]: ...
-
-    def job_pause(self, job: str) -> dict[str, Any] | None: ...  # last pause, ended or not
-
-
-# ---------------------------------------------------------------------- formatting
+from kbackup.units import format_size
 
 
 def _local(when: datetime, tz: ZoneInfo) -> str:
@@ -172,11 +81,6 @@ def max_backup_age(config: Config, job: JobConfig, limits: ThresholdsConfig,
 
 
 # ---------------------------------------------------------------------- job checks
-
-
-def _result(job: str | None, check: str, target: str | None, severity: str, reason: str,
-            next_step: str = "", details: Iterable[str] = ()) -> CheckResult:
-    return CheckResult(job, check, target, severity, reason, next_step, tuple(details))
 
 
 def check_backup_age(config: Config, job: JobConfig, limits: ThresholdsConfig,
@@ -480,84 +384,6 @@ def evaluate_job(config: Config, job: JobConfig, history: History,
 
 
 # ---------------------------------------------------------------------- daemon checks
-
-
-def disk_limit(threshold: str, total: int) -> int:
-    if threshold.endswith("%"):
-        return int(total * float(threshold[:-1]) / 100)
-    return parse_size(threshold)
-
-
-def seconds_until_full(disk: DiskStat, now: datetime) -> float | None:
-    """Least-squares trend of free space over the last week; None if not shrinking."""
-    points = [(t, f) for t, f in disk.samples if now - t <= FORECAST_WINDOW]
-    if disk.free is not None:
-        points.append((now, disk.free))
-    if len(points) < 3 or points[-1][0] - min(t for t, _ in points) < FORECAST_MIN_SPAN:
-        return None
-    xs = [(t - now).total_seconds() for t, _ in points]
-    ys = [float(f) for _, f in points]
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    var = sum((x - mean_x) ** 2 for x in xs)
-    if var == 0:
-        return None
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
-    if slope >= 0 or disk.free is None:
-        return None
-    return disk.free / -slope
-
-
-def check_disk(disk: DiskStat, limits: ThresholdsConfig, now: datetime) -> list[CheckResult]:
-    roles = ", ".join(disk.roles)
-    step = f"df -h {disk.path}; kbackupctl backups"
-    if disk.error is not None or disk.free is None or not disk.total:
-        return [_result(None, "disk_free", disk.key, WARNING,
-                        f"cannot read free space of {disk.path} ({roles}): {disk.error}", step)]
-    limit = disk_limit(limits.min_free_disk, disk.total)
-    pct = 100.0 * disk.free / disk.total
-    reason = (f"free space on {disk.path} ({roles}) is {format_size(disk.free)},"
-              f" {pct:.0f}% (limit {limits.min_free_disk})")
-    results = [_result(None, "disk_free", disk.key, CRITICAL if disk.free < limit else OK,
-                       reason, step)]
-    left = seconds_until_full(disk, now)
-    if left is None:
-        results.append(_result(None, "disk_forecast", disk.key, OK,
-                               f"free space on {disk.path} is not shrinking"))
-    else:
-        days = left / 86400
-        when = f"{days:.0f} days" if days >= 1.5 else f"{format_duration(left)}"
-        reason = (f"at the current growth, the disk of {disk.roles[0]} fills in {when}"
-                  f" ({format_size(disk.free)} free on {disk.path})")
-        results.append(_result(None, "disk_forecast", disk.key,
-                               WARNING if left < limits.disk_forecast else OK, reason, step))
-    return results
-
-
-def evaluate_daemon(config: Config, facts: Facts) -> list[CheckResult]:
-    limits = config.settings.thresholds
-    results: list[CheckResult] = []
-    for disk in facts.disks:
-        results += check_disk(disk, limits, facts.now)
-    for target in sorted(config.storage):
-        if target not in facts.storage:
-            continue
-        error = facts.storage[target]
-        reason = (f"storage target {target} unreachable: {error}" if error
-                  else f"storage target {target} reachable")
-        results.append(_result(None, "storage", target, CRITICAL if error else OK, reason,
-                               "kbackupctl check; journalctl -u kbackupd -g storage"))
-    for name in sorted(config.settings.alerts):
-        state = facts.channels.get(name)
-        if state is None or not state.failures:
-            results.append(_result(None, "channel", name, OK, f"alert channel {name} works"))
-            continue
-        since = state.failing_since or facts.now
-        results.append(_result(
-            None, "channel", name, WARNING,
-            f"alert channel {name} is failing since {since:%Y-%m-%d %H:%M} UTC"
-            f" ({state.failures} failed sends): {state.last_error}",
-            f"kbackupctl alerts test {name}"))
-    return results
 
 
 def evaluate(config: Config, history: History, facts: Facts) -> list[CheckResult]:

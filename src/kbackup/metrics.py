@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from kbackup import __version__
-from kbackup.health import RANK, CheckResult, DiskStat, worst
+from kbackup.health_facts import RANK, CheckResult, DiskStat, worst
 from kbackup.times import parse_iso
 
 if TYPE_CHECKING:

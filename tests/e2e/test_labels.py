@@ -24,7 +24,7 @@ from conftest import KbEnv, PgServer, wait_for, write_fake_now
 from kbackup.catalog import SCHEMA, SCHEMA_VERSION, Catalog, CatalogError
 from kbackup.config import ConfigError, RetentionConfig, load_config
 from kbackup.ctl.client import http_request
-from kbackup.health import OK, WARNING
+from kbackup.health_facts import OK, WARNING
 from kbackup.labels import check_label
 from kbackup.repository import Manifest
 from kbackup.retention import Candidate, decide

@@ -21,7 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from alert_servers import HealthEnv, MiB, henv
 from kbackup.alerts.monitor import disk_roles, stat_disks
 from kbackup.config import ConfigError, ThresholdsConfig, load_config
-from kbackup.health import (
+from kbackup.health import largest_gap
+from kbackup.health_daemon import check_disk, evaluate_daemon
+from kbackup.health_facts import (
     CRITICAL,
     OK,
     WARNING,
@@ -29,9 +31,6 @@ from kbackup.health import (
     DiskStat,
     Facts,
     RunningRun,
-    check_disk,
-    evaluate_daemon,
-    largest_gap,
 )
 from kbackup.scheduler import prev_fire
 

@@ -27,7 +27,7 @@ from kbackup.alerts.base import Channel, ChannelError, Message
 from kbackup.alerts.channels import build_channel
 from kbackup.alerts.store import AlertStore
 from kbackup.config import Config
-from kbackup.health import DAEMON, OK, RANK, CheckResult
+from kbackup.health_facts import DAEMON, OK, RANK, CheckResult
 from kbackup.scheduler import Clock
 from kbackup.times import format_duration, iso, parse_iso
 from kbackup.units import format_size

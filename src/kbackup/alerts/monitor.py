@@ -22,7 +22,7 @@ from kbackup.alerts.manager import AlertManager
 from kbackup.alerts.store import AlertStore
 from kbackup.catalog import Catalog
 from kbackup.config import Config
-from kbackup.health import OK, CheckResult, DiskStat, Facts, RunningRun
+from kbackup.health_facts import OK, CheckResult, DiskStat, Facts, RunningRun, worst
 from kbackup.scheduler import Clock
 from kbackup.storage import Storage
 from kbackup.times import iso
@@ -204,7 +204,7 @@ class Monitor:
         if self.checked_at is None:
             return {"status": "unknown", "checked_at": None, "problems": [], "checks": []}
         return {
-            "status": health.worst(r.severity for r in results),
+            "status": worst(r.severity for r in results),
             "checked_at": self.checked_at,
             "problems": [r.as_dict() for r in results if r.severity != OK],
             "checks": [r.as_dict() for r in results],
@@ -220,7 +220,7 @@ class Monitor:
         view = self._view([r for r in self.results if r.job is None])
         view.pop("checks")
         if self.checked_at is not None:
-            view["status"] = health.worst(r.severity for r in self.results)
+            view["status"] = worst(r.severity for r in self.results)
         return view
 
     def health(self, job: str | None = None) -> dict[str, Any]:

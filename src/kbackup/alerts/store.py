@@ -15,7 +15,7 @@ from typing import Any
 
 from kbackup.catalog import Catalog
 from kbackup.config import Config
-from kbackup.health import ChannelState
+from kbackup.health_facts import ChannelState
 from kbackup.times import iso, parse_iso
 
 SCHEMA = """
