@@ -179,8 +179,9 @@ async def test_large_object_streams_with_bounded_memory(
           f" peak Python memory {peak / MiB:.1f} MiB")
     # S3: the part being filled, max_in_flight parts, and one more copy of a part in asyncio's
     # socket buffer (Python 3.11 copies what the socket can't take at once): 4 x 5 MiB.
-    # WebDAV: the queue (4 chunks) and the replay buffer (4 MiB). Local: a chunk or two.
-    assert peak < {"local": 4, "s3": 24, "webdav": 11}[backend] * MiB
+    # WebDAV: the queue (4 chunks) and the replay buffer (4 MiB). Local: a chunk or two, and
+    # whatever else this process allocates meanwhile (seen: 4.3 MiB on a machine 100% busy).
+    assert peak < {"local": 6, "s3": 24, "webdav": 11}[backend] * MiB
     read_digest = hashlib.sha256()
     async for chunk in storage.read("big/stream.zst"):
         read_digest.update(chunk)

@@ -70,7 +70,7 @@ def test_a_good_backup_passes_every_level(kb: KbEnv, pg: PgServer, backed_up: di
         details = shown["verifications"][0]["details"]
         assert details["rows_shop"] == sum(SHOP_COUNTS.values())
         assert details["files_pdfs"] == 12  # 8 files, 4 directories
-    assert pg.databases("kbackup_verify_") == []
+    assert pg.databases(f"kbackup_verify_{backed_up['id'][-6:]}") == []  # this run's scratch
 
 
 def test_flipped_byte_is_caught_by_checksum_and_names_the_object(
@@ -116,7 +116,7 @@ def test_missing_rows_are_caught_by_restore_test(kb: KbEnv, pg: PgServer,
     code, output = verify(kb, backed_up["id"], "restore-test")
     assert code == 1
     assert "table public.invoices: 2500 rows in manifest, 2000 restored" in output
-    assert pg.databases("kbackup_verify_") == []
+    assert pg.databases(f"kbackup_verify_{backed_up['id'][-6:]}") == []  # this run's scratch
 
 
 def test_changed_file_is_caught_and_named(kb: KbEnv, pg: PgServer,
@@ -170,7 +170,7 @@ def test_failing_sql_check_fails_restore_test(kb: KbEnv, pg: PgServer, shop_db: 
     assert "sql_checks[0] returned rows (first: (1601,))" in result.stderr
     [backup] = kb.ctl_json("backups")["items"]
     assert backup["status"] == "corrupt"
-    assert pg.databases("kbackup_verify_") == []
+    assert pg.databases(f"kbackup_verify_{backup['id'][-6:]}") == []  # this run's scratch
 
 
 def test_unknown_and_incomplete_backups_are_refused(kb: KbEnv, pg: PgServer,
@@ -185,25 +185,25 @@ def test_a_component_of_an_unknown_kind_is_named_by_verify_and_restore(
     """A backup a newer kbackup wrote, with a kind this version has no driver for: its bytes
     still checksum, but structure and restore say which component and kind they cannot read,
     in one line, and the backup is not marked corrupt for it."""
-    def add_sqlite(manifest: dict[str, Any], folder: Path) -> None:
+    def add_unknown(manifest: dict[str, Any], folder: Path) -> None:
         globals_ = next(c for c in manifest["components"] if c["kind"] == "globals")
         data = (folder / globals_["file"]).read_bytes()
-        (folder / "sqlite-notes.db.zst").write_bytes(data)
-        manifest["components"].insert(0, {**globals_, "name": "notes", "kind": "sqlite",
-                                          "file": "sqlite-notes.db.zst"})
+        (folder / "cassandra-notes.zst").write_bytes(data)
+        manifest["components"].insert(0, {**globals_, "name": "notes", "kind": "cassandra",
+                                          "file": "cassandra-notes.zst"})
 
-    rewrite(kb, backed_up, add_sqlite)
+    rewrite(kb, backed_up, add_unknown)
     assert verify(kb, backed_up["id"], "checksum")[0] == 0, kb.logs()
     code, output = verify(kb, backed_up["id"], "structure")
     assert code == 1
     line = next(line for line in output.splitlines() if "FAILED" in line)
-    assert "could not verify: component 'notes' is of kind 'sqlite'" in line
+    assert "could not verify: component 'notes' is of kind 'cassandra'" in line
     assert kb.ctl_json("show", backed_up["id"])["status"] == "complete"
     restore = kb.ctl("restore", backed_up["id"], "--files-to", str(kb.base / "out"),
                      "--dry-run")
     assert restore.returncode != 0
     errors = restore.stderr.strip().splitlines()
-    assert len(errors) == 1 and "component 'notes' is of kind 'sqlite'" in errors[0], errors
+    assert len(errors) == 1 and "component 'notes' is of kind 'cassandra'" in errors[0], errors
     assert not (kb.base / "out").exists()
     # Restoring another component by name is not held up by it.
     only_shop = kb.ctl_json("restore", backed_up["id"], "--component", "shop",
