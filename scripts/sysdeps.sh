@@ -10,5 +10,10 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)  # tests/mariadb_server.py
 command -v mariadb-dump >/dev/null || need+=(mariadb-client)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v sqlite3 >/dev/null || need+=(sqlite3)  # tests/e2e/test_sqlite.py: by hand
+if [ "$(id -u)" = 0 ]; then  # tests/pg17.py: PostgreSQL 17 in a Debian 13 tree (root only)
+    command -v debootstrap >/dev/null || need+=(debootstrap)
+    command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+fi
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 exec "$(dirname "$0")/apt-install-missing.sh" ${need[@]+"${need[@]}"}
