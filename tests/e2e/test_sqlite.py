@@ -8,6 +8,7 @@ largest id is their count. Every test asserts on rows that came back.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -265,6 +266,22 @@ def test_restore_requests_that_cannot_work_are_refused(kb: KbEnv, tmp_path: Path
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "x.db").exists()
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+def test_a_killed_daemons_copy_is_removed_by_the_next_run(kb: KbEnv, tmp_path: Path) -> None:
+    """A temp copy nobody holds (its daemon was killed mid-run) is removed, with its -wal,
+    at the next run; one another run holds (an flock) is left alone."""
+    kb.state.mkdir(parents=True, exist_ok=True)
+    orphan = kb.state / "sqlite-stock-killed.db"
+    orphan.write_bytes(b"SQLite format 3\0 secret rows of yesterday")
+    (kb.state / "sqlite-stock-killed.db-wal").write_bytes(b"wal")
+    held = kb.state / "sqlite-other-running.db"
+    held.write_bytes(b"in use")
+    with open(held, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        backed_up(kb, tmp_path / "dev.db", 10)
+        assert leftovers(kb) == [str(held)]
+    assert "event=sqlite.copy_leftover" in kb.logs() and str(orphan) in kb.logs()
 
 
 def test_a_corrupted_stored_object_fails_verification(kb: KbEnv, tmp_path: Path) -> None:

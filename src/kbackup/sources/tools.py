@@ -1,13 +1,18 @@
 """Helpers any source driver may use when it talks to a client tool (pg_restore, psql,
-mariadb): one home, so that no driver imports another's package."""
+mariadb) or keeps a scratch file (a restore's spool, SQLite's copy): one home, so that no
+driver imports another's package."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
+import os
 import re
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 
 from kbackup.process import kill_tree, read_stderr_tail, spawn
 
@@ -61,3 +66,29 @@ async def feed_process(argv: Sequence[str], env: dict[str, str],
         stderr_task.cancel()
         raise
 
+
+
+def held_scratch_file(directory: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+    """A new 0600 file and its descriptor, with an flock held until the descriptor closes: a
+    file of this shape nobody holds is the leftover of a killed daemon (unheld_files)."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd, Path(name)
+
+
+def unheld_files(directory: Path, pattern: str) -> list[Path]:
+    """The files matching `pattern` that no running work holds (see held_scratch_file)."""
+    found = []
+    for path in directory.glob(pattern):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            found.append(path)
+        except OSError:
+            pass  # held: in use
+        finally:
+            os.close(fd)
+    return found

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ from kbackup.sources.base import ReadBack
 from kbackup.sources.postgres.config import PostgresSource
 from kbackup.sources.postgres.meta import DatabaseMeta
 from kbackup.sources.postgres.pgtools import Login, PgError, run_tool
-from kbackup.sources.tools import feed_process
+from kbackup.sources.tools import feed_process, held_scratch_file, unheld_files
 
 log = logging.getLogger("kbackup.restore")
 
@@ -70,10 +68,7 @@ class SpoolFile:
     PREFIX, SUFFIX = "kbackup-restore-", ".dump"
 
     def __init__(self, directory: Path):
-        fd, name = tempfile.mkstemp(prefix=self.PREFIX, suffix=self.SUFFIX, dir=directory)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self.fd = fd
-        self.path = Path(name)
+        self.fd, self.path = held_scratch_file(directory, self.PREFIX, self.SUFFIX)
         self.pending: list[bytes] = []
         self.pending_size = 0
 
@@ -100,20 +95,7 @@ class SpoolFile:
     @classmethod
     def orphans(cls, directory: Path) -> list[Path]:
         """Spool files no running restore holds."""
-        found = []
-        for path in directory.glob(f"{cls.PREFIX}*{cls.SUFFIX}"):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                found.append(path)
-            except OSError:
-                pass  # held: in use
-            finally:
-                os.close(fd)
-        return found
+        return unheld_files(directory, f"{cls.PREFIX}*{cls.SUFFIX}")
 
 
 def _write_all(fd: int, data: bytes) -> None:

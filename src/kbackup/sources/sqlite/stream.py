@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import tempfile
@@ -24,6 +25,9 @@ from kbackup.sources.sqlite.snapshot import (
     online_copy,
     remove_with_side_files,
 )
+from kbackup.sources.tools import held_scratch_file, unheld_files
+
+log = logging.getLogger("kbackup.backup")
 
 
 class CopyStream(SourceStream):
@@ -84,9 +88,11 @@ class SqliteDatabase(Source):
     async def open(self) -> AsyncIterator[SourceStream]:
         base = self.scratch_dir or Path(tempfile.gettempdir())
         await asyncio.to_thread(base.mkdir, parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"sqlite-{self.name}-", suffix=".db", dir=base)
-        os.close(fd)
-        copy = Path(name)
+        for leftover in await asyncio.to_thread(unheld_files, base, "sqlite-*.db"):
+            log.warning("event=sqlite.copy_leftover path=%s removed", leftover)
+            await asyncio.to_thread(remove_with_side_files, leftover)
+        # Held (flock) while this run uses it: a copy nobody holds is a killed daemon's.
+        fd, copy = held_scratch_file(base, f"sqlite-{self.name}-", ".db")
         stream: CopyStream | None = None
         snapshot = asyncio.ensure_future(asyncio.to_thread(self._snapshot, copy))
         try:
@@ -100,3 +106,4 @@ class SqliteDatabase(Source):
             if stream is not None:
                 await asyncio.to_thread(stream.out.stop)
             await asyncio.to_thread(remove_with_side_files, copy)
+            os.close(fd)
