@@ -195,6 +195,7 @@ class Daemon:
         self.monitor.reconfigure(new, storages)
         self.last_reload_error = None
         log.info("event=reload.ok jobs=%d", len(new.jobs))
+        warn_missing_hook_programs(new)
         self.notify("READY=1")
         self._update_status()
         return None
@@ -316,6 +317,15 @@ def tune_malloc(arenas: int = 2) -> None:
         pass  # not glibc: nothing to tune
 
 
+
+def warn_missing_hook_programs(config: Config) -> None:
+    """A hook whose program is not there fails its run later: say so when the config loads,
+    in the daemon's own log (its PATH and mounts are what count, not `config check`'s)."""
+    for name in sorted(config.jobs):
+        for problem in config.jobs[name].hooks.missing_programs():
+            log.warning("event=config.hook_missing job=%s problem=%r", name, problem)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kbackupd", description="kbackup daemon")
     parser.add_argument("--config-dir", help="default: $KBACKUP_CONFIG_DIR or /etc/kbackup")
@@ -331,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{config.directory}: OK, {len(config.jobs)} job(s)")
         return 0
     setup_logging(config.daemon.log_level)
+    warn_missing_hook_programs(config)
     tune_malloc()
     return asyncio.run(serve(config))
 

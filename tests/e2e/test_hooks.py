@@ -256,3 +256,8 @@ def test_config_check_warns_of_a_hook_program_not_found(kb: KbEnv, tree: Path) -
     data = json.loads(kb.ctl("--json", "config", "check").stdout)
     assert len(data["warnings"]) == 2
     assert os.environ.get("PATH")
+    # The daemon says it too, in its own log, when it loads the config (its PATH counts).
+    kb.start()
+    logged = [line for line in kb.logs().splitlines() if "event=config.hook_missing" in line]
+    assert len(logged) == 2 and "job=docs" in logged[0], logged
+    assert "kbackup-no-such-program" in logged[0] and "/nonexistent/start-app" in logged[1]
