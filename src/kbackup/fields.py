@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
@@ -110,3 +111,30 @@ class SourceConfig(Strict):
     def describe(self) -> dict[str, Any]:
         """What GET /v1/jobs shows of it."""
         return {"name": self.name, "kind": self.kind}
+
+
+def check_database_list(value: Any, name_ok: Callable[[str], bool], expected: str) -> Any:
+    """`databases = "*"` or a non-empty list of distinct names `name_ok` accepts (each server
+    has its own rule, described by `expected`): the one check of every database source."""
+    if value is None or value == "*":
+        return value
+    if not isinstance(value, list) or not value:
+        raise ValueError(f'expected "*" or a non-empty list of database names, got {value!r}')
+    for name in value:
+        if not isinstance(name, str) or not name_ok(name):
+            raise ValueError(f"expected database names ({expected}), got {name!r}")
+    if len(set(value)) != len(value):
+        raise ValueError("a database is listed twice")
+    return value
+
+
+def check_shell_patterns(value: Any) -> Any:
+    """`exclude = [...]`: non-empty fnmatch patterns, brackets closed."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of shell patterns like \"test_*\", got {value!r}")
+    for pattern in value:
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise ValueError(f"expected non-empty shell patterns, got {pattern!r}")
+        if pattern.count("[") != pattern.count("]"):
+            raise ValueError(f"pattern {pattern!r} has an unclosed [ ]")
+    return value

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kbackup.fields import SourceConfig
+from kbackup.fields import SourceConfig, check_database_list, check_shell_patterns
 
 # Never backed up by "*": the server's own catalogs, not an application's data.
 SYSTEM_DATABASES = ("information_schema", "performance_schema", "mysql", "sys")
@@ -31,28 +31,15 @@ class MysqlSource(SourceConfig):
     @field_validator("databases", mode="before")
     @classmethod
     def _databases(cls, value: Any) -> Any:
-        if value == "*":
-            return value
-        if not isinstance(value, list) or not value:
-            raise ValueError(f'expected "*" or a non-empty list of database names, got {value!r}')
-        for name in value:
-            if (not isinstance(name, str) or not name or len(name) > 64 or "\0" in name
-                    or "/" in name or name != name.rstrip()):
-                raise ValueError(f"expected database names (1 to 64 characters, no / and no"
-                                 f" trailing space), got {name!r}")
-        if len(set(value)) != len(value):
-            raise ValueError("a database is listed twice")
-        return value
+        return check_database_list(
+            value, lambda name: (bool(name) and len(name) <= 64 and "\0" not in name
+                                 and "/" not in name and name == name.rstrip()),
+            "1 to 64 characters, no / and no trailing space")
 
     @field_validator("exclude", mode="before")
     @classmethod
     def _patterns(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            raise ValueError(f"expected a list of shell patterns like \"test_*\", got {value!r}")
-        for pattern in value:
-            if not isinstance(pattern, str) or not pattern.strip():
-                raise ValueError(f"expected non-empty shell patterns, got {pattern!r}")
-        return value
+        return check_shell_patterns(value)
 
     @field_validator("user")
     @classmethod

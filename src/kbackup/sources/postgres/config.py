@@ -7,7 +7,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from kbackup.fields import AbsoluteDir, SourceConfig, check_dsn
+from kbackup.fields import (
+    AbsoluteDir,
+    SourceConfig,
+    check_database_list,
+    check_dsn,
+    check_shell_patterns,
+)
 
 
 class PostgresSource(SourceConfig):
@@ -39,28 +45,14 @@ class PostgresSource(SourceConfig):
     @field_validator("databases", mode="before")
     @classmethod
     def _databases(cls, value: Any) -> Any:
-        if value is None or value == "*":
-            return value
-        if not isinstance(value, list) or not value:
-            raise ValueError(f'expected "*" or a non-empty list of database names, got {value!r}')
-        for name in value:
-            if not isinstance(name, str) or not name or len(name.encode()) > 63 or "\0" in name:
-                raise ValueError(f"expected database names (1 to 63 bytes), got {name!r}")
-        if len(set(value)) != len(value):
-            raise ValueError("a database is listed twice")
-        return value
+        return check_database_list(
+            value, lambda name: bool(name) and len(name.encode()) <= 63 and "\0" not in name,
+            "1 to 63 bytes")
 
     @field_validator("exclude", mode="before")
     @classmethod
     def _patterns(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            raise ValueError(f"expected a list of shell patterns like \"test_*\", got {value!r}")
-        for pattern in value:
-            if not isinstance(pattern, str) or not pattern.strip():
-                raise ValueError(f"expected non-empty shell patterns, got {pattern!r}")
-            if pattern.count("[") != pattern.count("]"):
-                raise ValueError(f"pattern {pattern!r} has an unclosed [ ]")
-        return value
+        return check_shell_patterns(value)
 
     @model_validator(mode="after")
     def _exclude_needs_databases(self) -> PostgresSource:
