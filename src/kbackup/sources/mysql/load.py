@@ -48,7 +48,7 @@ async def load(back: ReadBack, component: Component, login: Login, database: str
         code, stderr = await feed_process(argv, {}, stream.chunks(), on_chunk=back.advance)
     if code != 0:
         raise MysqlError(f"mysql {component.name}: loading the dump into database {database}"
-                         f" failed (exit {code}): {reason(stderr)}", stderr)
+                         f" failed (exit {code}): {reason(stderr, login.hint())}", stderr)
 
 
 def compare(component: Component, restored: dict[str, int]) -> str | None:
