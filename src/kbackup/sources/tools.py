@@ -40,6 +40,22 @@ def check_writable(path: Path, what: str) -> None:
                           " it to ReadWritePaths= with `systemctl edit kbackupd`)")
 
 
+def count_mismatch(expected: Mapping[str, int], restored: Mapping[str, int],
+                   extra: bool = False) -> str | None:
+    """The first table whose restored rows differ from the manifest's (with `extra`, or a
+    restored table the manifest does not list); None: all equal. The verdict of every
+    restore-test that counts rows."""
+    for table, rows in sorted(expected.items()):
+        got = restored.get(table)
+        if got != rows:
+            return (f"table {table}: {rows} rows in manifest, "
+                    f"{'missing' if got is None else got} restored")
+    unlisted = sorted(set(restored) - set(expected)) if extra else []
+    if unlisted:
+        return f"table {unlisted[0]}: restored but not in the manifest"
+    return None
+
+
 def counted_summary(component: dict[str, Any], field: str = "database",
                     shown: Sequence[str] = ("server_version", "database_size"),
                     renamed: Mapping[str, str] | None = None) -> dict[str, Any]:
