@@ -55,6 +55,8 @@ def test_restore_test_on_the_configured_server(
     kb.start()
     described = kb.ctl_json("jobs")
     assert f"127.0.0.1:{other.port}" in str(described), described
+    [probe] = kb.ctl_json("sources", "check", "shop")
+    assert probe["ok"] and "MariaDB" in probe["restore_test_server"], probe
     backup = kb.run_backup()
     name = f"kbackup_verify_{backup['id'][-6:]}"
     code, output = verify(kb, backup["id"], "restore-test")
@@ -86,6 +88,11 @@ def test_wrong_password_of_the_restore_test_server(
     wrong.write_text("not the password\n")
     kb.write_job("shop", job(source, extra=restore_test_entry(other, wrong)))
     kb.start()
+    probe = ctl(kb, "sources", "check", "shop")  # says so before any verification
+    assert probe.returncode == 1, probe.stdout + probe.stderr
+    assert len(probe.stdout.strip().splitlines()) == 1, probe.stdout
+    assert f"mysql main (restore_test server 127.0.0.1:{other.port}): ERROR 1045" \
+        in probe.stdout, probe.stdout
     backup = kb.run_backup()  # the source's own login backs up
     result = ctl(kb, "verify", backup["id"], "--level", "restore-test", "--wait")
     assert result.returncode != 0
