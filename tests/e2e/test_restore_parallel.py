@@ -23,7 +23,7 @@ from test_failing_jobs import wait_for
 from test_restore import ctl, ok, scratch_dbs  # noqa: F401 - fixture
 from test_restore import state as contents
 
-from conftest import KbEnv, PgServer
+from conftest import KbEnv, PgServer, made_database, table_counts
 from kbackup.ctl.client import http_request
 
 LINKED_SCHEMA = """
@@ -71,14 +71,8 @@ def spool_files(kb: KbEnv, base: Path | None = None) -> list[Path]:
 
 @pytest.fixture
 def linked_db(pg: PgServer) -> Iterator[str]:
-    name = f"kbt_linked_{uuid.uuid4().hex[:8]}"
-    pg.create_database(name)
-    with pg.connect(name) as conn:
-        conn.execute(LINKED_SCHEMA)
-    try:
+    with made_database(pg, "kbt_linked", LINKED_SCHEMA) as name:
         yield name
-    finally:
-        pg.drop_database(name)
 
 
 def linked_job(kb: KbEnv, pg: PgServer, db: str, extra: str = "",
@@ -119,7 +113,7 @@ def test_parallel_restore_brings_back_every_row_index_and_foreign_key(
     kb.start()
     kb.run_backup()
     at_backup, shape = contents(pg, linked_db), structure(pg, linked_db)
-    assert {k: v[0] for k, v in at_backup.items()} == counts
+    assert table_counts(pg, linked_db) == counts
     assert (len(shape[0]), len(shape[1])) == (8, 8)  # 5 PK/unique + 3 indexes; 3 FKs
 
     # A killed daemon's spool file (nobody holds its lock) goes; one in use stays.

@@ -3,8 +3,6 @@ on-disk format: old manifests must load, so every field may be missing (None).""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict
 
 from kbackup.repository import Component
@@ -35,17 +33,3 @@ class GlobalsMeta(BaseModel):
 
     format: str
     role_passwords: bool
-
-
-def summary(component: dict[str, Any]) -> dict[str, Any]:
-    """The listing's `database` view of a component (manifest JSON, as the catalog has it)."""
-    database = component.get("database")
-    if not database:
-        return {}
-    counts = database.get("row_counts") or {}
-    return {"database": {
-        "server_version": database.get("server_version"),
-        "database_size": database.get("database_size"),
-        "tables": len(counts),
-        "rows": sum(counts.values()),
-    }}
