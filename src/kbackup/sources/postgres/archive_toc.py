@@ -21,7 +21,6 @@ well, only slower.
 
 from __future__ import annotations
 
-import mmap
 import os
 from dataclasses import dataclass
 
@@ -33,7 +32,10 @@ BLOCK_DATA = 1
 END_OF_BLOCK_SIGN_AND_LENGTH = 5  # a zero int: sign byte and four zero bytes (int_size 4)
 
 
-Buffer = bytes | bytearray | memoryview | mmap.mmap
+Buffer = bytes | bytearray | memoryview
+HEAD_BLOCK = 1 << 16  # the table of contents is read in growing pieces from this size
+SEARCH_BLOCK = 8 << 20
+MAX_TOC = 64 << 20  # past this, a length read from the archive is taken for damage
 
 
 class Truncated(Exception):
@@ -132,11 +134,10 @@ def block_start(toc: Toc, dump_id: int) -> bytes:
     return bytes([BLOCK_DATA, 0]) + dump_id.to_bytes(toc.int_size, "little")
 
 
-def find_blocks(toc: Toc, data: bytes | mmap.mmap) -> dict[int, int]:
+def find_blocks(toc: Toc, fd: int) -> dict[int, int]:
     """Where each table's data block starts, in table-of-contents order, up to the first
     large-object entry or the first block not found where it must be."""
     found: dict[int, int] = {}
-    end_of_block = bytes(END_OF_BLOCK_SIGN_AND_LENGTH)
     at = toc.end
     for entry in toc.entries:
         if entry.flag == NO_DATA:
@@ -145,33 +146,49 @@ def find_blocks(toc: Toc, data: bytes | mmap.mmap) -> dict[int, int]:
             break
         start = block_start(toc, entry.dump_id)
         if not found:
-            if data[at:at + len(start)] != start:
-                break
-            position = at
+            position = at if os.pread(fd, len(start), at) == start else -1
         else:
-            hit = data.find(end_of_block + start, at)
-            if hit < 0:
-                break
-            position = hit + len(end_of_block)
+            position = _search(fd, bytes(END_OF_BLOCK_SIGN_AND_LENGTH) + start, at)
+            position += END_OF_BLOCK_SIGN_AND_LENGTH if position >= 0 else 0
+        if position < 0:
+            break
         found[entry.dump_id] = position
         at = position + len(start)
     return found
 
 
+def _search(fd: int, pattern: bytes, at: int) -> int:
+    """The first position of pattern in the file from `at` on, or -1. Read in SEARCH_BLOCK
+    pieces overlapping by the pattern's length: memory stays small, and no page of the
+    file is mapped into the daemon (an mmap'd spool would count in its resident size)."""
+    overlap = len(pattern) - 1
+    while True:
+        block = os.pread(fd, SEARCH_BLOCK, at)
+        hit = block.find(pattern)
+        if hit >= 0:
+            return at + hit
+        if len(block) < SEARCH_BLOCK:
+            return -1
+        at += SEARCH_BLOCK - overlap
+
+
 def fill_offsets(fd: int) -> int:
     """Write the data offsets into the spooled archive open (read-write) as fd; how many
     were filled (0 for an archive this cannot read)."""
-    size = os.fstat(fd).st_size
-    if size == 0:
-        return 0
-    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as view:
+    head = b""
+    toc = None
+    while toc is None:
+        more = os.pread(fd, max(len(head), HEAD_BLOCK), len(head))
+        head += more
         try:
-            toc = parse_toc(view)
-        except (Truncated, ValueError):
-            toc = None
+            toc = parse_toc(head)
+        except Truncated:
+            if not more or len(head) > MAX_TOC:
+                return 0
+            continue
         if toc is None:
             return 0
-        positions = find_blocks(toc, view)
+    positions = find_blocks(toc, fd)
     for entry in toc.entries:
         if entry.dump_id in positions:
             field = bytes([POS_SET]) + positions[entry.dump_id].to_bytes(toc.off_size,
