@@ -59,6 +59,8 @@ def thin(points: list[Point], since: datetime, until: datetime) -> list[Point]:
 
 def seconds_label(value: float) -> str:
     """An axis label in seconds: tenths below 10 s, minutes and hours above 2 minutes."""
+    if value == 0:
+        return "0 s"
     if value < 10:
         return f"{value:.1f} s"
     if value < 120:
