@@ -7,6 +7,8 @@ from __future__ import annotations
 import html
 import json
 import re
+import subprocess
+import sys
 from importlib import resources
 
 import pytest
@@ -87,3 +89,15 @@ def test_a_form_post_without_csrf_token_changes_nothing(api: KbEnv) -> None:
     status, _, body = request(api, "POST", "/jobs/docs/run", headers=form)
     assert status == 403 and b"CSRF" in body
     assert api.ctl_json("runs")["total"] == runs
+
+
+def test_kbackupctl_never_loads_the_web_code_and_the_daemon_loads_jinja2_late() -> None:
+    probe = ("import sys, kbackup.{}; print(sorted(m for m in sys.modules"
+             " if m.startswith(('kbackup.web', 'jinja2', 'markupsafe'))))")
+    cli = subprocess.run([sys.executable, "-c", probe.format("cli")], capture_output=True,
+                         text=True, check=True)
+    assert cli.stdout.strip() == "[]"
+    daemon = subprocess.run([sys.executable, "-c", probe.format("api.server")],
+                            capture_output=True, text=True, check=True)
+    loaded = daemon.stdout.strip()
+    assert "kbackup.web.pages" in loaded and "jinja2" not in loaded, loaded
