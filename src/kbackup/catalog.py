@@ -279,10 +279,11 @@ class Catalog:
         return self._backup_row(row) if row else None
 
     def job_history(self, job: str, since: datetime) -> list[dict[str, Any]]:
-        """The job's backups started since `since`, oldest first, without their manifests:
-        what the dashboard draws (size and duration per run)."""
+        """The job's backups started since `since`, oldest first, without their manifests,
+        with their durations in seconds: what the dashboard draws (size and duration)."""
         rows = self.db.execute(
-            "SELECT id, status, trigger, started_at, finished_at, size_bytes FROM backups"
+            "SELECT id, status, trigger, started_at, finished_at, size_bytes,"
+            " (julianday(finished_at) - julianday(started_at)) * 86400 AS seconds FROM backups"
             " WHERE job=? AND started_at >= ? ORDER BY started_at, rowid", (job, iso(since)))
         return [dict(r) for r in rows]
 

@@ -24,7 +24,8 @@ def test_each_run_is_a_dot_with_its_tooltip_escaped() -> None:
               for i in range(5)]
     svg = parse(chart("size <x>", points, SINCE, UNTIL, lambda v: f"{v:.0f}"))
     dots = svg.findall(f"{SVG}circle")
-    assert [d.find(f"{SVG}title").text for d in dots] == [f"b{i} <&>" for i in range(5)]
+    assert [d.find(f"{SVG}title").text for d in dots] == [f"b{i} <&>: {100 * i}"
+                                                          for i in range(5)]
     assert [d.get("class") for d in dots].count("dot bad") == 1
     assert svg.find(f"{SVG}title").text == "size <x>"
     ys = [float(d.get("cy")) for d in dots]

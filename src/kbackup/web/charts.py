@@ -25,7 +25,7 @@ MAX_DOTS = 360  # more runs than this (hourly backups) are drawn as the largest 
 class Point:
     when: datetime
     value: float
-    label: str  # the dot's tooltip: which backup, what value
+    label: str  # which backup: the dot's tooltip, with its value
     ok: bool = True  # drawn red when False (a failed or partial run)
 
 
@@ -46,15 +46,16 @@ def thin(points: list[Point], since: datetime, until: datetime) -> list[Point]:
     if len(points) <= MAX_DOTS:
         return points
     span = max((until - since).total_seconds(), 1.0)
-    slots: dict[int, Point] = {}
+    slots: dict[int, tuple[Point, bool]] = {}  # the largest point of each slot, all ok?
     for p in points:
         slot = int(MAX_DOTS * (p.when - since).total_seconds() / span)
         kept = slots.get(slot)
-        ok = p.ok and (kept is None or kept.ok)
-        if kept is None or p.value > kept.value:
-            kept = p
-        slots[slot] = Point(kept.when, kept.value, kept.label, ok)
-    return [slots[slot] for slot in sorted(slots)]
+        if kept is None:
+            slots[slot] = (p, p.ok)
+        elif p.value > kept[0].value or not p.ok:
+            slots[slot] = (p if p.value > kept[0].value else kept[0], kept[1] and p.ok)
+    return [p if ok == p.ok else Point(p.when, p.value, p.label, ok)
+            for p, ok in (slots[slot] for slot in sorted(slots))]
 
 
 def seconds_label(value: float) -> str:
@@ -103,9 +104,9 @@ def chart(title: str, points: list[Point], since: datetime, until: datetime,
         parts.append(f'<polyline class="line" points="{path}"/>')
     radius = 3.5 if len(points) <= 90 else 2.2
     for p in points:
+        tip = escape(f"{p.label}: {fmt(p.value)}")
         parts.append(f'<circle class="{"dot" if p.ok else "dot bad"}" cx="{x(p.when):.1f}"'
-                     f' cy="{y(p.value):.1f}" r="{radius}"><title>{escape(p.label)}</title>'
-                     "</circle>")
+                     f' cy="{y(p.value):.1f}" r="{radius}"><title>{tip}</title></circle>')
     parts.append("</svg>")
     from markupsafe import Markup  # jinja2's: loaded with the templates, at the first page
 

@@ -17,7 +17,7 @@ from kbackup.times import parse_iso
 from kbackup.units import format_size
 from kbackup.verify_levels import LEVELS
 from kbackup.web.charts import Point, chart, seconds_label
-from kbackup.web.render import duration_of, render
+from kbackup.web.render import render
 
 PAGE_SIZE = 50
 MIB = 1 << 20
@@ -59,18 +59,15 @@ def job_charts(history: dict[str, Any]) -> list[Any]:
         when, ok = parse_iso(b["started_at"]), b["status"] == "complete"
         if when is None:
             continue
-        tip = f"{b['id']} ({b['status']})"
+        name = f"{b['id']} ({b['status']})"
         if b["size_bytes"] is not None:  # in MiB: the axis then steps in round sizes
-            sizes.append(Point(when, b["size_bytes"] / MIB,
-                               f"{tip}: {format_size(b['size_bytes'])}", ok))
-        seconds = duration_of(b["started_at"], b["finished_at"])
-        if seconds is not None:
-            durations.append(Point(when, seconds, f"{tip}: {seconds:.0f} s", ok))
+            sizes.append(Point(when, b["size_bytes"] / MIB, name, ok))
+        if b["seconds"] is not None:
+            durations.append(Point(when, b["seconds"], name, ok))
     for t in history["restore_tests"]:
         when = parse_iso(t["finished_at"])
         if when is not None:
-            tests.append(Point(when, t["restore_seconds"],
-                               f"{t['backup_id']}: restored in {t['restore_seconds']:.1f} s"))
+            tests.append(Point(when, t["restore_seconds"], t["backup_id"]))
     return [
         ("Backup size", chart("backup size per run", sizes, since, until,
                               lambda v: format_size(int(v * MIB)))),
