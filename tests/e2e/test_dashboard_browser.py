@@ -100,7 +100,19 @@ def fill(driver: Any, form: str, **fields: str) -> None:
         else:
             field.clear()
             field.send_keys(value)
-    driver.find_element("css selector", f"{form} button[type=submit]").click()
+    submit(driver, driver.find_element("css selector", f"{form} button[type=submit]"))
+
+
+def submit(driver: Any, button: Any) -> None:
+    """Click a form's button and wait for the next page (the redirect's target) to load."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element("tag name", "html")
+    button.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    until(driver, lambda: driver.execute_script("return document.readyState") == "complete",
+          30, "the page to load")
 
 
 def backup_ids(kb: KbEnv) -> list[str]:
@@ -135,7 +147,7 @@ def test_run_now_shows_progress_then_the_new_backup(dash: KbEnv, admin: Forwarde
                                                     browser: Any, shots: Path) -> None:
     before = set(backup_ids(dash))
     browser.get(admin.url + "/")
-    browser.find_element("css selector", "#job-shop button[name=run]").click()
+    submit(browser, browser.find_element("css selector", "#job-shop button[name=run]"))
     notice = browser.find_element("id", "flash-notice").text
     backup_id = notice.rsplit(" ", 1)[-1]
     assert notice.startswith("shop: started backup") and backup_id not in before
@@ -216,14 +228,16 @@ def test_delete_needs_the_typed_id(dash: KbEnv, admin: Forwarder, browser: Any) 
     assert dash.ctl("show", older).returncode != 0
 
 
-def test_silence_and_unsilence_an_alert(dash: KbEnv, admin: Forwarder, browser: Any) -> None:
+def test_silence_and_unsilence_an_alert(dash: KbEnv, admin: Forwarder, browser: Any,
+                                        shots: Path) -> None:
     browser.get(admin.url + "/alerts")
     fill(browser, "#silence-form", match="shop", reason="moving the server")
     assert "shop silenced for 1d" in flash(browser)
     row = browser.find_element("css selector", 'tr[data-silence="shop"]')
     assert "moving the server" in row.text and "root" in row.text
     assert dash.ctl_json("alerts")["silences"][0]["match"] == "shop"
-    row.find_element("css selector", "button[name=unsilence]").click()
+    full_page(browser, shots / "alerts.png")
+    submit(browser, row.find_element("css selector", "button[name=unsilence]"))
     assert "shop unsilenced" in flash(browser)
     assert not css(browser, 'tr[data-silence="shop"]')
     assert dash.ctl_json("alerts")["silences"] == []
@@ -260,7 +274,7 @@ def test_a_form_without_its_csrf_token_is_refused(dash: KbEnv, admin: Forwarder,
     browser.get(admin.url + "/")
     browser.execute_script(
         "document.querySelector('#job-shop input[name=csrf_token]').value = ''")
-    browser.find_element("css selector", "#job-shop button[name=run]").click()
+    submit(browser, browser.find_element("css selector", "#job-shop button[name=run]"))
     assert "CSRF" in browser.find_element("tag name", "body").text
     assert dash.ctl_json("runs")["total"] == runs
 
