@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from importlib import resources
+from urllib.parse import quote
 
 import pytest
 
@@ -101,3 +102,14 @@ def test_kbackupctl_never_loads_the_web_code_and_the_daemon_loads_jinja2_late() 
                             capture_output=True, text=True, check=True)
     loaded = daemon.stdout.strip()
     assert "kbackup.web.pages" in loaded and "jinja2" not in loaded, loaded
+
+
+def test_an_outcome_is_shown_once_from_its_cookie_never_from_the_url(api: KbEnv) -> None:
+    status, _, body = request(api, "GET", "/?error=Your+backups+are+gone%2C+call+555")
+    assert status == 200 and b"backups are gone" not in body
+    cookie = {"Cookie": "kb_flash=" + quote(json.dumps({"notice": "docs: <b>started</b>"}))
+              + "; kb_csrf=" + "c" * 43}  # a CSRF cookie already: no new one set
+    status, headers, body = request(api, "GET", "/alerts", headers=cookie)
+    assert status == 200
+    assert b'id="flash-notice">docs: &lt;b&gt;started&lt;/b&gt;<' in body  # escaped
+    assert headers["set-cookie"].startswith('kb_flash=""; expires=')  # shown once

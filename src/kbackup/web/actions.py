@@ -8,7 +8,6 @@ the caller in their audit records, a silence its author."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -18,13 +17,15 @@ from kbackup.api.common import services_of
 from kbackup.api.models import RestoreBody, SilenceBody, UnsilenceBody, VerifyBody, checked
 from kbackup.errors import KbackupError, Refused
 from kbackup.web.csrf import FIELD, check_form
+from kbackup.web.render import flash
 
 
-def see_other(path: str, **message: str) -> web.Response:
-    """303 to `path`, with the notice or error (one line) the page shows."""
-    query = {k: v.splitlines()[0][:400] for k, v in message.items() if v}
-    return web.Response(status=303, headers={
-        "Location": path + ("?" + urlencode(query) if query else "")})
+def see_other(request: web.Request, path: str, **message: str) -> web.Response:
+    """303 to `path`; the notice or error (one line) rides in a cookie the next page shows
+    once (not in the URL, where a link from anywhere could put words in the page's mouth)."""
+    response = web.Response(status=303, headers={"Location": path})
+    flash(request, response, message)
+    return response
 
 
 def who(request: web.Request) -> dict[str, Any]:
@@ -43,9 +44,9 @@ async def run_now(request: web.Request) -> web.Response:
     try:
         started = services_of(request).jobs.run(job, None, False)
     except KbackupError as exc:
-        return see_other("/", error=str(exc))
+        return see_other(request, "/", error=str(exc))
     what = "joined the running backup" if started["coalesced"] else "started backup"
-    return see_other("/", notice=f"{job}: {what} {started['backup_id']}")
+    return see_other(request, "/", notice=f"{job}: {what} {started['backup_id']}")
 
 
 async def verify(request: web.Request) -> web.Response:
@@ -55,21 +56,23 @@ async def verify(request: web.Request) -> web.Response:
         level = checked(VerifyBody, fields_of(form, "level"), "form").level
         started = services_of(request).backups.verify(backup_id, level)
     except KbackupError as exc:
-        return see_other(back, error=str(exc))
-    return see_other(back, notice=f"{level} verification started (run {started['run_id']})")
+        return see_other(request, back, error=str(exc))
+    return see_other(request, back,
+                     notice=f"{level} verification started (run {started['run_id']})")
 
 
 async def delete(request: web.Request) -> web.Response:
     form, backup_id = await check_form(request), request.match_info["id"]
     back = f"/backups/{backup_id}"
     if form.get("confirm", "").strip() != backup_id:
-        return see_other(back, error=f"not deleted: type the backup id {backup_id} to confirm")
+        return see_other(request, back,
+                         error=f"not deleted: type the backup id {backup_id} to confirm")
     try:
         await services_of(request).backups.delete(
             backup_id, None, False, False, "deleted from the dashboard", who(request))
     except KbackupError as exc:
-        return see_other(back, error=str(exc))
-    return see_other("/backups", notice=f"backup {backup_id} deleted")
+        return see_other(request, back, error=str(exc))
+    return see_other(request, "/backups", notice=f"backup {backup_id} deleted")
 
 
 async def restore(request: web.Request) -> web.Response:
@@ -80,7 +83,7 @@ async def restore(request: web.Request) -> web.Response:
     back = f"/backups/{backup_id}"
     target = form.get("to_database", "").strip()
     if not target or form.get("confirm", "").strip() != target:
-        return see_other(back, error="not restored: type the new database's name twice"
+        return see_other(request, back, error="not restored: type the new database's name twice"
                                      " (the name, then again to confirm)")
     restores = services_of(request).restores
     try:
@@ -92,8 +95,8 @@ async def restore(request: web.Request) -> web.Response:
                           " restores into a new database (use kbackupctl restore)")
         started = restores.start(plan, False, who(request))
     except (KbackupError, ValueError) as exc:  # ValueError: options that do not combine
-        return see_other(back, error=str(exc))
-    return see_other("/audit", notice=f"restore {started['restore_id']} of {backup_id}"
+        return see_other(request, back, error=str(exc))
+    return see_other(request, "/audit", notice=f"restore {started['restore_id']} of {backup_id}"
                                       f" into database {target} started")
 
 
@@ -105,8 +108,8 @@ async def silence(request: web.Request) -> web.Response:
         services_of(request).health.silence(body.match, seconds, reason,
                                             request["caller"].user)
     except KbackupError as exc:
-        return see_other("/alerts", error=str(exc))
-    return see_other("/alerts", notice=f"{body.match} silenced for {body.for_}")
+        return see_other(request, "/alerts", error=str(exc))
+    return see_other(request, "/alerts", notice=f"{body.match} silenced for {body.for_}")
 
 
 async def unsilence(request: web.Request) -> web.Response:
@@ -115,8 +118,8 @@ async def unsilence(request: web.Request) -> web.Response:
         match = checked(UnsilenceBody, fields_of(form, "match"), "form").match
         services_of(request).health.unsilence(match)
     except KbackupError as exc:
-        return see_other("/alerts", error=str(exc))
-    return see_other("/alerts", notice=f"{match} unsilenced")
+        return see_other(request, "/alerts", error=str(exc))
+    return see_other(request, "/alerts", notice=f"{match} unsilenced")
 
 
 def register(app: web.Application) -> None:

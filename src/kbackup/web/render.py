@@ -9,10 +9,12 @@ which must run while the app is built."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     import jinja2
 
 STATIC = Path(__file__).parent / "static"
+FLASH = "kb_flash"  # the cookie carrying an action's one-line outcome to the next page
 
 
 def _size(value: int | None) -> str:
@@ -70,12 +73,34 @@ def render(request: web.Request, template: str, context: dict[str, Any],
         "admin": admin,
         "user": request["caller"].user,
         "csrf": csrf_token(request) if admin else "",
-        "notice": request.query.get("notice", "")[:500],
-        "error": request.query.get("error", "")[:500],
         "path": request.path,
         "now": datetime.now(UTC),
+        **flashed(request),
         **context,
     }
     text = environment().get_template(template).render(context)
-    return web.Response(text=text, status=status, content_type="text/html",
-                        headers={"Cache-Control": "no-store"})
+    response = web.Response(text=text, status=status, content_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+    if FLASH in request.cookies:
+        response.del_cookie(FLASH, path="/")  # shown once
+    return response
+
+
+def flash(request: web.Request, response: web.StreamResponse, message: dict[str, str]) -> None:
+    """Hand the next page a notice or an error (its first line)."""
+    lines = {k: v.splitlines()[0][:400] for k, v in message.items()
+             if k in ("notice", "error") and v}
+    if lines:
+        response.set_cookie(FLASH, quote(json.dumps(lines)), httponly=True,
+                            samesite="Strict", path="/", secure=request.secure)
+
+
+def flashed(request: web.Request) -> dict[str, str]:
+    """The notice and error an action left for this page ("" when none)."""
+    try:
+        found = json.loads(unquote(request.cookies.get(FLASH, "") or "{}"))
+    except ValueError:
+        found = {}
+    if not isinstance(found, dict):
+        found = {}
+    return {k: str(found.get(k, ""))[:400] for k in ("notice", "error")}
