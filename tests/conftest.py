@@ -26,6 +26,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+pytest_plugins = ["kb_users"]  # the test users and groups (fixture test_users)
+
 BIN = Path(sys.executable).parent
 KBACKUPD = str(BIN / "kbackupd")
 KBACKUPCTL = str(BIN / "kbackupctl")

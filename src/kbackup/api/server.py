@@ -44,6 +44,7 @@ from kbackup.errors import (
     StorageError,
 )
 from kbackup.storage.remote import TransientError
+from kbackup.web.app import add_dashboard
 
 if TYPE_CHECKING:
     from kbackup.services import Services
@@ -302,6 +303,7 @@ def build_app(services: Services) -> web.Application:
     delete_routes.register(app)  # DELETE /v1/backups/{id}, /v1/audit
     pause_routes.register(app)  # /v1/jobs/{job}/pause, /resume
     sources_routes.register(app)  # /v1/sources/check
+    add_dashboard(app)  # the pages at /, /jobs, /backups...: kbackup/web
     return app
 
 
