@@ -92,10 +92,12 @@ dsn = "{pg.dsn(db)}"
 # ---------------------------------------------------------------------- staged, parallel
 
 
-SPREAD = ("DELETE FROM loans WHERE n > 5000;"
+SPREAD = ("DELETE FROM loans WHERE n > 5000;"  # rows and sizes spread: loaded side by side
           " INSERT INTO authors SELECT i, 'author ' || i FROM generate_series(301, 5000) i")
-SHAPES = [  # loans hold 75% of the rows: their data streams while the dump is spooled
-    ("one big table", "", COUNTS, "parallel=post-data"),
+BIG = ("INSERT INTO loans SELECT 1 + i % 6000, i, date '2024-01-01' + i % 700"
+       " FROM generate_series(20001, 150000) i")
+SHAPES = [  # loans hold over 90% of the data on disk: it streams while the dump is spooled
+    ("one big table", BIG, COUNTS | {"public.loans": 150000}, "parallel=post-data"),
     ("rows spread", SPREAD, COUNTS | {"public.authors": 5000, "public.loans": 5000},
      "parallel=data+post-data"),
 ]
@@ -140,6 +142,9 @@ def test_parallel_restore_brings_back_every_row_index_and_foreign_key(
     # Streamed data: the spool holds only the head of the stream; else the whole dump.
     assert (need == 64 << 20) == (parallel == "parallel=post-data")
     assert "event=restore.loaded component=shop" in kb.logs()  # pg_restore -j2 ran from the file
+    # Data loaded from the spool: its four tables' data offsets were written in first.
+    filled = "event=restore.offsets component=shop filled=4" in kb.logs()
+    assert filled == (parallel == "parallel=data+post-data")
     assert spool_files(kb) == []
     assert pg.databases(f"{copy[:40]}_kb") == []
 

@@ -19,6 +19,9 @@ class DatabaseMeta(BaseModel):
     server_version_num: int | None = None
     database_size: int | None = None
     row_counts: dict[str, int] | None = None
+    # pg_table_size of each table at the dump ("schema.table" -> bytes): how the data is
+    # shared out, for the restore's choice of loading; None in manifests before it.
+    table_sizes: dict[str, int] | None = None
     format: str | None = None
     # The pg_dump that wrote the archive ("15.19"): a restore needs a pg_restore as new.
     pg_dump_version: str | None = None

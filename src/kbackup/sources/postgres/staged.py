@@ -37,7 +37,10 @@ log = logging.getLogger("kbackup.restore")
 
 SPOOL_MARGIN = 64 << 20  # free space left over besides the decoded dump
 SPOOL_BLOCK = 1 << 20  # the spool file is written in blocks of this size, by a thread
-SPREAD_SHARE = 0.5  # data in parallel when no table holds this share of the rows
+# Data in parallel unless one table holds this share of the data on disk (or of the rows,
+# for backups that did not record the sizes): measured in bench/, see data_in_parallel.
+ONE_TABLE_SHARE = 0.9
+ONE_TABLE_SHARE_BY_ROWS = 0.5
 
 
 DEFAULT_JOBS_MAX = 16  # a default that cannot exhaust a server's max_connections
@@ -110,14 +113,17 @@ def data_in_parallel(component: Component) -> bool:
     """Whether pg_restore -j should load the table data too, or only build post-data.
 
     The whole decoded dump must be spooled before pg_restore -j can start (with its data
-    offsets filled in). That pays off when the rows are spread over tables (they load side by
-    side, and index builds start as each table is done); when one table holds most of them
-    (or the counts are unknown) the data streams in order while the spool holds only the
-    table of contents.
+    offsets filled in). That pays off unless one table holds nearly all the data: then the
+    data streams in order, into one pg_restore, while the spool holds only the table of
+    contents. The tables' sizes on disk say how the data is shared out; a backup from before
+    they were recorded has only row counts, a poorer guide (a table of wide rows counts few).
     """
-    counts = DatabaseMeta.of(component).row_counts
-    total = sum(counts.values()) if counts else 0
-    return total > 0 and counts is not None and max(counts.values()) < total * SPREAD_SHARE
+    meta = DatabaseMeta.of(component)
+    shares, threshold = meta.table_sizes, ONE_TABLE_SHARE
+    if not shares:
+        shares, threshold = meta.row_counts, ONE_TABLE_SHARE_BY_ROWS
+    total = sum(shares.values()) if shares else 0
+    return total > 0 and shares is not None and max(shares.values()) < total * threshold
 
 
 def spool_dir(back: ReadBack) -> tuple[Path, int]:
