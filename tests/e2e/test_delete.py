@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_api_auth import ADMIN_GROUP, grouped_daemon, test_users  # noqa: F401 - fixture
+from test_api_auth import ADMIN_GROUP, grouped_daemon  # noqa: F401 - fixture (test_users: kb_users)
 
 from conftest import KBACKUPCTL, KbEnv, PgServer
 

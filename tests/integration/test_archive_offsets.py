@@ -12,9 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PgServer, pg_bindir, table_counts
 from pg17 import Pg17, client_bin_dir, pg17
 
+from conftest import PgServer, pg_bindir, table_counts
 from kbackup.sources.postgres.archive_toc import (
     NO_DATA,
     POS_NOT_SET,
