@@ -13,9 +13,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from web_access import Remote, self_signed, socket_request, tls_daemon
 
 from conftest import KBACKUPD, KbEnv, free_port, wait_for, write_fake_now
+from web_access import Remote, self_signed, socket_request, tls_daemon
 
 
 @pytest.fixture(scope="module")
