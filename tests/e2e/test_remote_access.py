@@ -6,6 +6,7 @@ errors as one line."""
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -292,3 +293,27 @@ def test_missing_or_bad_certificate_is_one_line(tmp_path: Path) -> None:
     good = check_config(tmp_path, f'listen = "0.0.0.0:8443"\ntls_cert_file = "{cert}"\n'
                                   f'tls_key_file = "{key}"\n')
     assert good.returncode == 0, good.stderr
+
+
+def test_reload_serves_a_renewed_certificate_and_keeps_a_bad_one_out(tmp_path: Path) -> None:
+    with tls_daemon(tmp_path) as (kb, http):
+        token = create_token(kb, "renewal", "viewer")
+        assert http.request("GET", "/v1/status", token=token).status == 200
+        renewed = tmp_path / "renewed"
+        renewed.mkdir()
+        new_cert, new_key = self_signed(renewed)
+        (tmp_path / "cert.pem").write_bytes(new_cert.read_bytes())
+        (tmp_path / "key.pem").write_bytes(new_key.read_bytes())
+        assert kb.ctl("reload").returncode == 0
+        with pytest.raises(ssl.SSLCertVerificationError):
+            http.request("GET", "/v1/status", token=token)  # trusts the old certificate only
+        fresh = Remote(http.port, new_cert)
+        assert fresh.request("GET", "/v1/status", token=token).status == 200
+
+        config = (kb.config_dir / "kbackupd.toml").read_text()
+        (kb.config_dir / "kbackupd.toml").write_text(
+            config.replace(str(tmp_path / "key.pem"), str(tmp_path / "gone.pem")))
+        refused = kb.ctl("reload")
+        assert refused.returncode == 1
+        assert f"web.tls_key_file: {tmp_path}/gone.pem does not exist" in refused.stderr
+        assert fresh.request("GET", "/v1/status", token=token).status == 200

@@ -71,7 +71,7 @@ async def post_user(request: web.Request) -> web.Response:
         return refused
     body = await body_of(request, WebUserBody)
     access = services_of(request).access
-    view = access.users.add(body.name, body.role, body.password, body.replace)
+    view = await access.users.add(body.name, body.role, body.password, body.replace)
     access.sessions.end_user(body.name)  # a new password ends the old sessions
     log.info("event=web.user_added name=%s role=%s by=%s", body.name, body.role,
              request["caller"].user)
