@@ -21,6 +21,7 @@ import sdnotify
 
 from kbackup import __version__
 from kbackup.access import Access
+from kbackup.access.store import StoreError
 from kbackup.alerts.monitor import Monitor
 from kbackup.audit import AuditLog
 from kbackup.catalog import Catalog, CatalogError, iso, parse_iso, utcnow
@@ -289,7 +290,7 @@ class Daemon:
 async def serve(config: Config) -> int:
     try:
         daemon = Daemon(config, clock_from_env())
-    except CatalogError as exc:  # e.g. a catalog written by a newer kbackupd
+    except (CatalogError, StoreError) as exc:  # e.g. a catalog written by a newer kbackupd
         log.error("event=daemon.start_failed error=%r", str(exc))
         return 1
     loop = asyncio.get_running_loop()

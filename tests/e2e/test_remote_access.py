@@ -317,3 +317,13 @@ def test_reload_serves_a_renewed_certificate_and_keeps_a_bad_one_out(tmp_path: P
         assert refused.returncode == 1
         assert f"web.tls_key_file: {tmp_path}/gone.pem does not exist" in refused.stderr
         assert fresh.request("GET", "/v1/status", token=token).status == 200
+
+
+def test_a_damaged_token_file_stops_the_start_in_one_line(kb: KbEnv) -> None:
+    kb.state.mkdir(parents=True)
+    (kb.state / "tokens.json").write_text("{not json")
+    proc = kb.start(wait=False)
+    assert proc.wait(30) == 1
+    errors = [line for line in kb.logs().splitlines() if "event=daemon.start_failed" in line]
+    assert len(errors) == 1 and f"{kb.state}/tokens.json: cannot read" in errors[0], kb.logs()
+    assert (kb.state / "tokens.json").read_text() == "{not json"  # left as it was
