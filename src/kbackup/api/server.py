@@ -178,7 +178,8 @@ def unidentified(request: web.Request, exc: KbackupError) -> web.Response:
         response.headers["Retry-After"] = str(ceil(exc.retry_after))
         return response
     if request.method == "GET" and not request.path.startswith(("/v1/", "/metrics")):
-        raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
+        return web.Response(status=303, headers={
+            "Location": f"/login?next={quote(request.path_qs, safe='')}"})
     response = error(401, str(exc))
     response.headers["WWW-Authenticate"] = 'Bearer realm="kbackupd"'
     return response
