@@ -1,9 +1,10 @@
 """Web users: a name, a role and an argon2id hash of the password, in state_dir/web-users.json.
 
 Passwords are chosen by people, so they are hashed with a slow, memory-hard function
-(argon2-cffi's defaults: argon2id, 64 MiB, 3 passes): a stolen file costs an attacker that
-much per guess. Checking one takes ~50 ms of CPU, so the daemon does it in a thread and logins
-are throttled (access/throttle.py) before they get here.
+(argon2-cffi's defaults: argon2id, 64 MiB, 3 passes, 4 lanes): a stolen file costs an attacker
+that much per guess. Checking one took 210-240 ms here (2 cores at load 4.5), so the daemon
+does it in a thread, at most CHECKS at a time (a login flood cannot take the threads the
+backups use), and logins are throttled (access/throttle.py) before they get here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kbackup.times import iso
 FILE = "web-users.json"
 MIN_PASSWORD = 10  # characters
 MAX_PASSWORD = 1024
+CHECKS = 2  # password hashes computed at once
 
 
 class Users:
@@ -34,7 +36,8 @@ class Users:
         self.items: dict[str, dict[str, Any]] = store.load(self.path)
         # Checked against when the user does not exist, so that an unknown name takes as
         # long to refuse as a wrong password (no finding out which names exist by timing).
-        self._decoy = self.hasher.hash("kbackup decoy password")
+        self._decoy: str | None = None  # made at the first unknown name (start stays quick)
+        self._slots = asyncio.Semaphore(CHECKS)
 
     async def add(self, name: str, role: str, password: str,
                   replace: bool = False) -> dict[str, Any]:
@@ -44,7 +47,8 @@ class Users:
         if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
             raise Invalid(f"password: expected {MIN_PASSWORD} to {MAX_PASSWORD} characters,"
                           f" got {len(password)}")
-        hashed = await asyncio.to_thread(self.hasher.hash, password)  # ~50 ms of CPU
+        async with self._slots:
+            hashed = await asyncio.to_thread(self.hasher.hash, password)
         self.items[name] = {"role": role, "argon2": hashed, "created": iso(self.now())}
         store.save(self.path, self.items)
         return self.view(name)
@@ -71,9 +75,12 @@ class Users:
     async def check(self, name: str, password: str) -> str | None:
         """The user's role when the password is right, else None (same time either way)."""
         item = self.items.get(name)
+        if item is None and self._decoy is None:
+            self._decoy = await asyncio.to_thread(self.hasher.hash, "kbackup decoy password")
         stored = item["argon2"] if item is not None else self._decoy
         try:
-            await asyncio.to_thread(self.hasher.verify, stored, password[:MAX_PASSWORD])
+            async with self._slots:
+                await asyncio.to_thread(self.hasher.verify, stored, password[:MAX_PASSWORD])
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
         return None if item is None else str(item["role"])
