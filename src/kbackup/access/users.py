@@ -77,7 +77,7 @@ class Users:
         item = self.items.get(name)
         if item is None and self._decoy is None:
             self._decoy = await asyncio.to_thread(self.hasher.hash, "kbackup decoy password")
-        stored = item["argon2"] if item is not None else self._decoy
+        stored: str = item["argon2"] if item is not None else self._decoy or ""
         try:
             async with self._slots:
                 await asyncio.to_thread(self.hasher.verify, stored, password[:MAX_PASSWORD])
