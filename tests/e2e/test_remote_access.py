@@ -10,6 +10,7 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -327,3 +328,19 @@ def test_a_damaged_token_file_stops_the_start_in_one_line(kb: KbEnv) -> None:
     errors = [line for line in kb.logs().splitlines() if "event=daemon.start_failed" in line]
     assert len(errors) == 1 and f"{kb.state}/tokens.json: cannot read" in errors[0], kb.logs()
     assert (kb.state / "tokens.json").read_text() == "{not json"  # left as it was
+
+
+def test_loopback_listener_without_tls(kb: KbEnv) -> None:
+    port = free_port()
+    kb.write_daemon(extra=f'\n[web]\nlisten = "127.0.0.1:{port}"\n')
+    kb.start()
+    token = create_token(kb, "local", "viewer")
+    conn = HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/v1/jobs", headers={"Authorization": f"Bearer {token}"})
+        answer = conn.getresponse()
+        assert answer.status == 200 and answer.read() == b"[]"
+        assert answer.headers["X-Frame-Options"] == "DENY"
+        assert answer.headers["Strict-Transport-Security"] is None  # no TLS here
+    finally:
+        conn.close()

@@ -89,6 +89,8 @@ def test_login_sets_a_strict_session_cookie(site: tuple[KbEnv, Remote]) -> None:
     missing = http.request("POST", "/v1/jobs/no-such-job/run", {},
                            headers={"Cookie": f"kb_session={sid}"})
     assert missing.status == 404  # an admin session gets past the guard
+    assert kb.ctl("reload").returncode == 0  # sessions outlive a reload
+    assert http.request("GET", "/v1/jobs", headers={"Cookie": f"kb_session={sid}"}).status == 200
     assert "event=web.login user=alice role=admin from=127.0.0.1" in kb.logs()
 
 
