@@ -11,10 +11,10 @@ and answered 429 with Retry-After once too many; passwords never reach a log.
 from __future__ import annotations
 
 import logging
+from functools import cache
 from math import ceil
+from typing import TYPE_CHECKING
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
 from kbackup.access import Access
@@ -22,7 +22,20 @@ from kbackup.api.auth import SESSION_COOKIE, is_unix
 from kbackup.api.common import services_of
 from kbackup.web.csrf import check_form, csrf_token
 
+if TYPE_CHECKING:
+    import jinja2
+
 log = logging.getLogger("kbackup.web")
+
+
+@cache
+def template() -> jinja2.Template:
+    """login.html, autoescaped; jinja2 is imported at the first login page, not at start."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("kbackup.web", "templates"),
+                             autoescape=True)
+    return env.get_template("login.html")
 
 
 def local_path(target: str | None) -> str:
@@ -34,12 +47,10 @@ def local_path(target: str | None) -> str:
 
 def page(request: web.Request, status: int = 200, message: str | None = None,
          user: str = "", target: str = "/") -> web.Response:
-    response = aiohttp_jinja2.render_template(
-        "login.html", request,
-        {"csrf": csrf_token(request), "next": local_path(target), "message": message,
-         "user": user}, status=status)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    text = template().render(csrf=csrf_token(request), next=local_path(target),
+                             message=message, user=user)
+    return web.Response(text=text, status=status, content_type="text/html",
+                        headers={"Cache-Control": "no-store"})
 
 
 async def get_login(request: web.Request) -> web.StreamResponse:
@@ -93,9 +104,6 @@ async def post_logout(request: web.Request) -> web.StreamResponse:
 
 
 def register(app: web.Application) -> None:
-    if aiohttp_jinja2.APP_KEY not in app:  # the dashboard may have set it up already
-        aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("kbackup.web", "templates"),
-                             autoescape=jinja2.select_autoescape(default=True))
     app.router.add_get("/login", get_login)
     app.router.add_post("/login", post_login)
     app.router.add_post("/logout", post_logout)
