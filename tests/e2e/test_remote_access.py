@@ -61,6 +61,10 @@ def test_admin_token_runs_a_backup_and_is_never_logged(remote: tuple[KbEnv, Remo
     assert token[4:20] not in logs
     stored = (kb.state / "tokens.json").read_text()
     assert token not in stored and '"sha256"' in stored
+    assert (kb.state / "tokens.json").stat().st_mode & 0o777 == 0o600
+    table = kb.ctl("token", "list").stdout.splitlines()
+    assert table[0].split() == ["NAME", "ROLE", "STATE", "CREATED", "EXPIRES", "LAST", "USED"]
+    assert any(line.split()[:3] == ["shopapp", "admin", "active"] for line in table[1:])
     listed = {t["name"]: t for t in kb.ctl_json("token", "list")}
     assert listed["shopapp"]["role"] == "admin"
     assert listed["shopapp"]["state"] == "active"

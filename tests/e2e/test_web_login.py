@@ -60,6 +60,7 @@ def test_users_are_listed_without_their_hashes(site: tuple[KbEnv, Remote]) -> No
                                                         "mallory": "admin"}
     stored = (kb.state / "web-users.json").read_text()
     assert "$argon2id$" in stored
+    assert (kb.state / "web-users.json").stat().st_mode & 0o777 == 0o600
     assert all(password not in stored for password in PASSWORDS.values())
     assert all(password not in kb.logs() for password in PASSWORDS.values())
     again = kb.ctl("web", "user", "add", "alice", "--role", "viewer", "--password-file",
