@@ -6,6 +6,7 @@ the DSN); otherwise a private cluster is started with initdb for the session.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -24,6 +25,8 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+
+pytest_plugins = ["kb_users"]  # the test users and groups (fixture test_users)
 
 BIN = Path(sys.executable).parent
 KBACKUPD = str(BIN / "kbackupd")
@@ -151,16 +154,23 @@ def table_counts(pg: PgServer, dbname: str) -> dict[str, int]:
     return counts
 
 
-@pytest.fixture
-def shop_db(pg: PgServer) -> Iterator[str]:
-    name = f"kbt_shop_{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def made_database(pg: PgServer, prefix: str, schema: str) -> Iterator[str]:
+    """A new database `<prefix>_<random>` holding `schema`, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     pg.create_database(name)
     with pg.connect(name) as conn:
-        conn.execute(SHOP_SCHEMA)
+        conn.execute(schema)
     try:
         yield name
     finally:
         pg.drop_database(name)
+
+
+@pytest.fixture
+def shop_db(pg: PgServer) -> Iterator[str]:
+    with made_database(pg, "kbt_shop", SHOP_SCHEMA) as name:
+        yield name
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ need it fail (they are not skipped: a missing server must not pass as green)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -132,9 +133,10 @@ def _user() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
-@pytest.fixture(scope="session")
-def mariadb() -> Iterator[MariaDb]:
-    base = Path(tempfile.mkdtemp(prefix="kbt-mariadb-", dir="/tmp"))
+@contextlib.contextmanager
+def private_server(prefix: str = "kbt-mariadb-") -> Iterator[MariaDb]:
+    """A server of its own for the block, stopped and removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     server = MariaDb(base)
     try:
         server.start()
@@ -142,3 +144,9 @@ def mariadb() -> Iterator[MariaDb]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDb]:
+    with private_server() as server:
+        yield server

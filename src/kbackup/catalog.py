@@ -278,6 +278,24 @@ class Catalog:
         ).fetchone()
         return self._backup_row(row) if row else None
 
+    def job_history(self, job: str, since: datetime) -> list[dict[str, Any]]:
+        """The job's backups started since `since`, oldest first, without their manifests,
+        with their durations in seconds: what the dashboard draws (size and duration)."""
+        rows = self.db.execute(
+            "SELECT id, status, trigger, started_at, finished_at, size_bytes,"
+            " (julianday(finished_at) - julianday(started_at)) * 86400 AS seconds FROM backups"
+            " WHERE job=? AND started_at >= ? ORDER BY started_at, rowid", (job, iso(since)))
+        return [dict(r) for r in rows]
+
+    def restore_tests(self, job: str, since: datetime) -> list[dict[str, Any]]:
+        """The job's passed restore-tests finished since `since` with their durations, oldest
+        first."""
+        rows = self.db.execute(
+            "SELECT backup_id, finished_at, restore_seconds FROM verifications WHERE job=?"
+            " AND restore_seconds IS NOT NULL AND finished_at >= ? ORDER BY finished_at",
+            (job, iso(since)))
+        return [dict(r) for r in rows]
+
     def delete_backups_not_in(self, keep_ids: Iterable[str]) -> int:
         """Forget complete backups whose manifests are gone from storage (after a rescan)."""
         keep = set(keep_ids)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kbackup.errors import KbackupError, NotFound, Refused
 from kbackup.repository import list_manifests
 from kbackup.storage import StorageError
-from kbackup.views import backup_view, job_view, pause_view, run_view
+from kbackup.views import backup_view, job_view, pause_view, run_view, verification_view
 
 if TYPE_CHECKING:
     from kbackup.access import Access
@@ -120,6 +120,16 @@ class Jobs(_Service):
             daemon.monitor.request_evaluation()
         return {"job": name, "resumed": was is not None, "was": pause_view(was)}
 
+    def history(self, name: str, days: int) -> dict[str, Any]:
+        """The job's backups and passed restore-tests of the last `days` days (charts)."""
+        daemon = self._daemon
+        self.job(name)
+        now = daemon.clock.now()
+        since = now - timedelta(days=days)
+        return {"since": since, "until": now,
+                "backups": daemon.catalog.job_history(name, since),
+                "restore_tests": daemon.catalog.restore_tests(name, since)}
+
     async def keys(self) -> list[dict[str, Any]]:
         """Per job: what encryption needs and whether it is usable (a check result each)."""
         from kbackup.crypto import KeyProblem, check_job_keys
@@ -178,6 +188,11 @@ class Backups(_Service):
         run, coalesced = self._daemon.submit_verify(row, level, "manual")
         return {"run_id": run.id, "backup_id": backup_id, "level": level,
                 "coalesced": coalesced}
+
+    def last_verifications(self, backup_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The newest verification of each backup (as backup_view shows it), by id."""
+        found = self._daemon.catalog.last_verifications(backup_ids)
+        return {i: verification_view(found.get(i)) for i in backup_ids}
 
     async def delete(self, backup_id: str, target: str | None, force: bool, dry_run: bool,
                      reason: str | None, caller: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +258,11 @@ class Runs(_Service):
                     await active.done.wait()
             run = daemon.catalog.get_run(run_id) or run
         return run_view(run, active)
+
+
+    def active(self) -> list[dict[str, Any]]:
+        """The work under way now with its live progress (small: the dashboard polls it)."""
+        return [run.as_dict() for run in self._daemon.runner.active.values()]
 
 
 class Restores(_Service):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,11 @@ def test_a_redacted_env_never_stores_a_value(kb: KbEnv, tmp_path: Path) -> None:
 
     # Decoded by hand: the template, and the directory's other files as they are.
     assert stored_tar(kb, backup, "env") == {".env": TEMPLATE}
+    by_hand = subprocess.run(  # README's and format.md's command, with stock zstd and tar
+        ["bash", "-o", "pipefail", "-c",
+         f"zstd -dc {component(backup, 'env')['file']} | tar -x -O .env"],
+        cwd=kb.backup_dir(backup), capture_output=True, timeout=60)
+    assert by_hand.returncode == 0 and by_hand.stdout == TEMPLATE, by_hand.stderr
     assert stored_tar(kb, backup, "app") == {
         ".env": TEMPLATE, "docker-compose.yml": COMPOSE, "mail.env": b"# mail\nSMTP_PASSWORD=***\n"}
     everything = all_bytes(kb.store) + all_bytes(kb.state) + [(kb.log, kb.log.read_bytes())]

@@ -245,6 +245,7 @@ def test_errors_are_one_line(kb: KbEnv, apps: MariaDb, tmp_path: Path) -> None:
     kb.write_job("badpw", job(apps, extra=f'password_file = "{wrong}"').replace(
         f'password_file = "{apps.password_file}"\n', ""))
     kb.write_job("notool", job(apps, extra='dump_tool = "/nonexistent/mariadb-dump"'))
+    kb.write_job("noclient", job(apps, extra='client_tool = "/nonexistent/mariadb"'))
     kb.write_job("nodb", job(apps, databases='["app_b", "nope"]', extra=" "))
     kb.write_job("nohost", job(apps).replace(f"port = {apps.port}", "port = 1"))
     kb.write_job("sock", job(apps).replace('host = "127.0.0.1"', f'socket = "{apps.socket}"')
@@ -261,6 +262,7 @@ def test_errors_are_one_line(kb: KbEnv, apps: MariaDb, tmp_path: Path) -> None:
     assert "app_a" in good.stdout and "app_b" in good.stdout and "scratch_x" not in good.stdout
     for name, expected in (("badpw", "Access denied for user 'kbt'"),
                            ("notool", "/nonexistent/mariadb-dump not found"),
+                           ("noclient", "/nonexistent/mariadb not found"),
                            ("nodb", "database nope not found"),
                            ("nohost", "Can't connect to server on '127.0.0.1'")):
         probe = ctl(kb, "sources", "check", name)
@@ -289,6 +291,18 @@ def test_errors_are_one_line(kb: KbEnv, apps: MariaDb, tmp_path: Path) -> None:
      "expected an absolute path"),
     ('host = "db"\ndatabases = "*"\npassword_file = "/nonexistent/pw"', "/nonexistent/pw"),
     ('host = "db"\ndatabases = "*"\npasword_file = "/x"', "pasword_file"),
+    ('host = "db"\ndatabases = "*"\nrestore_test = { user = "v" }',
+     "restore_test: set exactly one of host (with port) or socket"),
+    ('host = "db"\ndatabases = "*"\nrestore_test = { host = "v", socket = "/s", user = "v" }',
+     "restore_test: set exactly one of host (with port) or socket"),
+    ('host = "db"\ndatabases = "*"\nrestore_test = { host = "v" }', "restore_test.user"),
+    ('host = "db"\ndatabases = "*"\nrestore_test = { host = "v", user = "v", port = 0 }',
+     "restore_test.port"),
+    ('host = "db"\ndatabases = "*"\n'
+     'restore_test = { host = "v", user = "v", password_file = "/nonexistent/vpw" }',
+     "restore_test.password_file"),
+    ('host = "db"\ndatabases = "*"\nrestore_test = { host = "v", user = "v", dsn = "x" }',
+     "restore_test.dsn"),
 ])
 def test_bad_config_is_one_line(tmp_path: Path, entry: str, expected: str) -> None:
     conf = tmp_path / "conf"

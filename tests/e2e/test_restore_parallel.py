@@ -23,7 +23,7 @@ from test_failing_jobs import wait_for
 from test_restore import ctl, ok, scratch_dbs  # noqa: F401 - fixture
 from test_restore import state as contents
 
-from conftest import KbEnv, PgServer
+from conftest import KbEnv, PgServer, made_database, table_counts
 from kbackup.ctl.client import http_request
 
 LINKED_SCHEMA = """
@@ -71,14 +71,8 @@ def spool_files(kb: KbEnv, base: Path | None = None) -> list[Path]:
 
 @pytest.fixture
 def linked_db(pg: PgServer) -> Iterator[str]:
-    name = f"kbt_linked_{uuid.uuid4().hex[:8]}"
-    pg.create_database(name)
-    with pg.connect(name) as conn:
-        conn.execute(LINKED_SCHEMA)
-    try:
+    with made_database(pg, "kbt_linked", LINKED_SCHEMA) as name:
         yield name
-    finally:
-        pg.drop_database(name)
 
 
 def linked_job(kb: KbEnv, pg: PgServer, db: str, extra: str = "",
@@ -98,10 +92,12 @@ dsn = "{pg.dsn(db)}"
 # ---------------------------------------------------------------------- staged, parallel
 
 
-SPREAD = ("DELETE FROM loans WHERE n > 5000;"
+SPREAD = ("DELETE FROM loans WHERE n > 5000;"  # rows and sizes spread: loaded side by side
           " INSERT INTO authors SELECT i, 'author ' || i FROM generate_series(301, 5000) i")
-SHAPES = [  # loans hold 75% of the rows: their data streams while the dump is spooled
-    ("one big table", "", COUNTS, "parallel=post-data"),
+BIG = ("INSERT INTO loans SELECT 1 + i % 6000, i, date '2024-01-01' + i % 700"
+       " FROM generate_series(20001, 150000) i")
+SHAPES = [  # loans hold over 90% of the data on disk: it streams while the dump is spooled
+    ("one big table", BIG, COUNTS | {"public.loans": 150000}, "parallel=post-data"),
     ("rows spread", SPREAD, COUNTS | {"public.authors": 5000, "public.loans": 5000},
      "parallel=data+post-data"),
 ]
@@ -119,7 +115,7 @@ def test_parallel_restore_brings_back_every_row_index_and_foreign_key(
     kb.start()
     kb.run_backup()
     at_backup, shape = contents(pg, linked_db), structure(pg, linked_db)
-    assert {k: v[0] for k, v in at_backup.items()} == counts
+    assert table_counts(pg, linked_db) == counts
     assert (len(shape[0]), len(shape[1])) == (8, 8)  # 5 PK/unique + 3 indexes; 3 FKs
 
     # A killed daemon's spool file (nobody holds its lock) goes; one in use stays.
@@ -146,6 +142,9 @@ def test_parallel_restore_brings_back_every_row_index_and_foreign_key(
     # Streamed data: the spool holds only the head of the stream; else the whole dump.
     assert (need == 64 << 20) == (parallel == "parallel=post-data")
     assert "event=restore.loaded component=shop" in kb.logs()  # pg_restore -j2 ran from the file
+    # Data loaded from the spool: its four tables' data offsets were written in first.
+    filled = "event=restore.offsets component=shop filled=4" in kb.logs()
+    assert filled == (parallel == "parallel=data+post-data")
     assert spool_files(kb) == []
     assert pg.databases(f"{copy[:40]}_kb") == []
 

@@ -310,6 +310,27 @@ def test_a_corrupted_stored_object_fails_verification(kb: KbEnv, tmp_path: Path)
     assert leftovers(kb) == []
 
 
+def test_a_row_count_the_restored_copy_lacks_fails_restore_test(
+        kb: KbEnv, tmp_path: Path) -> None:
+    db = tmp_path / "dev.db"
+    backup = backed_up(kb, db, 500)
+    ok(kb.ctl("verify", backup["id"], "--level", "restore-test", "--wait"), kb)
+    assert kb.ctl_json("show", backup["id"])["verifications"][0]["details"][
+        "rows_stock"] == 500
+    folder = kb.backup_dir(backup)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = next(c for c in manifest["components"] if c["kind"] == "sqlite")
+    entry["sqlite"]["row_counts"]["items"] = 501  # the manifest says one row more
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert kb.ctl("catalog", "rescan").returncode == 0
+    result = kb.ctl("verify", backup["id"], "--level", "restore-test", "--wait")
+    assert result.returncode != 0
+    assert "sqlite stock: table items: 501 rows in manifest, 500 restored" in result.stdout \
+        + result.stderr, result.stdout + result.stderr
+    assert kb.ctl_json("show", backup["id"])["status"] == "corrupt"
+    assert leftovers(kb) == []
+
+
 def test_bad_database_files_fail_the_run_with_one_line(kb: KbEnv, tmp_path: Path) -> None:
     db = tmp_path / "dev.db"
     sqlite_job(kb, db)

@@ -25,3 +25,22 @@ def test_defaults_file_is_private_quoted_and_removed(tmp_path: Path) -> None:
         assert 'host="db.example"' in text and "port=3307" in text and "protocol=tcp" in text
         assert "p\"a" not in option
     assert not path.exists() and not path.parent.exists()
+
+
+def test_the_restore_test_login_is_its_own_server_user_and_password(tmp_path: Path) -> None:
+    own, other = tmp_path / "pw", tmp_path / "verify-pw"
+    own.write_text("source secret\n")
+    other.write_text("verify secret\n")
+    source = MysqlSource(name="main", host="db.example", user="backup", password_file=own,
+                         databases="*", restore_test={"socket": "/run/verify.sock",
+                                                      "user": "verifier",
+                                                      "password_file": str(other)})
+    text = Login.for_restore_test(source).options()
+    assert 'user="verifier"' in text and 'password="verify secret"' in text
+    assert 'socket="/run/verify.sock"' in text and "protocol=socket" in text
+    assert "db.example" not in text and "backup" not in text and "source secret" not in text
+    assert Login.for_restore_test(source).label() == \
+        "mysql main (restore_test server /run/verify.sock)"
+    # Without restore_test, restore-tests log in as the source.
+    plain = source.model_copy(update={"restore_test": None})
+    assert Login.for_restore_test(plain).options() == Login(plain).options()

@@ -36,7 +36,14 @@ async def get_alerts(request: web.Request) -> web.Response:
 
 async def post_silence(request: web.Request) -> web.Response:
     body = await body_of(request, SilenceBody)
-    match, reason = body.match, body.reason.strip()
+    seconds, reason = silence_terms(body)
+    return web.json_response(services_of(request).health.silence(body.match, seconds, reason,
+                                                                  request["caller"].user))
+
+
+def silence_terms(body: SilenceBody) -> tuple[float, str]:
+    """How long (seconds) and why: Invalid naming the field (API and dashboard share it)."""
+    reason = body.reason.strip()
     try:
         seconds = parse_duration(body.for_)
     except ValueError as exc:
@@ -45,8 +52,7 @@ async def post_silence(request: web.Request) -> web.Response:
         raise Invalid("for: expected a duration of at most 3650d")
     if not reason:
         raise Invalid("reason: say why (it is shown with the silence)")
-    return web.json_response(services_of(request).health.silence(match, seconds, reason,
-                                                                  request["caller"].user))
+    return seconds, reason
 
 
 async def post_unsilence(request: web.Request) -> web.Response:

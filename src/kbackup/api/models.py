@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from kbackup.errors import Invalid
 from kbackup.verify_levels import VerifyLevel
 
 MAX_BODY_BYTES = 1024 * 1024  # client_max_size of the app: a larger body is a JSON 413
@@ -391,6 +392,15 @@ def query_of(request: web.Request, model: type[M]) -> M:
         return model.model_validate(values)
     except ValidationError as exc:
         raise bad_request(describe(model, exc, "query")) from None
+
+
+def checked(model: type[M], values: dict[str, Any], what: str) -> M:
+    """Values from elsewhere (a dashboard form or query) checked against `model`: Invalid
+    naming the field, one line."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise Invalid(describe(model, exc, what)) from None
 
 
 def _json_kind(value: Any) -> str:

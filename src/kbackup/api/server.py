@@ -66,7 +66,7 @@ from kbackup.errors import (
 )
 from kbackup.storage.remote import TransientError
 from kbackup.web import login
-from kbackup.web.csrf import csrf_cookie
+from kbackup.web.app import add_dashboard
 from kbackup.web.guard import safeguard, security_headers
 
 if TYPE_CHECKING:
@@ -345,7 +345,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 def build_app(services: Services) -> web.Application:
-    app = web.Application(middlewares=[safeguard, csrf_cookie, guard],
+    app = web.Application(middlewares=[safeguard, guard],
                           client_max_size=MAX_BODY_BYTES, handler_args=HANDLER_ARGS)
     app[SERVICES] = services
     app.on_response_prepare.append(security_headers)
@@ -371,6 +371,7 @@ def build_app(services: Services) -> web.Application:
     pause_routes.register(app)  # /v1/jobs/{job}/pause, /resume
     sources_routes.register(app)  # /v1/sources/check
     access_routes.register(app)  # /v1/tokens, /v1/web/users
+    add_dashboard(app)  # the pages at /, /jobs, /backups...: kbackup/web (+ the CSRF cookie)
     return app
 
 

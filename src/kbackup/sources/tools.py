@@ -1,6 +1,6 @@
 """Helpers any source driver may use when it talks to a client tool (pg_restore, psql,
-mariadb) or keeps a scratch file (a restore's spool, SQLite's copy): one home, so that no
-driver imports another's package."""
+mariadb), keeps a scratch file (a restore's spool, SQLite's copy), replaces a file or sums up
+a database component for listings: one home, so that no driver imports another's package."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from kbackup.process import kill_tree, read_stderr_tail, spawn
+from kbackup.sources.base import PlanRefused
 
 
 def safe_file_part(database: str) -> str:
@@ -24,6 +26,50 @@ def safe_file_part(database: str) -> str:
         return database
     digest = hashlib.sha256(database.encode()).hexdigest()[:10]
     return re.sub(r"[^A-Za-z0-9_-]", "_", database)[:40] + "-" + digest
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Refuse at planning time what would fail after the safety backup: the daemon must be
+    able to create `path` (its nearest existing ancestor must be writable, and under the
+    package's sandbox only ReadWritePaths= are). `what`: the option and its value."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PlanRefused(f"{what}: {probe} is not writable by the daemon (under systemd add"
+                          " it to ReadWritePaths= with `systemctl edit kbackupd`)")
+
+
+def count_mismatch(expected: Mapping[str, int], restored: Mapping[str, int],
+                   extra: bool = False) -> str | None:
+    """The first table whose restored rows differ from the manifest's (with `extra`, or a
+    restored table the manifest does not list); None: all equal. The verdict of every
+    restore-test that counts rows."""
+    for table, rows in sorted(expected.items()):
+        got = restored.get(table)
+        if got != rows:
+            return (f"table {table}: {rows} rows in manifest, "
+                    f"{'missing' if got is None else got} restored")
+    unlisted = sorted(set(restored) - set(expected)) if extra else []
+    if unlisted:
+        return f"table {unlisted[0]}: restored but not in the manifest"
+    return None
+
+
+def counted_summary(component: dict[str, Any], field: str = "database",
+                    shown: Sequence[str] = ("server_version", "database_size"),
+                    renamed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The listing's view of a database component (manifest JSON, as the catalog has it):
+    the `shown` fields of its `field`, its tables and rows from `row_counts`, then `renamed`
+    (listing name -> manifest name)."""
+    found = component.get(field)
+    if not found:
+        return {}
+    counts = found.get("row_counts") or {}
+    view = {name: found.get(name) for name in shown}
+    view.update(tables=len(counts), rows=sum(counts.values()))
+    view.update({name: found.get(stored) for name, stored in (renamed or {}).items()})
+    return {field: view}
 
 
 async def feed_process(argv: Sequence[str], env: dict[str, str],

@@ -19,18 +19,7 @@ from kbackup.sources.base import Planned, PlanRefused, RestoreContext, RestoreOp
 from kbackup.sources.files.config import FilesSource
 from kbackup.sources.files.extract import extract_stream, pump_tar
 from kbackup.sources.files.meta import REDACTED_NOTE, FilesMeta
-
-
-def _check_writable(path: Path, option: str) -> None:
-    """Refuse at planning time what would fail after the safety backup: the daemon must be
-    able to create `path` (its nearest existing ancestor must be writable, and under the
-    package's sandbox only ReadWritePaths= are)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PlanRefused(f"{option} {path}: {probe} is not writable by the daemon (under"
-                          " systemd add it to ReadWritePaths= with `systemctl edit kbackupd`)")
+from kbackup.sources.tools import check_writable
 
 
 def _contents(meta: FilesMeta) -> str:
@@ -50,7 +39,7 @@ def _plan_new(component: Component, files_to: str, size: int) -> Planned:
         raise PlanRefused(f"--files-to must be an absolute path, got {files_to!r}")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise PlanRefused(f"--files-to {target} exists and is not an empty directory")
-    _check_writable(target, "--files-to")
+    check_writable(target, f"--files-to {target}")
     return Planned(Step(component.name, "files-new", str(target),
                         f"extract {_contents(FilesMeta.of(component))} into {target}",
                         size_bytes=size))
@@ -64,7 +53,7 @@ def _plan_in_place(job: JobConfig, component: Component, request: RestoreOptions
                           " its live path is unknown; use --files-to DIR")
     live = source.path
     _refuse_secret_loss(component, source, live)
-    _check_writable(live.parent, "--in-place")  # extracted beside, then swapped
+    check_writable(live.parent, f"--in-place {live.parent}")  # extracted beside, swapped
     meta = FilesMeta.of(component)
     if not live.exists():  # a new server: nothing to replace, nothing to back up
         return Planned(Step(component.name, "files-replace", str(live),

@@ -1,6 +1,7 @@
 """Verifying a MariaDB/MySQL component: the whole dump decoded and its shape and row counts
 checked against the manifest (structure), or loaded into a scratch database on the source's
-server whose row counts must equal the manifest's (restore-test; always dropped)."""
+server, or the entry's `restore_test` server when set, whose row counts must equal the
+manifest's (restore-test; always dropped)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def verify_login(back: ReadBack, component: Component) -> Login:
     if source is None:
         raise CheckFailed(f"mysql {component.name}: no longer configured in job"
                           f" {back.manifest.job}: cannot restore-test it")
-    return Login(source)
+    return Login.for_restore_test(source)
 
 
 async def restore_test(back: ReadBack, component: Component) -> None:

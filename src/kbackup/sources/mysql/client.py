@@ -17,7 +17,7 @@ from pathlib import Path
 from kbackup.errors import ToolError
 from kbackup.fields import read_secret_file
 from kbackup.process import error_reason, kill_tree, spawn
-from kbackup.sources.mysql.config import MysqlSource
+from kbackup.sources.mysql.config import MysqlServer, MysqlSource
 
 DUMP_TOOLS = ("mariadb-dump", "mysqldump")
 CLIENT_TOOLS = ("mariadb", "mysql")
@@ -48,11 +48,11 @@ def find_tool(configured: str, names: Sequence[str], what: str) -> str:
                      " or set dump_tool / client_tool in [[mysql]])")
 
 
-def reason(stderr: Sequence[str]) -> str:
+def reason(stderr: Sequence[str], fields: str = "user or password_file") -> str:
     """The tool's error line, with a hint where users meet it most."""
     text = error_reason(stderr, "no error message")
     if "Access denied for user" in text:
-        text += " (wrong user or password_file?)"
+        text += f" (wrong {fields}?)"
     return text
 
 
@@ -63,32 +63,49 @@ def _option(value: str) -> str:
 
 @dataclass(frozen=True)
 class Login:
-    """Where and as whom: one [[mysql]] entry's server and user."""
+    """Where and as whom: one [[mysql]] entry's server and user, or the server of its
+    restore-tests (`restore_test`; `for_restore_test`)."""
 
     source: MysqlSource
+    server: MysqlServer | None = None  # None: the source's own
+
+    @classmethod
+    def for_restore_test(cls, source: MysqlSource) -> Login:
+        return cls(source, source.restore_test)
 
     @property
     def name(self) -> str:
         return self.source.name
 
+    @property
+    def at(self) -> MysqlServer:
+        return self.server or self.source
+
+    def label(self) -> str:
+        """How messages name this login: the entry, and which server when not its own."""
+        where = self.at.where()
+        return (f"mysql {self.name} ({where})" if self.server is None
+                else f"mysql {self.name} (restore_test server {where})")
+
     def password(self) -> str | None:
-        if self.source.password_file is None:
+        if self.at.password_file is None:
             return None
         try:
-            return read_secret_file(self.source.password_file)
+            return read_secret_file(self.at.password_file)
         except ValueError as exc:
-            raise MysqlError(f"mysql {self.source.name}: {exc}") from None
+            raise MysqlError(f"{self.label()}: {exc}") from None
 
     def options(self) -> str:
         """The [client] section of the private defaults file."""
-        lines = ["[client]", f"user={_option(self.source.user)}"]
+        server = self.at
+        lines = ["[client]", f"user={_option(server.user)}"]
         password = self.password()
         if password is not None:
             lines.append(f"password={_option(password)}")
-        if self.source.socket is not None:
-            lines += [f"socket={_option(str(self.source.socket))}", "protocol=socket"]
+        if server.socket is not None:
+            lines += [f"socket={_option(str(server.socket))}", "protocol=socket"]
         else:
-            lines += [f"host={_option(self.source.host or '')}", f"port={self.source.port}",
+            lines += [f"host={_option(server.host or '')}", f"port={server.port}",
                       "protocol=tcp"]
         return "\n".join(lines) + "\n"
 
@@ -105,6 +122,11 @@ class Login:
             yield f"--defaults-extra-file={path}"
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+
+    def hint(self) -> str:
+        """The settings a refused login points at."""
+        return ("user or password_file" if self.server is None
+                else "restore_test.user or restore_test.password_file")
 
     def client(self) -> str:
         return find_tool(self.source.client_tool, CLIENT_TOOLS, f"mysql {self.name}")
@@ -128,8 +150,7 @@ class Login:
                 raise
         if proc.returncode != 0:
             lines = err.decode(errors="replace").splitlines()
-            raise MysqlError(f"mysql {self.name} ({self.source.where()}): {reason(lines)}",
-                             lines)
+            raise MysqlError(f"{self.label()}: {reason(lines, self.hint())}", lines)
         return [[_unescape(f) for f in line.split("\t")]
                 for line in out.decode(errors="replace").splitlines()]
 

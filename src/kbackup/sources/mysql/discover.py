@@ -31,8 +31,8 @@ async def discover(config: MysqlSource) -> list[str]:
 
 async def check(config: MysqlSource) -> dict[str, Any]:
     """{ok, reason, server ("MariaDB 10.11.19-..."), dump_tool, databases: [{name,
-    size_bytes}]}: the first problem found is the reason, one line naming what is missing.
-    Never raises for it."""
+    size_bytes}], restore_test_server (its version, when set)}: the first problem found is
+    the reason, one line naming what is missing. Never raises for it."""
     result: dict[str, Any] = {"ok": False, "reason": None, "server": None,
                               "dump_tool": None, "databases": []}
     login = Login(config)
@@ -53,6 +53,9 @@ async def check(config: MysqlSource) -> dict[str, Any]:
             result["reason"] = (f"mysql {config.name}: database {missing[0]} not found on the"
                                 f" server (or user {config.user} may not see it)")
             return result
+        if config.restore_test is not None:  # its login fails now, not at the verification
+            there = await Login.for_restore_test(config).query("SELECT @@version")
+            result["restore_test_server"] = str(there[0][0])
     except MysqlError as exc:
         result["reason"] = str(exc)
         return result

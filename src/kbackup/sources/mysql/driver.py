@@ -9,9 +9,10 @@ from kbackup.config import JobConfig
 from kbackup.fields import SourceConfig
 from kbackup.repository import Component
 from kbackup.sources.base import Planned, ReadBack, RestoreContext, RestoreOptions, Source, Step
-from kbackup.sources.mysql import check, discover, meta, plan, restore
+from kbackup.sources.mysql import check, discover, plan, restore
 from kbackup.sources.mysql.config import MysqlSource
 from kbackup.sources.mysql.dump import MysqlDatabase
+from kbackup.sources.tools import counted_summary
 
 
 class MysqlDriver:
@@ -34,7 +35,7 @@ class MysqlDriver:
         return await discover.check(config)
 
     def summary(self, component: dict[str, Any]) -> dict[str, Any]:
-        return meta.summary(component)
+        return counted_summary(component)
 
     def size_label(self, component_kind: str) -> str | None:
         return "database"

@@ -40,7 +40,7 @@ async def database_info(login: Login, database: str, what: str) -> MysqlMeta:
         f" FROM information_schema.schemata WHERE schema_name = {literal(database)}")
     if not rows:
         raise SourceError(f"{what}: database {database} not found on the server"
-                          f" ({login.source.where()})")
+                          f" ({login.at.where()})")
     version, charset, collation, size = rows[0]
     return MysqlMeta(database=database, server_version=version, character_set=charset,
                      collation=collation, database_size=int(size or 0))

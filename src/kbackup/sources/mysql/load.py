@@ -8,7 +8,7 @@ from kbackup.repository import Component
 from kbackup.sources.base import ReadBack
 from kbackup.sources.mysql.client import Login, MysqlError, literal, quote, reason
 from kbackup.sources.mysql.meta import MysqlMeta
-from kbackup.sources.tools import feed_process
+from kbackup.sources.tools import count_mismatch, feed_process
 
 
 async def exists(login: Login, database: str) -> bool:
@@ -48,20 +48,10 @@ async def load(back: ReadBack, component: Component, login: Login, database: str
         code, stderr = await feed_process(argv, {}, stream.chunks(), on_chunk=back.advance)
     if code != 0:
         raise MysqlError(f"mysql {component.name}: loading the dump into database {database}"
-                         f" failed (exit {code}): {reason(stderr)}", stderr)
+                         f" failed (exit {code}): {reason(stderr, login.hint())}", stderr)
 
 
 def compare(component: Component, restored: dict[str, int]) -> str | None:
     """The first table whose restored rows differ from the manifest's; None: all equal."""
     expected = MysqlMeta.of(component).row_counts
-    if expected is None:
-        return None
-    for table, rows in sorted(expected.items()):
-        got = restored.get(table)
-        if got != rows:
-            return (f"table {table}: {rows} rows in manifest, "
-                    f"{'missing' if got is None else got} restored")
-    extra = sorted(set(restored) - set(expected))
-    if extra:
-        return f"table {extra[0]}: restored but not in the manifest"
-    return None
+    return None if expected is None else count_mismatch(expected, restored, extra=True)

@@ -3,8 +3,6 @@ kind "mysql"). The JSON field names are the on-disk format: every field may be m
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict
 
 from kbackup.repository import Component
@@ -30,17 +28,3 @@ class MysqlMeta(BaseModel):
     @classmethod
     def of(cls, component: Component) -> MysqlMeta:
         return cls.model_validate(component.database or {})
-
-
-def summary(component: dict[str, Any]) -> dict[str, Any]:
-    """The listing's `database` view of a component (manifest JSON, as the catalog has it)."""
-    database = component.get("database")
-    if not database:
-        return {}
-    counts = database.get("row_counts") or {}
-    return {"database": {
-        "server_version": database.get("server_version"),
-        "database_size": database.get("database_size"),
-        "tables": len(counts),
-        "rows": sum(counts.values()),
-    }}

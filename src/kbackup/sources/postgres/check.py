@@ -22,7 +22,7 @@ from kbackup.sources.postgres.pgtools import (
 )
 from kbackup.sources.postgres.staged import Load, load_dump, restore_jobs
 from kbackup.sources.postgres.toolchain import ToolchainError
-from kbackup.sources.tools import feed_process
+from kbackup.sources.tools import count_mismatch, feed_process
 
 
 async def verify_login(back: ReadBack, component: Component) -> Login:
@@ -79,11 +79,9 @@ async def _compare(back: ReadBack, component: Component, login: Login, scratch: 
     expected = DatabaseMeta.of(component).row_counts
     if expected is not None:
         restored = await table_counts(login, scratch)
-        for table, rows in sorted(expected.items()):
-            got = restored.get(table)
-            if got != rows:
-                raise CheckFailed(f"table {table}: {rows} rows in manifest, "
-                                  f"{'missing' if got is None else got} restored")
+        problem = count_mismatch(expected, restored)
+        if problem:
+            raise CheckFailed(problem)
         back.details[f"rows_{component.name}"] = sum(restored.values())
     if back.job is not None and back.job.verify.sql_checks:
         problem = await run_sql_checks(login, scratch, back.job.verify.sql_checks)

@@ -10,9 +10,10 @@ from kbackup.config import JobConfig
 from kbackup.fields import SourceConfig
 from kbackup.repository import Component
 from kbackup.sources.base import Planned, ReadBack, RestoreContext, RestoreOptions, Source, Step
-from kbackup.sources.postgres import check, discover, meta, plan, restore
+from kbackup.sources.postgres import check, discover, plan, restore
 from kbackup.sources.postgres.config import PostgresSource, source_of
 from kbackup.sources.postgres.dump import PostgresDatabase, PostgresGlobals
+from kbackup.sources.tools import counted_summary
 
 GLOBALS = "globals"
 
@@ -44,7 +45,7 @@ class PostgresDriver:
         return await discover.check(config)
 
     def summary(self, component: dict[str, Any]) -> dict[str, Any]:
-        return meta.summary(component)
+        return counted_summary(component)
 
     def size_label(self, component_kind: str) -> str | None:
         return None if component_kind == GLOBALS else "database"

@@ -34,7 +34,7 @@ from kbackup.sources.postgres.toolchain import server_version, tool_for_server
 from kbackup.sources.tools import safe_file_part
 
 TABLES_QUERY = """
-SELECT n.nspname, c.relname
+SELECT n.nspname, c.relname, pg_table_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -60,7 +60,7 @@ async def count_rows(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     async with conn.cursor() as cur:
         await cur.execute(TABLES_QUERY)
-        tables = await cur.fetchall()
+        tables = [(schema, table) for schema, table, _ in await cur.fetchall()]
         for schema, table in tables:
             query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
                 sql.Identifier(schema), sql.Identifier(table)
@@ -101,6 +101,17 @@ class PostgresStream(ProcessStream):
         await self.conn.execute("SET LOCAL jit = off")
         return await count_rows(self.conn)
 
+    async def _table_sizes(self) -> dict[str, int] | None:
+        """Each table's size on disk (TOAST included): how the dump's data is shared out
+        between tables, which decides how a restore loads it (staged.data_in_parallel)."""
+        try:
+            async with self.conn.cursor() as cur:
+                await cur.execute(TABLES_QUERY)
+                return {f"{schema}.{table}": int(size or 0)
+                        for schema, table, size in await cur.fetchall()}
+        except psycopg.Error:
+            return None  # a hint only: the backup does not depend on it
+
     async def finish(self) -> DatabaseMeta:
         await self.check_exit()
         tables: dict[str, int] | None = None
@@ -111,7 +122,8 @@ class PostgresStream(ProcessStream):
                 raise SourceError(
                     f"database {self.source.name}: counting rows failed: {one_line(exc)}"
                 ) from exc
-        return self.info.model_copy(update={"row_counts": tables,
+        sizes = await self._table_sizes() if self.count_task is not None else None
+        return self.info.model_copy(update={"row_counts": tables, "table_sizes": sizes,
                                             "format": "pg_dump custom (-Fc -Z0)"})
 
 

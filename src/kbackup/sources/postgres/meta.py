@@ -3,8 +3,6 @@ on-disk format: old manifests must load, so every field may be missing (None).""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict
 
 from kbackup.repository import Component
@@ -21,6 +19,9 @@ class DatabaseMeta(BaseModel):
     server_version_num: int | None = None
     database_size: int | None = None
     row_counts: dict[str, int] | None = None
+    # pg_table_size of each table at the dump ("schema.table" -> bytes): how the data is
+    # shared out, for the restore's choice of loading; None in manifests before it.
+    table_sizes: dict[str, int] | None = None
     format: str | None = None
     # The pg_dump that wrote the archive ("15.19"): a restore needs a pg_restore as new.
     pg_dump_version: str | None = None
@@ -35,17 +36,3 @@ class GlobalsMeta(BaseModel):
 
     format: str
     role_passwords: bool
-
-
-def summary(component: dict[str, Any]) -> dict[str, Any]:
-    """The listing's `database` view of a component (manifest JSON, as the catalog has it)."""
-    database = component.get("database")
-    if not database:
-        return {}
-    counts = database.get("row_counts") or {}
-    return {"database": {
-        "server_version": database.get("server_version"),
-        "database_size": database.get("database_size"),
-        "tables": len(counts),
-        "rows": sum(counts.values()),
-    }}

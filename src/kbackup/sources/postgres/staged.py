@@ -1,7 +1,8 @@
 """Loading a decoded dump into a database as fast as pg_restore -j allows.
 
 pg_restore -j needs a seekable file; a stored dump comes back as a stream, and one that came
-through a pipe has no data offsets (data_in_parallel says what that costs). One pg_restore
+through a pipe has no data offsets: they are written into the spool file before pg_restore -j
+reads it (archive_toc.fill_offsets), so each worker seeks straight to its table. One pg_restore
 creates the schema from the head of the stream (the table of contents). Then either the
 whole decoded dump is spooled to a file (staging_dir, else state_dir, then `spool/`) from
 which pg_restore -j N loads the data and builds the indexes, constraints and triggers, N at a
@@ -26,6 +27,7 @@ from pathlib import Path
 from kbackup.process import kill_tree, read_stderr_tail, spawn
 from kbackup.repository import Component
 from kbackup.sources.base import ReadBack
+from kbackup.sources.postgres.archive_toc import fill_offsets
 from kbackup.sources.postgres.config import PostgresSource
 from kbackup.sources.postgres.meta import DatabaseMeta
 from kbackup.sources.postgres.pgtools import Login, PgError, run_tool
@@ -35,7 +37,10 @@ log = logging.getLogger("kbackup.restore")
 
 SPOOL_MARGIN = 64 << 20  # free space left over besides the decoded dump
 SPOOL_BLOCK = 1 << 20  # the spool file is written in blocks of this size, by a thread
-SPREAD_SHARE = 0.5  # data in parallel when no table holds this share of the rows
+# Data in parallel unless one table holds this share of the data on disk (or of the rows,
+# for backups that did not record the sizes): measured in bench/, see data_in_parallel.
+ONE_TABLE_SHARE = 0.9
+ONE_TABLE_SHARE_BY_ROWS = 0.5
 
 
 DEFAULT_JOBS_MAX = 16  # a default that cannot exhaust a server's max_connections
@@ -107,15 +112,18 @@ def _write_all(fd: int, data: bytes) -> None:
 def data_in_parallel(component: Component) -> bool:
     """Whether pg_restore -j should load the table data too, or only build post-data.
 
-    A dump that came through a pipe has no data offsets in its table of contents, and -Z0
-    writes one chunk per row: a pg_restore -j worker finds its table by reading past the
-    others' rows one by one. That pays off when the rows are spread over tables (they load
-    side by side, and index builds start as each table is done); when one table holds most
-    of them (or the counts are unknown) the data streams in order.
+    The whole decoded dump must be spooled before pg_restore -j can start (with its data
+    offsets filled in). That pays off unless one table holds nearly all the data: then the
+    data streams in order, into one pg_restore, while the spool holds only the table of
+    contents. The tables' sizes on disk say how the data is shared out; a backup from before
+    they were recorded has only row counts, a poorer guide (a table of wide rows counts few).
     """
-    counts = DatabaseMeta.of(component).row_counts
-    total = sum(counts.values()) if counts else 0
-    return total > 0 and counts is not None and max(counts.values()) < total * SPREAD_SHARE
+    meta = DatabaseMeta.of(component)
+    shares, threshold = meta.table_sizes, ONE_TABLE_SHARE
+    if not shares:
+        shares, threshold = meta.row_counts, ONE_TABLE_SHARE_BY_ROWS
+    total = sum(shares.values()) if shares else 0
+    return total > 0 and shares is not None and max(shares.values()) < total * threshold
 
 
 def spool_dir(back: ReadBack) -> tuple[Path, int]:
@@ -162,6 +170,10 @@ async def load_dump(back: ReadBack, component: Component, load: Load) -> tuple[i
             if code != 0:
                 return code, stderr
             await spool.flush()
+            if parallel_data:
+                filled = await asyncio.to_thread(fill_offsets, spool.fd)
+                log.info("event=restore.offsets component=%s filled=%d", component.name,
+                         filled)
             loaded = time.monotonic()
             back.progress.phase += f", indexes and constraints (pg_restore -j{load.jobs})"
             sections = ["--section=data"] if parallel_data else []

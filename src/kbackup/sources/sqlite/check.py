@@ -25,6 +25,7 @@ from kbackup.sources.sqlite.snapshot import (
     row_counts,
     run_checks,
 )
+from kbackup.sources.tools import count_mismatch
 
 
 async def write_stream(chunks: AsyncIterator[bytes], path: Path,
@@ -83,11 +84,9 @@ def _compare(path: Path, component: Component, checks: list[str]) -> int:
             got = row_counts(conn)
     except sqlite3.Error as exc:
         raise DriverError(f"sqlite {component.name}: counting rows failed: {exc}") from None
-    for table, rows in sorted((expected or {}).items()):
-        found = got.get(table)
-        if found != rows:
-            raise CheckFailed(f"sqlite {component.name}: table {table}: {rows} rows in manifest,"
-                              f" {'missing' if found is None else found} restored")
+    mismatch = count_mismatch(expected or {}, got)
+    if mismatch:
+        raise CheckFailed(f"sqlite {component.name}: {mismatch}")
     if checks:
         problem = run_checks(path, checks)
         if problem:

@@ -5,36 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from kbackup.config import JobConfig
 from kbackup.errors import check_result
 from kbackup.fields import SourceConfig
 from kbackup.repository import Component
-from kbackup.sources.base import (
-    DriverError,
-    Planned,
-    ReadBack,
-    RestoreContext,
-    RestoreOptions,
-    Source,
-    Step,
-)
+from kbackup.sources.base import Planned, RestoreContext, RestoreOptions, Source, Step
+from kbackup.sources.filelike import FileLikeDriver
 from kbackup.sources.sqlite import check, meta, restore
 from kbackup.sources.sqlite.config import SqliteSource
 from kbackup.sources.sqlite.snapshot import NotADatabase, check_file, connect
 from kbackup.sources.sqlite.stream import SqliteDatabase
-
-
-@contextmanager
-def _file_errors(what: str) -> Iterator[None]:
-    """sqlite3's and the OS's exceptions as the DriverError the jobs handle."""
-    try:
-        yield
-    except (sqlite3.Error, OSError) as exc:
-        raise DriverError(f"{what}: {exc}") from exc
 
 
 def probe(config: SqliteSource) -> dict[str, Any]:
@@ -53,16 +35,16 @@ def probe(config: SqliteSource) -> dict[str, Any]:
                         sqlite_version=sqlite3.sqlite_version)
 
 
-class SqliteDriver:
+class SqliteDriver(FileLikeDriver):
     table = "sqlite"
     component_kinds = ("sqlite",)
+    size_kind = "database"
+    checks = check
+    errors = (sqlite3.Error, OSError)
 
     def sources(self, config: SourceConfig) -> list[Source]:
         assert isinstance(config, SqliteSource)
         return [SqliteDatabase(config)]
-
-    async def expand(self, config: SourceConfig) -> list[Source]:
-        return self.sources(config)
 
     async def check(self, config: SourceConfig) -> dict[str, Any]:
         assert isinstance(config, SqliteSource)
@@ -71,33 +53,15 @@ class SqliteDriver:
     def summary(self, component: dict[str, Any]) -> dict[str, Any]:
         return meta.summary(component)
 
-    def size_label(self, component_kind: str) -> str | None:
-        return "database"
-
-    async def structure(self, back: ReadBack, component: Component) -> None:
-        back.progress.phase = f"structure sqlite {component.name}"
-        with _file_errors(f"sqlite {component.name}"):
-            await check.structure(back, component)
-
-    async def restore_test(self, back: ReadBack, component: Component) -> None:
-        back.progress.phase = f"restore-test sqlite {component.name}"
-        with _file_errors(f"sqlite {component.name}"):
-            await check.restore_test(back, component)
-
-    def selected(self, component: Component, request: RestoreOptions) -> bool:
-        if request.all_databases:  # PostgreSQL's databases, each to its own name
-            return False
-        return not request.component or component.name == request.component
-
-    def restore_rank(self, component: Component) -> int:
-        return 1
+    def verify_context(self, component: Component) -> str | None:
+        return f"sqlite {component.name}"
 
     async def plan(self, job: JobConfig, component: Component,
                    request: RestoreOptions) -> Planned:
         return restore.plan_sqlite(job, component, request)
 
     async def restore(self, ctx: RestoreContext, step: Step, component: Component) -> None:
-        with _file_errors(f"restoring sqlite {component.name} to {step.target}"):
+        with self.driver_errors(f"restoring sqlite {component.name} to {step.target}"):
             await restore.restore_sqlite(ctx, step, component)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from kbackup.repository import Component
+from kbackup.sources.tools import counted_summary
 
 FIELD = "sqlite"  # the manifest component's field holding SqliteMeta
 
@@ -33,10 +34,5 @@ class SqliteMeta(BaseModel):
 
 def summary(component: dict[str, Any]) -> dict[str, Any]:
     """The listing's `sqlite` view of a component (manifest JSON, as the catalog has it)."""
-    found = component.get(FIELD)
-    if not found:
-        return {}
-    counts = found.get("row_counts") or {}
-    return {FIELD: {"sqlite_version": found.get("sqlite_version"),
-                    "page_size": found.get("page_size"), "tables": len(counts),
-                    "rows": sum(counts.values()), "integrity": found.get("integrity_check")}}
+    return counted_summary(component, FIELD, ("sqlite_version", "page_size"),
+                           {"integrity": "integrity_check"})

@@ -21,6 +21,7 @@ from kbackup.sources.sqlite.check import decoded_check, write_stream
 from kbackup.sources.sqlite.config import SqliteSource
 from kbackup.sources.sqlite.holders import holders
 from kbackup.sources.sqlite.snapshot import SIDE_FILES, connect, remove_with_side_files
+from kbackup.sources.tools import check_writable
 
 
 def open_by(path: Path, force_open: bool) -> str | None:
@@ -32,17 +33,6 @@ def open_by(path: Path, force_open: bool) -> str | None:
         return None
     return (f"{path} is open by {', '.join(found)}: stop it first, or add --force-open"
             " (that process must then be restarted)")
-
-
-def _check_writable(directory: Path, option: str) -> None:
-    """The daemon must be able to create the file beside the target (under systemd only
-    ReadWritePaths= are writable)."""
-    probe = directory
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PlanRefused(f"{option}: {probe} is not writable by the daemon (under systemd add"
-                          " it to ReadWritePaths= with `systemctl edit kbackupd`)")
 
 
 def _plan_to_path(component: Component, request: RestoreOptions) -> Planned:
@@ -61,7 +51,7 @@ def _plan_to_path(component: Component, request: RestoreOptions) -> Planned:
     problem = open_by(target, request.force_open)
     if problem:
         raise PlanRefused(problem)
-    _check_writable(target.parent, f"--to-path {target}")
+    check_writable(target.parent, f"--to-path {target}")
     detail = (f"{'REPLACE' if exists else 'create'} {target} with sqlite {component.name}"
               " (written beside it, then renamed)")
     return Planned(Step(component.name, "sqlite-new", str(target), detail, destructive=exists,
@@ -74,7 +64,7 @@ def _plan_in_place(job: JobConfig, component: Component, request: RestoreOptions
         raise PlanRefused(f"sqlite {component.name}: not configured in job {job.name}, so its"
                           " live path is unknown; use --to-path PATH")
     live = source.path
-    _check_writable(live.parent, f"--in-place {live}")
+    check_writable(live.parent, f"--in-place {live}")
     if not live.exists():
         return Planned(Step(component.name, "sqlite-replace", str(live),
                             f"{live} does not exist: create it", size_bytes=component.raw_bytes,
