@@ -191,9 +191,14 @@ def test_cross_origin_changes_are_refused(remote: tuple[KbEnv, Remote, Path]) ->
                               headers=headers)
         assert answer.status == 403, (headers, answer.body)
         assert answer.json()["error"].startswith("refused:")
-    same = http.request("POST", "/v1/jobs/no-such-job/run", {}, token=token,
-                        headers={"Origin": here, "Sec-Fetch-Site": "same-origin"})
-    assert same.status == 404  # past the safeguards: the job does not exist
+    for headers in ({"Origin": here, "Sec-Fetch-Site": "same-origin"},
+                    {"Origin": "null", "Sec-Fetch-Site": "same-origin"}):  # no-referrer form
+        same = http.request("POST", "/v1/jobs/no-such-job/run", {}, token=token,
+                            headers=headers)
+        assert same.status == 404, headers  # past the safeguards: the job does not exist
+    sandboxed = http.request("POST", "/v1/jobs/no-such-job/run", {}, token=token,
+                             headers={"Origin": "null", "Sec-Fetch-Site": "same-site"})
+    assert sandboxed.status == 403
     status, _, _ = socket_request(kb, "POST", "/v1/reload", {
         "Host": "localhost:8080", "Origin": "http://evil.example", "Content-Length": "0"})
     assert status == 403

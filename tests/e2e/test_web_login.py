@@ -181,4 +181,4 @@ def test_login_page_is_plain_html_without_script(site: tuple[KbEnv, Remote]) -> 
     page = http.request("GET", "/login")
     assert page.headers["Content-Type"].startswith("text/html")
     assert b"<script" not in page.body and b" style=" not in page.body
-    assert b'<form method="post" action="/login">' in page.body
+    assert b'<form method="post" action="/login" class="action">' in page.body

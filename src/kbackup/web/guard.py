@@ -9,7 +9,10 @@ so another web site must not be able to use that browser:
   on, [web] server_names). A page of evil.example whose DNS name is rebound to 127.0.0.1
   sends `Host: evil.example` and gets 421: it cannot read answers nor post through the tunnel.
 - A request that changes something (not GET/HEAD/OPTIONS) with an Origin header must come
-  from this very host and scheme; `Sec-Fetch-Site: cross-site` is refused outright.
+  from this very host and scheme; `Sec-Fetch-Site: cross-site` is refused outright. A
+  browser sends `Origin: null` for the forms of a page with `Referrer-Policy: no-referrer`:
+  that is taken only together with `Sec-Fetch-Site: same-origin` (a header no page can
+  forge), so a sandboxed frame or a data: page of another site, also "null", stays out.
 - Every answer carries a Content-Security-Policy without inline script, no framing
   (clickjacking), no MIME sniffing, no Referer (ids in URLs stay here), and HSTS on TLS.
 """
@@ -67,9 +70,12 @@ def refusal(request: web.Request) -> web.Response | None:
                           " [web] server_names if it is)")
     if request.method in SAFE_METHODS:
         return None
-    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
+    if fetch_site == "cross-site":
         return error(403, "refused: a cross-site request may not change anything")
     origin = request.headers.get("Origin")
+    if origin == "null" and fetch_site == "same-origin":
+        return None  # a form of our own page: Referrer-Policy no-referrer makes it "null"
     if origin is not None:
         scheme = "https" if request.secure else "http"
         parts = urlsplit(origin)
