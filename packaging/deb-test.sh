@@ -418,6 +418,24 @@ ct kbackupctl verify "$backup_id" --level restore-test --wait >"$LOGS/verify.out
     { cat "$LOGS/verify.out" >&2; die "kbackupctl verify --level restore-test failed"; }
 ok "kbackupctl verify $backup_id --level restore-test: $(tail -1 "$LOGS/verify.out")"
 
+log "the dashboard on the socket, as alice (its templates and static files are in the package)"
+dashboard=$(ct_as alice python3 -c '
+import socket
+def get(path):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect("/run/kbackup/kbackupd.sock")
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.decode(errors="replace")
+home, css = get("/"), get("/static/dash.css")
+print(home.split(" ")[1], css.split(" ")[1], "Overview" in home, ">shop<" in home,
+      "Run now" in home)') || die "the dashboard could not be read"
+[ "$dashboard" = "200 200 True True False" ] ||
+    die "dashboard: expected the overview with job shop and no actions for a viewer, got: $dashboard"
+ok "dashboard: / and /static/dash.css answer alice (a viewer: no Run now button)"
+
 # ---- hooks around the app (issue 17) -------------------------------------------------------
 # The recipe of README.md: a polkit rule lets user kbackup stop and start one named unit; the
 # unit's sandbox (NoNewPrivileges=, no setuid) is left as it is. A dummy app.service is stopped
