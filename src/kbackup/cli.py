@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kbackup.ctl.access import add_parsers as add_access_parsers
+from kbackup.ctl.access import cmd_token, cmd_web
 from kbackup.ctl.actions import (
     cmd_config_check,
     cmd_keys,
@@ -223,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="why (shown with the silence)")
     p = sub.add_parser("check", help="Nagios/Icinga check: one line, exit 0/1/2/3")
     p.add_argument("job", nargs="?")
+    add_access_parsers(sub)  # token, web
     return parser
 
 
@@ -248,6 +251,8 @@ COMMANDS = {
     "catalog": cmd_rescan,
     "alerts": cmd_alerts,
     "check": cmd_check,
+    "token": cmd_token,
+    "web": cmd_web,
 }
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import sdnotify
 
 from kbackup import __version__
+from kbackup.access import Access
+from kbackup.access.store import StoreError
 from kbackup.alerts.monitor import Monitor
 from kbackup.audit import AuditLog
 from kbackup.catalog import Catalog, CatalogError, iso, parse_iso, utcnow
@@ -53,6 +55,7 @@ class Daemon:
                                lambda: list(self.runner.active.values()))  # health, alerts
         self.runner.on_finish = self.monitor.run_finished
         self.audit = AuditLog(self.catalog)  # restores and deletions, newest first
+        self.access = Access(config.daemon.state_dir, self.clock.now)  # tokens, web users
         self.notifier = sdnotify.SystemdNotifier()
         self.started_at = utcnow()
         self.stopping = asyncio.Event()
@@ -131,7 +134,8 @@ class Daemon:
         await self.recover()
         self.scheduler.configure(self.config)
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
-        self.api_runner = await start_api(Services(self), self.config.daemon.socket)
+        self.api_runner, self.listener = await start_api(Services(self),
+                                                         self.config.daemon.socket)
         await self.monitor.start()
         self._tasks.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         self.notify("READY=1")
@@ -193,11 +197,21 @@ class Daemon:
         await self.runner.reconfigure(new, storages)
         self.scheduler.configure(new)
         self.monitor.reconfigure(new, storages)
-        self.last_reload_error = None
+        self.last_reload_error = await self._listen(new)
         log.info("event=reload.ok jobs=%d", len(new.jobs))
         warn_missing_hook_programs(new)
         self.notify("READY=1")
         self._update_status()
+        return None
+
+    async def _listen(self, config: Config) -> str | None:
+        """Move the TCP listener to what [web] now says; the reason when it cannot."""
+        try:
+            await self.listener.apply(config.settings.web)
+        except OSError as exc:  # the port is taken, the certificate does not load
+            log.error("event=web.listen_failed address=%s error=%r", config.settings.web.listen,
+                      str(exc))
+            return f"web.listen: {config.settings.web.listen}: {exc}"
         return None
 
     async def stop(self) -> None:
@@ -276,7 +290,7 @@ class Daemon:
 async def serve(config: Config) -> int:
     try:
         daemon = Daemon(config, clock_from_env())
-    except CatalogError as exc:  # e.g. a catalog written by a newer kbackupd
+    except (CatalogError, StoreError) as exc:  # e.g. a catalog written by a newer kbackupd
         log.error("event=daemon.start_failed error=%r", str(exc))
         return 1
     loop = asyncio.get_running_loop()

@@ -7,6 +7,8 @@ classes a request can meet have their HTTP status in one table (api/server.py, S
     KbackupError
     |-- Invalid          a request value is wrong                                 400
     |-- NotFound         no such job, backup, run, target, channel, silence       404
+    |-- Unauthenticated  a TCP caller without valid credentials (api/auth.py)    401
+    |-- Throttled        too many failed logins or tokens; `retry_after`          429
     |-- Refused          refused before anything changed (busy, paused, guard)    409
     |-- ConfigError      config files (config/)                                   422
     |-- ToolError        an external tool failed (process.py); `stderr`
@@ -45,6 +47,19 @@ class Invalid(KbackupError):
 
 class NotFound(KbackupError):
     """The thing a request names does not exist; the message says how to find the right one."""
+
+
+class Unauthenticated(KbackupError):
+    """A TCP caller sent no credentials, or a token or session that is not (or no longer)
+    valid; the message says which and how to get one."""
+
+
+class Throttled(KbackupError):
+    """Too many failures from this address or for this name; try again after retry_after s."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Refused(KbackupError):

@@ -20,10 +20,12 @@ from kbackup.storage import StorageError
 from kbackup.views import backup_view, job_view, pause_view, run_view, verification_view
 
 if TYPE_CHECKING:
+    from kbackup.access import Access
     from kbackup.alerts.monitor import Monitor
     from kbackup.audit import AuditLog
     from kbackup.catalog import Catalog
     from kbackup.config import Config, JobConfig
+    from kbackup.config.web import WebSection
     from kbackup.jobs.restore_plan import Plan, RestoreRequest
     from kbackup.runner import ActiveRun, Runner
     from kbackup.scheduler import Clock
@@ -43,6 +45,7 @@ class Core(Protocol):
     monitor: Monitor
     clock: Clock
     audit: AuditLog
+    access: Access
 
     def status(self) -> dict[str, Any]: ...
     def job_status(self, name: str) -> dict[str, Any]: ...
@@ -359,6 +362,10 @@ class Admin(_Service):
         """The socket group (read access) and the admin group."""
         return self.config.daemon.socket_group, self.config.daemon.admin_group
 
+    def web(self) -> WebSection:
+        """[web]: the TCP listener, its host names, the session lifetime."""
+        return self.config.settings.web
+
     async def reload(self) -> None:
         from kbackup.errors import ConfigError
 
@@ -380,3 +387,4 @@ class Services:
         self.storage = Targets(daemon)
         self.sources = SourceProbes(daemon)
         self.admin = Admin(daemon)
+        self.access = daemon.access  # tokens, web users, sessions, throttles (TCP callers)

@@ -156,6 +156,30 @@ class RestoreBody(Body):
     yes: bool = False
 
 
+# A token's or web user's name (kbackup.access checks nothing else about it).
+AccountName = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
+AccountRole = Literal["viewer", "admin"]
+
+
+class TokenBody(Body):
+    """POST /v1/tokens: the new token is in the answer, once."""
+
+    name: AccountName = Field(description=f"the token's name: {LABEL_RULE}")
+    role: AccountRole = Field(description="viewer reads; admin may also change things")
+    expires: Duration | None = Field(None, description="a lifetime like '90d', or seconds;"
+                                     " none: until revoked")
+
+
+class WebUserBody(Body):
+    """POST /v1/web/users: a web login for the TCP listener (the password is hashed)."""
+
+    name: AccountName = Field(description=LABEL_RULE)
+    role: AccountRole
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024, pattern=NO_NUL)]
+    replace: bool = Field(False, description="set a new password and role for an existing"
+                          " user (and end their sessions)")
+
+
 # ---------------------------------------------------------------------- query strings
 
 

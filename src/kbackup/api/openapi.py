@@ -49,9 +49,11 @@ def _op(
     """One operation; `query` and `body` are the models its handler validates with."""
     op: dict[str, Any] = {
         "summary": summary,
-        "description": f"Requires the {role} role (socket group for read, admin group to change).",
+        "description": f"Requires the {role} role (socket group for read, admin group to change;"
+                       " on TCP a viewer token or user reads, an admin one may change).",
         "responses": {
             ok: {"description": "OK", "content": {"application/json": {}}},
+            "401": {"$ref": "#/components/responses/Unauthorized"},
             "403": {"$ref": "#/components/responses/Forbidden"},
         },
     }
@@ -82,8 +84,13 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "kbackupd API",
         "version": __version__,
-        "description": "HTTP/JSON over the Unix socket /run/kbackup/kbackupd.sock.",
+        "description": "HTTP/JSON over the Unix socket /run/kbackup/kbackupd.sock (the caller"
+                       " is known by its peer credentials: no security scheme applies), and"
+                       " over the [web] listen TCP address with an API token"
+                       " (`Authorization: Bearer`, kbackupctl token create) or a web login's"
+                       " session cookie.",
     },
+    "security": [{}, {"bearerAuth": []}, {"sessionCookie": []}],
     "paths": {
         "/v1/status": {
             "get": _op("Daemon and per-job state: last run, last backup, next run", "read")
@@ -161,6 +168,25 @@ OPENAPI: dict[str, Any] = {
             " ok, reason, server version, databases and sizes", "read",
             query=models.JobQuery)},
         "/v1/openapi.json": {"get": _op("This document", "read")},
+        "/v1/tokens": {
+            "get": _op("API tokens: name, role, created, expires, last_used, revoked, state"
+                       " (never the token); Unix socket only", "admin"),
+            "post": _op("Create an API token; the answer's `token` is shown this once (only"
+                        " its SHA-256 is kept); Unix socket only", "admin", ok="201",
+                        body=models.TokenBody),
+        },
+        "/v1/tokens/{name}/revoke": {"post": _op(
+            "Revoke a token: it is refused (401) from then on; Unix socket only", "admin",
+            [_path_param("name")], body=models.EmptyBody)},
+        "/v1/web/users": {
+            "get": _op("Web users of the TCP listener: name, role, created; Unix socket only",
+                       "admin"),
+            "post": _op("Add a web user (the password is stored as an argon2id hash); Unix"
+                        " socket only", "admin", ok="201", body=models.WebUserBody),
+        },
+        "/v1/web/users/{name}": {"delete": _op(
+            "Remove a web user and end their sessions; Unix socket only", "admin",
+            [_path_param("name")])},
     },
     "components": {
         "schemas": {
@@ -176,7 +202,21 @@ OPENAPI: dict[str, Any] = {
             },
             **SCHEMAS,
         },
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "description":
+                           "An API token (kbackupctl token create NAME --role viewer|admin)"
+                           " on the TCP listener"},
+            "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "kb_session",
+                              "description": "The session of a web login (POST /login)"},
+        },
         "responses": {
+            "Unauthorized": {
+                "description": "TCP only: no credentials, or a token that is unknown, revoked"
+                               " or expired (the error says which); header WWW-Authenticate:"
+                               " Bearer. 429 when too many invalid tokens came from the"
+                               " address (header Retry-After)",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
             "Forbidden": {
                 "description": "Caller lacks the required group",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

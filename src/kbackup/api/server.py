@@ -1,7 +1,10 @@
-"""The aiohttp application on the Unix socket: routes, authorization, JSON errors.
+"""The aiohttp application on the Unix socket (and the [web] TCP listener): routes,
+authorization, JSON errors.
 
 Reads (GET) need the socket group, everything that changes state needs the admin group; the
-caller is identified per request with SO_PEERCRED, never by anything the client says.
+caller is identified per request with SO_PEERCRED, never by anything the client says. On TCP
+the caller is a bearer token or a web session with its role (api/auth.py); the browser
+safeguards (Host, Origin, security headers: web/guard.py) apply on both.
 """
 
 from __future__ import annotations
@@ -12,14 +15,30 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
+from math import ceil
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from aiohttp import web
 
-from kbackup.api import alerts_routes, delete_routes, pause_routes, sources_routes
-from kbackup.api.auth import ADMIN, Caller, identify, peer_credentials
+from kbackup.api import (
+    access_routes,
+    alerts_routes,
+    delete_routes,
+    pause_routes,
+    sources_routes,
+)
+from kbackup.api.auth import (
+    ADMIN,
+    Caller,
+    identify,
+    is_unix,
+    peer_credentials,
+    remote_caller,
+)
 from kbackup.api.common import SERVICES, error, page, services_of
+from kbackup.api.listener import TcpListener
 from kbackup.api.models import (
     MAX_BODY_BYTES,
     BackupsQuery,
@@ -42,9 +61,13 @@ from kbackup.errors import (
     NotFound,
     Refused,
     StorageError,
+    Throttled,
+    Unauthenticated,
 )
 from kbackup.storage.remote import TransientError
+from kbackup.web import login
 from kbackup.web.app import add_dashboard
+from kbackup.web.guard import safeguard, security_headers
 
 if TYPE_CHECKING:
     from kbackup.services import Services
@@ -65,11 +88,13 @@ HANDLER_ARGS = {"max_line_size": 65536, "max_field_size": 65536}
 # exception, is unexpected: a 500 naming an error id (internal_error).
 STATUS: dict[type[KbackupError], int] = {
     Invalid: 400,
+    Unauthenticated: 401,
     NotFound: 404,
     Refused: 409,
     ConfigError: 422,
     TransientError: 503,
     StorageError: 502,
+    Throttled: 429,
 }
 
 
@@ -110,7 +135,14 @@ def oversized(request: web.Request) -> web.Response | None:
     return None
 
 
+PUBLIC = ("/login", "/logout")  # answered without a caller: the login page logs one in
+PUBLIC_PREFIX = "/static/"
+
+
 def caller_of(request: web.Request) -> Caller:
+    """Who is calling: peer credentials on the Unix socket, a token or a session on TCP."""
+    if not is_unix(request):
+        return remote_caller(request, services_of(request).access)
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is None:
         raise web.HTTPForbidden(text="cannot identify caller")
@@ -118,46 +150,79 @@ def caller_of(request: web.Request) -> Caller:
     return identify(pid, uid, gid, *services_of(request).admin.access())
 
 
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+def refusal(request: web.Request, caller: Caller) -> web.Response | None:
+    """The 403 of a caller without the role the request needs, else None."""
     socket_group, admin_group = services_of(request).admin.access()
-    try:
-        refused = oversized(request)
-        if refused is not None:
-            return refused
-        caller = caller_of(request)
-    except web.HTTPException as exc:
-        return http_error(request, exc)
-    except Exception:
-        return internal_error(request)
-    request["caller"] = caller
-    needs_admin = request.method not in ("GET", "HEAD")
     if caller.role is None:
         group = socket_group or "the daemon's"
         return error(
             403,
             f"user {caller.user} (uid {caller.uid}) is not in group {group}: read access denied",
         )
-    if needs_admin and caller.role != ADMIN:
-        group = admin_group or "admin"
-        return error(
-            403,
-            f"user {caller.user} may only read: {request.method} {request.path}"
-            f" needs membership in group {group} (or root)",
-        )
+    if request.method in ("GET", "HEAD") or caller.role == ADMIN:
+        return None
+    if caller.via != "socket":
+        return error(403, f"{caller.user} has the viewer role: {request.method}"
+                          f" {request.path[:200]} needs the admin role")
+    return error(
+        403,
+        f"user {caller.user} may only read: {request.method} {request.path}"
+        f" needs membership in group {admin_group or 'admin'} (or root)",
+    )
+
+
+def unidentified(request: web.Request, exc: KbackupError) -> web.Response:
+    """401 (with WWW-Authenticate), a page's redirect to the login, or 429 (Retry-After)."""
+    if isinstance(exc, Throttled):
+        response = error(429, str(exc))
+        response.headers["Retry-After"] = str(ceil(exc.retry_after))
+        return response
+    if request.method == "GET" and not request.path.startswith(("/v1/", "/metrics")):
+        return web.Response(status=303, headers={
+            "Location": f"/login?next={quote(request.path_qs, safe='')}"})
+    response = error(401, str(exc))
+    response.headers["WWW-Authenticate"] = 'Bearer realm="kbackupd"'
+    return response
+
+
+async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's answer; its errors as JSON answers with their status (STATUS)."""
     try:
-        response = await handler(request)
+        return await handler(request)
     except web.HTTPException as exc:
         if exc.status >= 400:
-            response = http_error(request, exc)
-        else:
-            raise
+            return http_error(request, exc)
+        raise
     except KbackupError as exc:
         status = status_of(exc)
-        response = internal_error(request) if status is None else error(status, str(exc))
+        return internal_error(request) if status is None else error(status, str(exc))
     except Exception:
-        response = internal_error(request)
-    if needs_admin:
+        return internal_error(request)
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    caller: Caller | None = None
+    try:
+        refused = oversized(request)
+        if refused is not None:
+            return refused
+        if request.path not in PUBLIC and not request.path.startswith(PUBLIC_PREFIX):
+            caller = caller_of(request)
+    except (Unauthenticated, Throttled) as exc:
+        return unidentified(request, exc)
+    except web.HTTPException as exc:
+        return http_error(request, exc)
+    except Exception:
+        return internal_error(request)
+    if caller is None:
+        return await answer(request, handler)
+    request["caller"] = caller
+    refused = refusal(request, caller)
+    if refused is not None:
+        return refused
+    response = await answer(request, handler)
+    if request.method not in ("GET", "HEAD"):
         log.info(
             "event=api.call method=%s path=%s user=%s uid=%d status=%d",
             request.method,
@@ -280,9 +345,11 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 def build_app(services: Services) -> web.Application:
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES,
-                          handler_args=HANDLER_ARGS)
+    app = web.Application(middlewares=[safeguard, guard],
+                          client_max_size=MAX_BODY_BYTES, handler_args=HANDLER_ARGS)
     app[SERVICES] = services
+    app.on_response_prepare.append(security_headers)
+    login.register(app)  # /login, /logout
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/jobs", get_jobs)
     app.router.add_post("/v1/jobs/{job}/run", post_run)
@@ -303,7 +370,8 @@ def build_app(services: Services) -> web.Application:
     delete_routes.register(app)  # DELETE /v1/backups/{id}, /v1/audit
     pause_routes.register(app)  # /v1/jobs/{job}/pause, /resume
     sources_routes.register(app)  # /v1/sources/check
-    add_dashboard(app)  # the pages at /, /jobs, /backups...: kbackup/web
+    access_routes.register(app)  # /v1/tokens, /v1/web/users
+    add_dashboard(app)  # the pages at /, /jobs, /backups...: kbackup/web (+ the CSRF cookie)
     return app
 
 
@@ -341,12 +409,19 @@ def bind_socket(path: Path, group: str | None) -> socket.socket:
     return sock
 
 
-async def start_api(services: Services, path: Path) -> web.AppRunner:
-    """Serve the API for `services` on a Unix socket at path (group: the socket group)."""
+async def start_api(services: Services, path: Path) -> tuple[web.AppRunner, TcpListener]:
+    """Serve the API for `services` on a Unix socket at path (group: the socket group) and,
+    when [web] listen is set, on TCP; the listener follows the config at each reload."""
     app = build_app(services)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     sock = bind_socket(path, services.admin.access()[0])
     site = web.SockSite(runner, sock)
     await site.start()
-    return runner
+    listener = TcpListener(runner)
+    try:
+        await listener.apply(services.admin.web())
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner, listener

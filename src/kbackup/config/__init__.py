@@ -43,6 +43,7 @@ from kbackup.config.storage import (
     StorageConfig,
     WebDAVStorageConfig,
 )
+from kbackup.config.web import WebSection
 from kbackup.fields import (
     DEFAULT_CONFIG_DIR,
     ConfigError,
@@ -60,7 +61,7 @@ __all__ = [
     "JobConfig", "JobThresholds", "LocalStorageConfig", "MetricsConfig",
     "RetentionConfig", "S3StorageConfig", "Schedule", "SlackChannelConfig", "StorageConfig",
     "ThresholdsConfig", "VerifyConfig", "VerifyLevel", "WebDAVStorageConfig",
-    "WebhookChannelConfig", "load_config", "read_secret_file",
+    "WebSection", "WebhookChannelConfig", "load_config", "read_secret_file",
 ]
 
 
@@ -88,6 +89,7 @@ class DaemonSettings(BaseSettings):
     thresholds: ThresholdsConfig = ThresholdsConfig()  # issue 6: health
     alerts: dict[Name, AlertChannelConfig] = Field(default_factory=dict)
     metrics: MetricsConfig = MetricsConfig()
+    web: WebSection = WebSection()  # issue 18: the TCP listener
 
     @classmethod
     def settings_customise_sources(
@@ -191,6 +193,9 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
             if not secret.is_file():
                 problems.append(f"{main_file}: alerts.{channel_name}.{field}: {secret}"
                                 " does not exist or is not a file")
+
+    if settings is not None:
+        problems += settings.web.problems(main_file)
 
     jobs: dict[str, JobConfig] = {}
     job_files: dict[str, Path] = {}

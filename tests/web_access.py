@@ -1,0 +1,134 @@
+"""A kbackupd with its [web] TCP listener on 127.0.0.1 over TLS (a self-signed certificate made
+with openssl for the test), and real HTTPS requests to it with that certificate as the CA.
+
+Requests can leave from any loopback address (127.0.0.2, ...), so each throttling test has a
+client address of its own."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import KbEnv, free_port
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1 and its key, made by openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (scripts/sysdeps.sh installs it)")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    key.chmod(0o600)
+    return cert, key
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def cookies(self) -> dict[str, str]:
+        """Set-Cookie headers by cookie name, each whole (value and flags)."""
+        found = {}
+        for header in self.headers.get_all("Set-Cookie") or []:
+            found[header.split("=", 1)[0].strip()] = header
+        return found
+
+
+class Remote:
+    """HTTPS to the daemon's TCP listener, trusting only the test's certificate."""
+
+    def __init__(self, port: int, cafile: Path):
+        self.port = port
+        self.context = ssl.create_default_context(cafile=str(cafile))
+
+    def request(self, method: str, path: str, body: Any = None, token: str | None = None,
+                headers: dict[str, str] | None = None, source: str = "127.0.0.1",
+                form: dict[str, str] | None = None) -> Answer:
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context,
+                                           timeout=30, source_address=(source, 0))
+        sent = dict(headers or {})
+        data: bytes | None = None
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        if form is not None:
+            from urllib.parse import urlencode
+
+            data = urlencode(form).encode()
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            conn.request(method, path, body=data, headers=sent)
+            response = conn.getresponse()
+            return Answer(response.status, response.headers, response.read())
+        finally:
+            conn.close()
+
+
+@contextmanager
+def tls_daemon(base: Path, web_extra: str = "",
+               env: dict[str, str] | None = None) -> Iterator[tuple[KbEnv, Remote]]:
+    """A daemon with a files job `docs` and [web] listen on 127.0.0.1 with TLS."""
+    sockdir = Path(tempfile.mkdtemp(prefix="kbs", dir="/tmp"))
+    sockdir.chmod(0o755)
+    kb = KbEnv(base, sockdir)
+    cert, key = self_signed(base)
+    port = free_port()
+    kb.write_daemon(extra=f"""
+[web]
+listen = "127.0.0.1:{port}"
+tls_cert_file = "{cert}"
+tls_key_file = "{key}"
+{web_extra}
+""")
+    tree = base / "docs"
+    tree.mkdir()
+    (tree / "a.txt").write_text("hello\n")
+    kb.write_job("docs", f'targets = ["local"]\n\n[[files]]\nname = "docs"\npath = "{tree}"\n')
+    kb.start(env=env)
+    try:
+        yield kb, Remote(port, cert)
+    finally:
+        kb.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def socket_request(kb: KbEnv, method: str, path: str,
+                   headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.0 exchange on the Unix socket with exactly these headers (Host included)."""
+    head = f"{method} {path} HTTP/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(kb.socket))
+        sock.sendall((head + "\r\n").encode("latin-1"))
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    header, _, payload = raw.partition(b"\r\n\r\n")
+    lines = header.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), fields, payload
