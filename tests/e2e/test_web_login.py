@@ -166,6 +166,26 @@ def test_logout_and_removal_end_sessions(site: tuple[KbEnv, Remote]) -> None:
     assert "temp" not in {u["name"] for u in kb.ctl_json("web", "user", "list")}
 
 
+def test_a_session_page_logs_out_with_its_own_form(site: tuple[KbEnv, Remote]) -> None:
+    """Every page of a web login has a Log out form; posting it (the page's own CSRF token)
+    ends the session. On the socket there is nothing to log out of, so no form."""
+    kb, http = site
+    sid = session_of(log_in(http, "victor", PASSWORDS["victor"]))
+    page = http.request("GET", "/", headers={"Cookie": f"kb_session={sid}"})
+    assert page.status == 200 and b'action="/logout"' in page.body
+    token = re.search(rb'action="/logout".*?name="csrf_token" value="([^"]+)"', page.body)
+    assert token is not None, page.body
+    cookie = page.cookies()["kb_csrf"].split(";")[0].split("=", 1)[1]
+    assert cookie == token.group(1).decode()
+    out = http.request("POST", "/logout", form={"csrf_token": cookie},
+                       headers={"Cookie": f"kb_csrf={cookie}; kb_session={sid}"})
+    assert out.status == 303 and out.headers["Location"] == "/login"
+    after = http.request("GET", "/v1/jobs", headers={"Cookie": f"kb_session={sid}"})
+    assert after.status == 401
+    _, _, socket_page = socket_request(kb, "GET", "/", {"Host": "localhost:8080"})
+    assert b"Overview" in socket_page and b'action="/logout"' not in socket_page
+
+
 def test_the_socket_needs_no_login(site: tuple[KbEnv, Remote]) -> None:
     kb, _ = site
     status, headers, _ = socket_request(kb, "GET", "/login?next=/jobs",

@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from kbackup.api.auth import ADMIN
+from kbackup.api.auth import ADMIN, SESSION_COOKIE
 from kbackup.ctl.output import ago, progress_text, short_time
 from kbackup.times import format_duration, parse_iso
 from kbackup.units import format_size
@@ -69,10 +69,12 @@ def render(request: web.Request, template: str, context: dict[str, Any],
            status: int = 200) -> web.Response:
     """The page, with the caller's role, the forms' CSRF token and the redirect's notice."""
     admin = request["caller"].role == ADMIN
+    session = SESSION_COOKIE in request.cookies  # a web login (TCP): it can log out
     context = {
         "admin": admin,
+        "session": session,
         "user": request["caller"].user,
-        "csrf": csrf_token(request) if admin else "",
+        "csrf": csrf_token(request) if admin or session else "",
         "path": request.path,
         "now": datetime.now(UTC),
         **flashed(request),
