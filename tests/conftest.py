@@ -380,8 +380,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = ""
 
 def request(kb: KbEnv, method: str, path: str, body: bytes | None = None,
             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """One raw HTTP/1.0 exchange on the daemon's socket: whatever bytes we like."""
-    head = f"{method} {path} HTTP/1.0\r\nHost: kbackupd\r\n"
+    """One raw HTTP/1.0 exchange on the daemon's socket: whatever bytes we like (Host is
+    kbackupd, as kbackupctl sends it, unless headers name another)."""
+    head = f"{method} {path} HTTP/1.0\r\n"
+    if not any(name.lower() == "host" for name in headers or {}):
+        head += "Host: kbackupd\r\n"
     for name, value in (headers or {}).items():
         head += f"{name}: {value}\r\n"
     if body is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import KbEnv, free_port
+from conftest import KbEnv, free_port, request
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -117,18 +116,4 @@ tls_key_file = "{key}"
 def socket_request(kb: KbEnv, method: str, path: str,
                    headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.0 exchange on the Unix socket with exactly these headers (Host included)."""
-    head = f"{method} {path} HTTP/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(30)
-        sock.connect(str(kb.socket))
-        sock.sendall((head + "\r\n").encode("latin-1"))
-        raw = b""
-        while chunk := sock.recv(65536):
-            raw += chunk
-    header, _, payload = raw.partition(b"\r\n\r\n")
-    lines = header.decode("latin-1").split("\r\n")
-    fields = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        fields[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), fields, payload
+    return request(kb, method, path, headers=headers)

@@ -21,21 +21,15 @@ from browser import chromium, full_page, screenshot_dir, until
 from kb_users import grouped_daemon
 from unix_forward import Forwarder, ForwarderAs
 
-from conftest import SHOP_COUNTS, SHOP_SCHEMA, KbEnv, PgServer, table_counts
+from conftest import SHOP_COUNTS, SHOP_SCHEMA, KbEnv, PgServer, made_database, table_counts
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def shop(pg: PgServer) -> Iterator[str]:
-    name = f"kbt_dash_{uuid.uuid4().hex[:8]}"
-    pg.create_database(name)
-    with pg.connect(name) as conn:
-        conn.execute(SHOP_SCHEMA)
-    try:
+    with made_database(pg, "kbt_dash", SHOP_SCHEMA) as name:
         yield name
-    finally:
-        pg.drop_database(name)
 
 
 @pytest.fixture(scope="module")
