@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from alert_servers import (
     QUIET,
@@ -22,6 +23,8 @@ from alert_servers import (
     test_cert,
 )
 from conftest import KbEnv, free_port, wait_for
+from kbackup.alerts.heartbeat import Heartbeats
+from kbackup.config import load_config
 
 __all__ = ["http_recorder", "smtp_server", "test_cert"]  # fixtures, for pytest
 
@@ -141,3 +144,45 @@ def test_a_broken_ping_server_never_holds_a_backup_and_is_a_warning_until_it_wor
     everything = kb.logs() + "".join(m[2].get_content() for m in smtp_server.mails)
     assert JOB_TOKEN not in everything and DAEMON_TOKEN not in everything
     assert "event=heartbeat.failed name=docs url=http://127.0.0.1/***" in everything
+
+
+async def test_plain_style_pings_success_and_the_fail_url_only(
+        http_recorder: HttpRecorder, tmp_path: Path) -> None:
+    """style = "plain" (Uptime Kuma push, Cronitor): no /start; success GETs the URL with its
+    query; a failure GETs fail_url_file's URL; a run a daemon stop aborted pings nothing."""
+    ok = secret_file(tmp_path, "ok.ping", http_recorder.url("/api/push/Tok?status=up&msg=OK"))
+    bad = secret_file(tmp_path, "bad.ping", http_recorder.url("/api/push/Tok?status=down"))
+    conf = tmp_path / "conf"
+    (conf / "jobs.d").mkdir(parents=True)
+    (conf / "kbackupd.toml").write_text(
+        f'[daemon]\nstate_dir = "{tmp_path}/state"\n'
+        f'[storage.local]\ntype = "local"\npath = "{tmp_path}/store"\n')
+    (conf / "jobs.d" / "shop.toml").write_text(f"""
+targets = ["local"]
+[heartbeat]
+url_file = "{ok}"
+style = "plain"
+fail_url_file = "{bad}"
+[[files]]
+name = "docs"
+path = "{tmp_path}"
+""")
+    pinger = Heartbeats(load_config(conf))
+
+    def run(run_id: str) -> SimpleNamespace:
+        return SimpleNamespace(job="shop", kind="backup", id=run_id, trigger="manual")
+
+    pinger.run_started(run("r1"))
+    pinger.run_finished(run("r1"), "complete", None)
+    await pinger.flush()
+    pinger.run_finished(run("r2"), "failed", "tar: /srv: Cannot open\nmore")
+    await pinger.flush()
+    pinger.run_finished(run("r3"), "failed", "aborted: daemon shutting down")
+    pinger.run_finished(SimpleNamespace(job="shop", kind="restore", id="r4", trigger="x"),
+                        "complete", None)
+    await pinger.flush()
+    assert [(r.method, r.path, r.query) for r in http_recorder.received()] == [
+        ("GET", "/api/push/Tok", "status=up&msg=OK"),
+        ("GET", "/api/push/Tok", "status=down"),
+    ]
+    assert pinger.states["shop"].failures == 0

@@ -149,7 +149,10 @@ class Heartbeats:
 
     def _fire(self, name: str, cfg: JobHeartbeatConfig, url_file: Path, suffix: str,
               body: str) -> None:
-        task = asyncio.create_task(self.send(name, cfg, url_file, suffix, body),
+        """healthchecks.io takes the result as a POST body; "plain" monitors (Uptime Kuma's
+        push) want a GET, their status in the URL's own query."""
+        sent = body if cfg.style == "healthchecks" else None
+        task = asyncio.create_task(self.send(name, cfg, url_file, suffix, sent),
                                    name=f"heartbeat-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
