@@ -111,6 +111,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
+    query: str = ""
 
     @property
     def json(self) -> Any:
@@ -118,7 +120,8 @@ class Recorded:
 
 
 class HttpRecorder:
-    """An aiohttp server on 127.0.0.1 in its own thread: records every POST and answers 200,
+    """An aiohttp server on 127.0.0.1 in its own thread: records every request (any method)
+    and answers 200,
     or `fail_with` for the next `failures` requests, or hangs `delay` seconds first."""
 
     def __init__(self) -> None:
@@ -138,7 +141,8 @@ class HttpRecorder:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         with self.lock:
-            self.requests.append(Recorded(request.path, dict(request.headers), body))
+            self.requests.append(Recorded(request.path, dict(request.headers), body,
+                                          request.method, request.query_string))
             failing = self.failures > 0
             self.failures -= 1 if failing else 0
         if self.delay:
@@ -150,7 +154,7 @@ class HttpRecorder:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())

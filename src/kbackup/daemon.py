@@ -54,6 +54,7 @@ class Daemon:
         self.monitor = Monitor(config, self.catalog, self.storages, self.clock,
                                lambda: list(self.runner.active.values()))  # health, alerts
         self.runner.on_finish = self.monitor.run_finished
+        self.runner.on_start = self.monitor.run_started  # heartbeat pings
         self.audit = AuditLog(self.catalog)  # restores and deletions, newest first
         self.access = Access(config.daemon.state_dir, self.clock.now)  # tokens, web users
         self.notifier = sdnotify.SystemdNotifier()

@@ -97,4 +97,22 @@ def evaluate_daemon(config: Config, facts: Facts) -> list[CheckResult]:
             f"alert channel {name} is failing since {since:%Y-%m-%d %H:%M} UTC"
             f" ({state.failures} failed sends): {state.last_error}",
             f"kbackupctl alerts test {name}"))
+    return results + check_heartbeats(facts)
+
+
+def check_heartbeats(facts: Facts) -> list[CheckResult]:
+    """A ping URL whose last ping failed after every retry: the external monitor will cry
+    wolf (or, worse, a dead daemon goes unnoticed) until it works again."""
+    results = []
+    for name, state in sorted(facts.heartbeats.items()):
+        what = "the daemon's heartbeat" if name == "daemon" else f"job {name}'s heartbeat"
+        if not state.failures:
+            results.append(_result(None, "heartbeat", name, OK, f"{what} pings get through"))
+            continue
+        since = state.failing_since or facts.now
+        results.append(_result(
+            None, "heartbeat", name, WARNING,
+            f"{what} pings fail since {since:%Y-%m-%d %H:%M} UTC ({state.failures} failed"
+            f" pings): {state.last_error}",
+            "check the ping URL file and the monitor; journalctl -u kbackupd -g heartbeat"))
     return results

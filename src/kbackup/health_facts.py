@@ -82,6 +82,7 @@ class Facts:
     channels: dict[str, ChannelState] = field(default_factory=dict)
     running: list[RunningRun] = field(default_factory=list)
     seen: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (job, item) -> first
+    heartbeats: dict[str, ChannelState] = field(default_factory=dict)  # "daemon" or a job
 
 
 class History(Protocol):

@@ -95,6 +95,7 @@ class Runner:
         self.active: dict[str, ActiveRun] = {}  # by exclusivity key (job name for writers)
         # Called with (run, status, error) once a run is recorded as finished (health, alerts).
         self.on_finish: Callable[[ActiveRun, str, str | None], None] | None = None
+        self.on_start: Callable[[ActiveRun], None] | None = None  # the heartbeat's /start
 
     async def reconfigure(self, config: Config, storages: dict[str, Storage]) -> None:
         """Running jobs keep the config they started with; new runs get the new one."""
@@ -202,6 +203,7 @@ class Runner:
                 timeout = config.jobs[run.job].timeout
                 run.progress.phase = "starting"
                 log.info("event=run.start job=%s kind=%s run=%s", run.job, run.kind, run.id)
+                self._hook("on_start", run)
                 try:
                     async with asyncio.timeout(timeout):
                         error = await work(run, config)
@@ -231,12 +233,16 @@ class Runner:
             self.catalog.finish_run(run.id, status, error, backup_id=backup_id)
             run.progress.phase = status
             self.active.pop(key, None)
-            if self.on_finish is not None:
-                try:
-                    self.on_finish(run, status, error)
-                except Exception:  # a hook must never break the runner
-                    log.exception("event=run.hook_failed run=%s", run.id)
+            self._hook("on_finish", run, status, error)
             run.done.set()
+
+    def _hook(self, name: str, run: ActiveRun, *args: Any) -> None:
+        hook = getattr(self, name)
+        if hook is not None:
+            try:
+                hook(run, *args)
+            except Exception:  # a hook must never break the runner
+                log.exception("event=run.hook_failed run=%s hook=%s", run.id, name)
 
     def using(self, backup_id: str) -> list[ActiveRun]:
         """Runs, running or queued, that read or write this backup (its restore, its

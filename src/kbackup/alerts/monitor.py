@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from kbackup import health, metrics
+from kbackup.alerts.heartbeat import Heartbeats
 from kbackup.alerts.manager import AlertManager
 from kbackup.alerts.store import AlertStore
 from kbackup.catalog import Catalog
@@ -102,6 +103,7 @@ class Monitor:
         self.active = active
         self.store = AlertStore(catalog)
         self.manager = AlertManager(self.store, config, clock)
+        self.heartbeats = Heartbeats(config, self.request_evaluation)  # issue 19
         self.results: list[CheckResult] = []
         self.disks: list[DiskStat] = []
         self.probes: dict[str, str | None] = {}
@@ -115,6 +117,7 @@ class Monitor:
         self.config = config
         self.storages = storages
         self.manager.reconfigure(config)
+        self.heartbeats.reconfigure(config)
         self.probes = {k: v for k, v in self.probes.items() if k in storages}
         self.request_evaluation()
 
@@ -123,6 +126,7 @@ class Monitor:
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._loop(), name="health"))
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="storage-probe"))
+        self.heartbeats.start()
         address = self.config.settings.metrics.address
         if address is not None:
             await self._serve_metrics(*address)
@@ -136,6 +140,7 @@ class Monitor:
             if pending:
                 log.warning("event=health.stop_slow tasks=%s",
                             ",".join(t.get_name() for t in pending))
+        await self.heartbeats.stop()
         await self.manager.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
@@ -143,9 +148,14 @@ class Monitor:
     def request_evaluation(self) -> None:
         self._wake.set()
 
+    def run_started(self, run: Any) -> None:
+        """Runner hook: the heartbeat's start ping."""
+        self.heartbeats.run_started(run)
+
     def run_finished(self, run: Any, status: str, error: str | None) -> None:
-        """Runner hook: notify per notify_on, then evaluate at once."""
+        """Runner hook: notify per notify_on and ping, then evaluate at once."""
         self.manager.run_finished(run.job, run.kind, run.id, status, error)
+        self.heartbeats.run_finished(run, status, error)
         self.request_evaluation()
 
     async def _loop(self) -> None:
@@ -187,6 +197,7 @@ class Monitor:
         running = [RunningRun(r.id, r.job, r.kind, r.started_at) for r in self.active()]
         return Facts(now=now, disks=disks, storage=dict(self.probes),
                      channels=self.store.channel_states(), running=running,
+                     heartbeats=dict(self.heartbeats.states),
                      seen=self.store.seen_since(self.config, now))
 
     async def evaluate(self) -> list[CheckResult]:

@@ -28,6 +28,7 @@ from kbackup.config.health import (
     ThresholdsConfig,
     WebhookChannelConfig,
 )
+from kbackup.config.heartbeat import DaemonHeartbeatConfig, JobHeartbeatConfig
 from kbackup.config.jobs import (
     CompressionConfig,
     EncryptionConfig,
@@ -57,8 +58,9 @@ from kbackup.fields import (
 
 __all__ = [
     "DEFAULT_CONFIG_DIR", "AlertChannelConfig", "CompressionConfig", "Config", "ConfigError",
-    "DaemonSection", "DaemonSettings", "EmailChannelConfig", "EncryptionConfig",
-    "JobConfig", "JobThresholds", "LocalStorageConfig", "MetricsConfig",
+    "DaemonHeartbeatConfig", "DaemonSection", "DaemonSettings", "EmailChannelConfig",
+    "EncryptionConfig",
+    "JobConfig", "JobHeartbeatConfig", "JobThresholds", "LocalStorageConfig", "MetricsConfig",
     "RetentionConfig", "S3StorageConfig", "Schedule", "SlackChannelConfig", "StorageConfig",
     "ThresholdsConfig", "VerifyConfig", "VerifyLevel", "WebDAVStorageConfig",
     "WebSection", "WebhookChannelConfig", "load_config", "read_secret_file",
@@ -90,6 +92,7 @@ class DaemonSettings(BaseSettings):
     alerts: dict[Name, AlertChannelConfig] = Field(default_factory=dict)
     metrics: MetricsConfig = MetricsConfig()
     web: WebSection = WebSection()  # issue 18: the TCP listener
+    heartbeat: DaemonHeartbeatConfig | None = None  # issue 19: the dead-man's switch
 
     @classmethod
     def settings_customise_sources(
@@ -125,7 +128,8 @@ class Config(BaseModel):
         """What a backup stores about its configuration: paths to secrets, never their content."""
         return {
             "captured_at": datetime.now().astimezone().isoformat(),
-            "job": job.model_dump(mode="json"),
+            # Not [heartbeat]: where the ping URLs live is nothing a restore needs.
+            "job": job.model_dump(mode="json", exclude={"heartbeat"}),
             "daemon": self.daemon.model_dump(mode="json"),
             "storage": {
                 name: self.storage[name].model_dump(mode="json")
@@ -165,6 +169,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
 
 
+def _missing_files(path: Path, section: str,
+                   model: DaemonHeartbeatConfig | JobHeartbeatConfig) -> list[str]:
+    return [f"{path}: {section}.{field}: {file} does not exist or is not a file"
+            for field, file in model.required_files().items() if not file.is_file()]
+
+
 def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
     """Read and check the whole configuration; raise ConfigError listing every problem found."""
     config_dir = config_dir_from_env(directory)
@@ -196,6 +206,8 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
 
     if settings is not None:
         problems += settings.web.problems(main_file)
+        if settings.heartbeat is not None:
+            problems += _missing_files(main_file, "heartbeat", settings.heartbeat)
 
     jobs: dict[str, JobConfig] = {}
     job_files: dict[str, Path] = {}
@@ -231,6 +243,8 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
             if tag not in schedule_tags:
                 problems.append(f"{path}: retention.tags.{tag}: not a schedule tag of this job"
                                 f" (its schedules have: {', '.join(schedule_tags) or 'none'})")
+        if job.heartbeat is not None:
+            problems += _missing_files(path, "heartbeat", job.heartbeat)
         secret_files: list[tuple[str, Path | None]] = [
             item for source in job.sources for item in source.secret_files()]
         secret_files.append(("verify.restore_password_file", job.verify.restore_password_file))

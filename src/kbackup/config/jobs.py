@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
 
 from kbackup.config.health import JobThresholds, NotifyOn
+from kbackup.config.heartbeat import JobHeartbeatConfig
 from kbackup.config.hooks import HooksConfig
 from kbackup.fields import (
     Name,
@@ -159,6 +160,7 @@ class _JobHead(Strict):
     encryption: EncryptionConfig = EncryptionConfig()
     retention: RetentionConfig = RetentionConfig()
     hooks: HooksConfig = HooksConfig()  # issue 17: commands around backups and restores
+    heartbeat: JobHeartbeatConfig | None = None  # issue 19: pings to an external monitor
 
 
 # One list field per registered source table ([[postgres]], [[files]], ...), in backup order.
