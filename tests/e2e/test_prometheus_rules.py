@@ -57,6 +57,22 @@ def test_the_rules_unit_tests_pass() -> None:
 
 
 @needs_promtool
+def test_the_readme_scrape_config_is_valid(tmp_path: Path) -> None:
+    """README "Monitoring": its prometheus.yml, with the shipped rules and the token and CA
+    files in place, is what `promtool check config` accepts."""
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"```yaml\n(# /etc/prometheus/prometheus.yml\n.*?)```", readme, re.S)
+    assert found is not None
+    config = found.group(1).replace("/usr/share/kbackupd/monitoring/", f"{MONITORING}/")
+    (tmp_path / "prometheus.yml").write_text(config.replace("/etc/prometheus/", f"{tmp_path}/"))
+    (tmp_path / "kbackup.token").write_text("kbk_x\n")
+    (tmp_path / "kbackup-ca.pem").write_text("")
+    checked = promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(ALERTS) + 1} rules found" in checked.stdout
+
+
+@needs_promtool
 def test_a_wrong_expectation_fails(tmp_path: Path) -> None:
     """The real-metrics test below can fail: promtool says which alert differed."""
     series = [{"series": f'kbackup_last_run_success{{job="docs",instance="{INSTANCE}"}}',
