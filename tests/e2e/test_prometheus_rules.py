@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from alert_servers import QUIET
 from conftest import KbEnv, wait_for, write_fake_now
 from kbackup.ctl.client import http_request
+from web_access import tls_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "packaging" / "monitoring"
@@ -123,7 +124,8 @@ def run_alert_test(tmp_path: Path, series: list[dict[str, str]],
 
 def scraped_series(text: str) -> list[dict[str, str]]:
     """The samples of a /metrics answer as Prometheus stores them: empty labels dropped, `job`
-    kept (honor_labels) or else the scrape job's, `instance` added; plus `up` 1."""
+    kept (honor_labels) or else the scrape job's (daemon-wide series: no rule reads their
+    `job`), `instance` added; plus `up` 1."""
     series = [{"series": f'up{{job="kbackup",instance="{INSTANCE}"}}', "values": "1x2"}]
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -205,3 +207,15 @@ def assert_dashboard_metrics_exist(text: str) -> None:
     used = {name for q in queries for name in re.findall(r"\bkbackup_\w+", q)}
     assert used - exported == set(), f"not in /metrics: {used - exported}"
     assert len(used) >= 9
+
+
+def test_prometheus_scrapes_over_tls_with_a_viewer_token(tmp_path: Path) -> None:
+    """README "Monitoring": the scrape config's way in, a viewer token on [web] listen."""
+    with tls_daemon(tmp_path) as (kb, remote):
+        made = kb.ctl("token", "create", "prometheus", "--role", "viewer", "--expires", "365d")
+        assert made.returncode == 0, made.stderr
+        answer = remote.request("GET", "/metrics", token=made.stdout.strip())
+        assert answer.status == 200
+        assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert "kbackup_info{version=" in answer.body.decode()
+        assert remote.request("GET", "/metrics").status == 401
