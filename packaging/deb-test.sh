@@ -493,6 +493,12 @@ completion=$(ct bash -c 'source /usr/share/bash-completion/bash_completion
 [ "$completion" = "docs shop" ] || die "completion of 'kbackupctl run ' gave '$completion'"
 ok "bash completion: kbackupctl run <TAB> -> $completion"
 
+# The Prometheus rules and Grafana dashboard of the README's "Monitoring" section.
+for f in kbackup-rules.yml kbackup-grafana.json; do
+    ct test -s "/usr/share/kbackupd/monitoring/$f" || die "/usr/share/kbackupd/monitoring/$f missing"
+done
+ok "monitoring rules and dashboard in /usr/share/kbackupd/monitoring/"
+
 pid_before=$(ct systemctl show -p MainPID --value kbackupd)
 rejected_before=$(rejections)
 ct install -m 0640 -g kbackup /srv/deb-test/broken.toml /etc/kbackup/jobs.d/broken.toml

@@ -14,6 +14,7 @@ command -v sqlite3 >/dev/null || need+=(sqlite3)  # tests/e2e/test_sqlite.py: by
 command -v chromium >/dev/null || need+=(chromium)  # tests/e2e/test_dashboard_browser.py
 command -v chromedriver >/dev/null || need+=(chromium-driver)  # selenium drives it
 command -v openssl >/dev/null || need+=(openssl)  # tests/web_access.py: a self-signed certificate
+command -v promtool >/dev/null || need+=(prometheus)  # tests/e2e/test_prometheus_rules.py: promtool
 if [ "$(id -u)" = 0 ]; then  # tests/pg17.py: PostgreSQL 17 in a Debian 13 tree (root only)
     command -v debootstrap >/dev/null || need+=(debootstrap)
     command -v systemd-nspawn >/dev/null || need+=(systemd-container)
