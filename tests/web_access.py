@@ -10,7 +10,6 @@ import http.client
 import json
 import shutil
 import ssl
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,22 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from alert_servers import make_cert
 from conftest import KbEnv, free_port, request
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for localhost and 127.0.0.1 and its key, made by openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed (scripts/sysdeps.sh installs it)")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    key.chmod(0o600)
-    return cert, key
+    """A certificate for localhost and 127.0.0.1 and its key (0600, as a server's key is)."""
+    files = make_cert(directory)
+    files.key.chmod(0o600)
+    return files.cert, files.key
 
 
 @dataclass

@@ -13,6 +13,7 @@ from kbackup.health_facts import (
     FORECAST_WINDOW,
     OK,
     WARNING,
+    ChannelState,
     CheckResult,
     DiskStat,
     Facts,
@@ -87,16 +88,9 @@ def evaluate_daemon(config: Config, facts: Facts) -> list[CheckResult]:
         results.append(_result(None, "storage", target, CRITICAL if error else OK, reason,
                                "kbackupctl check; journalctl -u kbackupd -g storage"))
     for name in sorted(config.settings.alerts):
-        state = facts.channels.get(name)
-        if state is None or not state.failures:
-            results.append(_result(None, "channel", name, OK, f"alert channel {name} works"))
-            continue
-        since = state.failing_since or facts.now
-        results.append(_result(
-            None, "channel", name, WARNING,
-            f"alert channel {name} is failing since {since:%Y-%m-%d %H:%M} UTC"
-            f" ({state.failures} failed sends): {state.last_error}",
-            f"kbackupctl alerts test {name}"))
+        results.append(_delivery(
+            facts, "channel", name, facts.channels.get(name), f"alert channel {name} works",
+            f"alert channel {name} is failing", "sends", f"kbackupctl alerts test {name}"))
     return results + check_heartbeats(facts)
 
 
@@ -106,13 +100,20 @@ def check_heartbeats(facts: Facts) -> list[CheckResult]:
     results = []
     for name, state in sorted(facts.heartbeats.items()):
         what = "the daemon's heartbeat" if name == "daemon" else f"job {name}'s heartbeat"
-        if not state.failures:
-            results.append(_result(None, "heartbeat", name, OK, f"{what} pings get through"))
-            continue
-        since = state.failing_since or facts.now
-        results.append(_result(
-            None, "heartbeat", name, WARNING,
-            f"{what} pings fail since {since:%Y-%m-%d %H:%M} UTC ({state.failures} failed"
-            f" pings): {state.last_error}",
+        results.append(_delivery(
+            facts, "heartbeat", name, state, f"{what} pings get through", f"{what} pings fail",
+            "pings",
             "check the ping URL file and the monitor; journalctl -u kbackupd -g heartbeat"))
     return results
+
+
+def _delivery(facts: Facts, check: str, name: str, state: ChannelState | None, ok: str,
+              failing: str, unit: str, hint: str) -> CheckResult:
+    """OK, or a WARNING saying since when and how often something the daemon sends out (an
+    alert, a ping) has failed, with the last error (state None: never tried)."""
+    if state is None or not state.failures:
+        return _result(None, check, name, OK, ok)
+    since = state.failing_since or facts.now
+    return _result(None, check, name, WARNING,
+                   f"{failing} since {since:%Y-%m-%d %H:%M} UTC ({state.failures} failed"
+                   f" {unit}): {state.last_error}", hint)
