@@ -81,7 +81,8 @@ def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 def integrity(conn: sqlite3.Connection) -> str:
     """PRAGMA integrity_check's verdict: "ok", or its first message."""
-    rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    rows = [line for r in conn.execute("PRAGMA integrity_check").fetchall()
+            for line in str(r[0]).splitlines()]  # one row may hold several lines
     if rows == ["ok"]:
         return "ok"
     problems = [r for r in rows if not r.startswith("*** in database")]  # headings
