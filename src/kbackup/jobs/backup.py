@@ -46,6 +46,10 @@ from kbackup.storage import ObjectWriter, Storage, StorageError
 
 log = logging.getLogger("kbackup.backup")
 
+# Seconds the databases' lane has to report its own failure when the lane beside it (globals,
+# config) failed first: a dump notices a lost server within milliseconds of reading again.
+MAIN_LANE_GRACE = 5.0
+
 
 class BackupFailed(KbackupError):
     pass
@@ -375,16 +379,24 @@ async def _in_turn(steps: Iterable[Callable[[], Awaitable[object]]]) -> None:
         await step()
 
 
-async def _together(*steps: Awaitable[None]) -> None:
-    """Run steps concurrently; the first failure cancels the others and is raised once they
-    have all ended (so their sources are stopped before the caller discards the backup)."""
-    tasks = [asyncio.ensure_future(step) for step in steps]
+async def _together(main: Awaitable[None], beside: Awaitable[None]) -> None:
+    """Run both lanes concurrently; a failure cancels the other lane and is raised once both
+    have ended (so their sources are stopped before the caller discards the backup). When
+    the lane beside fails first, the main lane has a moment to fail too, and its error wins:
+    a server that went away mid-dump is named by the dump, not by the globals' connect."""
+    first, second = asyncio.ensure_future(main), asyncio.ensure_future(beside)
     try:
-        await asyncio.gather(*tasks)
+        done, _ = await asyncio.wait([first, second], return_when=asyncio.FIRST_EXCEPTION)
+        if second in done and second.exception() is not None and not first.done():
+            await asyncio.wait([first], timeout=MAIN_LANE_GRACE)
+        for task in (first, second):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        await asyncio.gather(first, second)
     finally:
-        for task in tasks:
+        for task in (first, second):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(first, second, return_exceptions=True)
 
 
 class _TargetWriter(ObjectWriter):
