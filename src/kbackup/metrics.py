@@ -79,9 +79,15 @@ def job_samples(config: Config, store: AlertStore) -> dict[str, list[Sample]]:
 
 
 def render(config: Config, store: AlertStore, results: list[CheckResult],
-           disks: list[DiskStat]) -> str:
+           disks: list[DiskStat], checked_at: str | None = None) -> str:
     out = Exposition()
     out.family("kbackup_info", "gauge", "kbackupd version", [({"version": __version__}, 1)])
+    checked = _epoch(checked_at)
+    # The daemon's own heartbeat: a daemon that answers scrapes but whose monitor loop is
+    # stuck keeps `up` at 1; this timestamp then goes stale (rule KbackupDaemonStuck).
+    out.family("kbackup_health_checked_timestamp_seconds", "gauge",
+               "When the daemon last evaluated health (Unix time; every minute)",
+               [({}, checked)] if checked is not None else [])
     jobs = job_samples(config, store)
     out.family("kbackup_last_success_timestamp_seconds", "gauge",
                "End of the newest complete backup (Unix time)", jobs["success"])

@@ -31,7 +31,7 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool missing: scripts/sysdeps.sh installs package prometheus")
 INSTANCE = "db1:9187"
-ALERTS = ["KbackupDaemonDown", "KbackupBackupTooOld", "KbackupLastRunFailed",
+ALERTS = ["KbackupDaemonDown", "KbackupDaemonStuck", "KbackupBackupTooOld", "KbackupLastRunFailed",
           "KbackupVerificationFailed", "KbackupDiskFull", "KbackupDiskFilling"]
 
 
@@ -179,6 +179,9 @@ def test_real_metrics_fire_the_right_alerts(kb: KbEnv, tmp_path: Path) -> None:
     wait_for(lambda: kb.ctl("check", "broken").returncode != 0, what="broken's health")
     text = assert_fires(work, kb, {"KbackupLastRunFailed": [{"job": "broken"}]})
     assert_dashboard_metrics_exist(text)
+    [checked] = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+                 if s.name == "kbackup_health_checked_timestamp_seconds"]
+    assert abs(checked - datetime.now(UTC).timestamp()) < 300  # the daemon's own heartbeat
 
     write_fake_now(now_file, datetime.now(UTC) + timedelta(hours=3))  # docs' backup is stale
     wait_for(lambda: kb.ctl("check", "docs").returncode == 2, what="docs' age CRITICAL")

@@ -247,7 +247,8 @@ class Monitor:
         return view
 
     def metrics_text(self) -> str:
-        return metrics.render(self.config, self.store, self.results, self.disks)
+        return metrics.render(self.config, self.store, self.results, self.disks,
+                              self.checked_at)
 
     async def _serve_metrics(self, host: str, port: int) -> None:
         async def handle(_request: web.Request) -> web.Response:
