@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["check"])
     p = sub.add_parser("catalog", help="catalog commands")
     p.add_argument("action", choices=["rescan"])
+    p.add_argument("--all-hosts", action="store_true",
+                   help="also list the other hosts' backups in a shared bucket (read-only)")
     p = sub.add_parser("alerts", help="firing alerts; silence, unsilence, test the channels",
                        description="kbackupctl alerts [list] | silence JOB|KEY --for 2h"
                        " --reason TEXT | unsilence JOB|KEY | test [CHANNEL]")

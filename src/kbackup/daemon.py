@@ -26,6 +26,7 @@ from kbackup.alerts.monitor import Monitor
 from kbackup.audit import AuditLog
 from kbackup.catalog import Catalog, CatalogError, iso, parse_iso, utcnow
 from kbackup.config import Config, ConfigError, load_config
+from kbackup.fleet import local_job
 from kbackup.logs import setup_logging
 from kbackup.repository import clean_incomplete
 from kbackup.runner import Runner
@@ -98,12 +99,13 @@ class Daemon:
         from kbackup.jobs.verify import VerifyRun
 
         async def work(run: Any, config: Config) -> str | None:
-            verify = VerifyRun(config, config.jobs.get(backup["job"]), self.storages,
+            verify = VerifyRun(config, config.jobs.get(job), self.storages,
                                self.catalog, backup, level, run.progress, run.id)
             result = await verify.run()
             return None if result["ok"] else f"{level} verification failed: {result['problem']}"
 
-        return self.runner.submit(backup["job"], "verify", trigger, work,
+        job = local_job(backup)  # another host's backup: read with this host's job of its name
+        return self.runner.submit(job, "verify", trigger, work,
                                   key=f"verify:{backup['id']}", target_id=backup["id"])
 
     def notify(self, message: str) -> None:

@@ -204,6 +204,12 @@ def _split_key(key: str) -> tuple[str, str, str] | None:
     return parts[0], parts[3], parts[4]
 
 
+def is_manifest_key(key: str) -> bool:
+    """A key (under a storage's prefix) of a backup's manifest in the layout."""
+    split = _split_key(key)
+    return split is not None and split[2] == MANIFEST
+
+
 async def scan_manifests(storage: Storage, job: str | None = None, concurrency: int = 16
                          ) -> tuple[list[Manifest], list[ManifestTooNew]]:
     """The complete backups on a storage whose manifests this kbackupd reads (oldest first),

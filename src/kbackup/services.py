@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kbackup.errors import KbackupError, NotFound, Refused
+from kbackup.fleet import host_job, local_job, scan_other_hosts
 from kbackup.repository import list_manifests
 from kbackup.storage import StorageError
 from kbackup.views import backup_view, job_view, pause_view, run_view, verification_view
@@ -182,8 +183,8 @@ class Backups(_Service):
         if row["status"] not in ("complete", "partial", "corrupt") or not row["manifest"]:
             raise Refused(f"backup {backup_id} is {row['status']}: only complete backups can"
                           " be verified")
-        if row["job"] not in self.config.jobs:
-            raise Refused(f"backup {backup_id} belongs to job {row['job']!r}, which is not"
+        if local_job(row) not in self.config.jobs:
+            raise Refused(f"backup {backup_id} belongs to job {local_job(row)!r}, which is not"
                           " configured here")
         run, coalesced = self._daemon.submit_verify(row, level, "manual")
         return {"run_id": run.id, "backup_id": backup_id, "level": level,
@@ -210,8 +211,9 @@ class Backups(_Service):
     def audit(self, job: str | None, limit: int, offset: int) -> dict[str, Any]:
         return self._daemon.audit.history(job, limit, offset)
 
-    async def rescan(self) -> dict[str, Any]:
-        """Rebuild the backup index from the manifests on every storage target."""
+    async def rescan(self, all_hosts: bool = False) -> dict[str, Any]:
+        """Rebuild the backup index from the manifests on every storage target; with
+        all_hosts, the other hosts' backups beside this host's folder too (fleet.py)."""
         daemon = self._daemon
         found: dict[str, dict[str, Any]] = {}
         errors = []
@@ -224,17 +226,24 @@ class Backups(_Service):
             for manifest in manifests:
                 entry = found.setdefault(manifest.id, {"manifest": manifest, "targets": {}})
                 entry["targets"][name] = "complete"
-        for backup_id, entry in found.items():
+        others: dict[str, dict[str, Any]] = {}
+        if all_hosts:
+            others, host_errors = await scan_other_hosts(daemon.config)
+            errors += host_errors
+            others = {k: v for k, v in others.items() if k not in found}
+        for backup_id, entry in {**found, **others}.items():
             m = entry["manifest"]
+            job = host_job(entry["host"], m.job) if "host" in entry else m.job
             daemon.catalog.upsert_backup(
-                backup_id, m.job, "complete", m.trigger, m.started_at, m.finished_at,
+                backup_id, job, "complete", m.trigger, m.started_at, m.finished_at,
                 m.size_bytes, entry["targets"], m.model_dump(mode="json"), tag=m.tag,
                 label=m.label,
             )
-        removed = 0 if errors else daemon.catalog.delete_backups_not_in(found)
-        log.info("event=catalog.rescan found=%d forgotten=%d errors=%d", len(found), removed,
-                 len(errors))
-        return {"found": len(found), "forgotten": removed, "errors": errors}
+        removed = 0 if errors else daemon.catalog.delete_backups_not_in({**found, **others})
+        log.info("event=catalog.rescan found=%d other_hosts=%d forgotten=%d errors=%d",
+                 len(found), len(others), removed, len(errors))
+        return {"found": len(found), "other_hosts": len(others), "forgotten": removed,
+                "errors": errors}
 
 
 class Runs(_Service):

@@ -104,6 +104,11 @@ class DeleteBody(DeleteOptions, Body):
     pass
 
 
+class RescanBody(Body):
+    all_hosts: bool = Field(False, description="also the other hosts' backups beside this"
+                            " host's prefix in a shared bucket (read-only)")
+
+
 class PruneBody(Body):
     dry_run: bool = False
 

@@ -157,8 +157,9 @@ OPENAPI: dict[str, Any] = {
         "/v1/reload": {"post": _op("Reload the configuration (like SIGHUP)", "admin",
                                    body=models.EmptyBody)},
         "/v1/catalog/rescan": {
-            "post": _op("Rebuild the catalog from manifests in storage", "admin",
-                        body=models.EmptyBody)
+            "post": _op("Rebuild the catalog from manifests in storage; all_hosts: also other"
+                        " hosts' backups in a shared bucket, as HOST:JOB on TARGET@HOST",
+                        "admin", body=models.RescanBody)
         },
         "/v1/storage/check": {"post": _op(
             "Write, read back, list and delete a probe object; body {\"target\": NAME} or {}",

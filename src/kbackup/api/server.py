@@ -45,6 +45,7 @@ from kbackup.api.models import (
     EmptyBody,
     PageQuery,
     PruneBody,
+    RescanBody,
     RestoreBody,
     RunBody,
     RunQuery,
@@ -336,8 +337,8 @@ async def post_reload(request: web.Request) -> web.Response:
 
 
 async def post_rescan(request: web.Request) -> web.Response:
-    await body_of(request, EmptyBody)
-    return web.json_response(await services_of(request).backups.rescan())
+    body = await body_of(request, RescanBody)
+    return web.json_response(await services_of(request).backups.rescan(body.all_hosts))
 
 
 async def get_openapi(request: web.Request) -> web.Response:

@@ -273,10 +273,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_rescan(client: Client, args: argparse.Namespace) -> int:
-    data = client.call("POST", "/v1/catalog/rescan")
+    data = client.call("POST", "/v1/catalog/rescan",
+                       {"all_hosts": True} if args.all_hosts else None)
     if args.json:
         return emit_json(data)
     print(f"found {data['found']} complete backups; forgot {data['forgotten']} missing ones")
+    if args.all_hosts:
+        print(f"other hosts: {data['other_hosts']} backups (read-only; jobs shown as HOST:JOB)")
     for problem in data["errors"]:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if data["errors"] else 0

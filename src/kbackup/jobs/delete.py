@@ -28,6 +28,7 @@ from kbackup.audit import AuditLog
 from kbackup.catalog import Catalog, iso
 from kbackup.config import Config
 from kbackup.errors import NotFound, Refused
+from kbackup.fleet import is_other_host
 from kbackup.repository import (
     backup_prefix,
     delete_backup,
@@ -66,6 +67,9 @@ def plan_delete(config: Config, catalog: Catalog, storages: dict[str, Storage],
     else:
         chosen = list(copies)
     for name in chosen:
+        if is_other_host(name):
+            raise DeleteRefused(f"backup {backup_id} is another host's ({name}), seen read-only"
+                                " with `catalog rescan --all-hosts`: only that host deletes it")
         if name not in storages:
             raise DeleteRefused(f"target {name} of backup {backup_id} is not configured here:"
                                 " its copy cannot be deleted (choose another with --target)")

@@ -27,6 +27,7 @@ from kbackup.catalog import Catalog
 from kbackup.config import Config
 from kbackup.crypto import Decryptor, KeyProblem
 from kbackup.errors import KbackupError, RestoreFailed
+from kbackup.fleet import with_other_hosts
 from kbackup.hooks import HookFailed, Hooks
 from kbackup.jobs.backup import BackupRun
 from kbackup.jobs.restore_plan import Plan, RestoreRefused, RestoreRequest
@@ -56,7 +57,8 @@ class RestoreRun:
         assert row is not None
         self.manifest = Manifest.model_validate(row["manifest"])
         holders = [t for t, state in row["targets"].items() if state == "complete"]
-        self.storage = next((storages[t] for t in holders if t in storages), None)
+        readable = with_other_hosts(config, storages, holders)
+        self.storage = next((readable[t] for t in holders if t in readable), None)
         if self.storage is None:
             raise RestoreRefused("no configured storage target holds this backup")
         self.safety_backup_id: str | None = None

@@ -22,6 +22,7 @@ from kbackup.catalog import Catalog
 from kbackup.config import Config, EncryptionConfig, JobConfig
 from kbackup.crypto import Decryptor, KeyProblem
 from kbackup.errors import KbackupError, VerifyError
+from kbackup.fleet import with_other_hosts
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
 from kbackup.repository import Component, Manifest
@@ -65,6 +66,7 @@ class VerifyRun:
         self.progress = progress
         self.run_id = run_id
         complete = [t for t, state in backup["targets"].items() if state == "complete"]
+        storages = with_other_hosts(config, storages, complete)
         self.storages = [storages[t] for t in complete if t in storages]
         if not self.storages:
             raise VerificationFailed("no configured storage target holds this backup")
