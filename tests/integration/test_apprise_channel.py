@@ -123,7 +123,8 @@ async def test_a_refused_token_a_closed_port_and_a_secret_host_name(
     urls_file(urls, "tgram://123456789:AAHtelegramBotT0ken@nosuch.invalid/-100123")
     with pytest.raises(ChannelError) as unknown:
         await push.send(firing(), retries=0)
-    assert str(unknown.value).startswith("tgram (line 3): ")
+    assert str(unknown.value).startswith("tgram (line 3): tgram:// is not a valid Apprise URL: ")
+    assert not unknown.value.retry
     for secret in ("WrongT0ken99", "AAHtelegramBotT0ken", "123456789", "-100123"):
         assert secret not in str(unknown.value) + logged(caplog)
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
 
 from kbackup.alerts.base import Channel, ChannelError, Message
 from kbackup.apprise_urls import Capture, instantiate, read_urls, scheme_of, scrub
-from kbackup.config import AppriseChannelConfig
+from kbackup.config import AlertChannelConfig, AppriseChannelConfig
 
 
 def notify_type(message: Message) -> str:
@@ -37,7 +36,7 @@ def _notify_one(url: str, message: Message, timeout: float) -> tuple[str, bool] 
     with Capture() as capture:
         try:
             sent = plugin.notify(body=message.text(), title=message.subject(),
-                                 notify_type=notify_type(message))
+                                 notify_type=notify_type(message), body_format="text")
         except Exception as exc:  # a plugin's bug must not escape as anything else
             return f"{exc.__class__.__name__}: {scrub(str(exc), [url])}", True
     if sent:
@@ -65,7 +64,7 @@ class AppriseChannel(Channel):
     type = "apprise"
     config: AppriseChannelConfig
 
-    def __init__(self, name: str, config: Any):
+    def __init__(self, name: str, config: AlertChannelConfig):
         super().__init__(name, config)
         self._sent: tuple[Message, set[str]] | None = None  # a message, the URLs that took it
 
