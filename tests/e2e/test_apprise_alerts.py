@@ -1,6 +1,7 @@
 """The apprise channel in a real kbackupd: a backup that fails (its PostgreSQL does not answer)
 reaches ntfy and Gotify stand-ins through one channel, `kbackupctl alerts test` reaches both,
-and neither the topic nor the token reaches the daemon's log.
+and neither the topic nor the token reaches the daemon's log, even at debug level (apprise
+logs its payloads and headers there).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def test_a_failed_backup_and_alerts_test_reach_ntfy_and_gotify(
         tmp_path: Path) -> None:
     urls = urls_file(tmp_path / "apprise-urls", ntfy_server.url_for(TOPIC),
                      gotify_server.url_for(query="priority=high"))
-    kb.write_daemon(extra=QUIET + apprise_channel(urls))
+    kb.write_daemon(extra=QUIET + apprise_channel(urls), daemon_extra='log_level = "debug"')
     kb.write_job("shop", f"""
 targets = ["local"]
 
