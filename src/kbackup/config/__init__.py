@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from kbackup.config.health import (
     AlertChannelConfig,
+    AppriseChannelConfig,
     EmailChannelConfig,
     JobThresholds,
     MetricsConfig,
@@ -57,7 +58,8 @@ from kbackup.fields import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG_DIR", "AlertChannelConfig", "CompressionConfig", "Config", "ConfigError",
+    "DEFAULT_CONFIG_DIR", "AlertChannelConfig", "AppriseChannelConfig", "CompressionConfig",
+    "Config", "ConfigError",
     "DaemonHeartbeatConfig", "DaemonSection", "DaemonSettings", "EmailChannelConfig",
     "EncryptionConfig",
     "JobConfig", "JobHeartbeatConfig", "JobThresholds", "LocalStorageConfig", "MetricsConfig",
@@ -203,6 +205,8 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
             if not secret.is_file():
                 problems.append(f"{main_file}: alerts.{channel_name}.{field}: {secret}"
                                 " does not exist or is not a file")
+        problems += [f"{main_file}: alerts.{channel_name}.{problem}"
+                     for problem in channel.problems()]
 
     if settings is not None:
         problems += settings.web.problems(main_file)

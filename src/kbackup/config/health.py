@@ -86,6 +86,11 @@ class AlertChannelBase(Strict):
     def required_files(self) -> dict[str, Path]:
         return {}
 
+    def problems(self) -> list[str]:
+        """What is wrong beyond the fields' types (read from its files at load), one line
+        each starting with the field; the caller prefixes the file and the channel's name."""
+        return []
+
 
 def _mail_address(value: str) -> str:
     if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", value):
@@ -143,8 +148,26 @@ class WebhookChannelConfig(AlertChannelBase):
         return {"secret_file": self.secret_file} if self.secret_file else {}
 
 
+class AppriseChannelConfig(AlertChannelBase):
+    """Any service Apprise knows (Telegram, Discord, Teams, ntfy, Gotify, ...)."""
+
+    type: Literal["apprise"]
+    urls_file: AbsoluteFile  # one Apprise URL a line: each holds a token
+
+    def required_files(self) -> dict[str, Path]:
+        return {"urls_file": self.urls_file}
+
+    def problems(self) -> list[str]:
+        if not self.urls_file.is_file():
+            return []  # said by required_files
+        from kbackup.apprise_urls import check_urls
+
+        return [f"urls_file: {problem}" for problem in check_urls(self.urls_file)]
+
+
 AlertChannelConfig = Annotated[
-    EmailChannelConfig | SlackChannelConfig | WebhookChannelConfig, Field(discriminator="type")
+    EmailChannelConfig | SlackChannelConfig | WebhookChannelConfig | AppriseChannelConfig,
+    Field(discriminator="type")
 ]
 
 
