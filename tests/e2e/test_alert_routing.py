@@ -101,6 +101,11 @@ dsn = "host=127.0.0.1 port={free_port()} dbname=shop user=kbackup connect_timeou
     assert ("routing shop: oncall (alerts >= warning, runs: failure, recovery); owner (alerts"
             " >= warning, runs: failure, recovery); team (alerts >= info, runs: failure,"
             " recovery)") in lines
+    routing = kb.ctl_json("config", "check")["routing"]
+    assert routing["crm"] == {"oncall": {"min_severity": "warning",
+                                         "runs": ["failure", "recovery"]},
+                              "owner": {"min_severity": "warning", "runs": ["success"]}}
+    assert sorted(routing["shop"]) == list(CHANNELS)
     kb.start()
 
     kb.run_backup("crm")  # success: to owner only, although owner's min_severity is warning

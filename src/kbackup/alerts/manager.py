@@ -13,6 +13,10 @@ A daemon restart therefore neither forgets a firing alert nor sends it again. Si
 "daemon", or one key) suppress sending, never evaluation. Deliveries run as background tasks
 with the channel's timeouts and retries; a failed one is recorded on the alert and on the
 channel and tried again later with growing delays. Nothing here raises into the daemon.
+
+A job's alerts go only to the channels its [alerts] table names (a "resolved" to every
+channel that was told), daemon-wide ones to every channel; run results go per channel as
+Config.run_routes says.
 """
 
 from __future__ import annotations
