@@ -240,6 +240,15 @@ def cmd_storage(client: Client, args: argparse.Namespace) -> int:
     return 0 if all(item["ok"] for item in results) else 1
 
 
+def _routing(config: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per job, per channel that hears about it: its health alerts' floor and the run results
+    it is told (issue 19: a job's [alerts])."""
+    return {name: {channel: {"min_severity": config.settings.alerts[channel].min_severity,
+                             "runs": runs}
+                   for channel, runs in config.run_routes(job).items()}
+            for name, job in sorted(config.jobs.items())} if config.settings.alerts else {}
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from kbackup.config import ConfigError, load_config
 
@@ -261,6 +270,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                 "jobs": sorted(config.jobs),
                 "storage": sorted(config.storage),
                 "warnings": warnings,
+                "routing": _routing(config),
             }
         )
     for warning in warnings:
@@ -269,6 +279,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         f"{config.directory}: OK: {len(config.jobs)} job(s) ({', '.join(sorted(config.jobs))}),"
         f" {len(config.storage)} storage target(s)"
     )
+    for job, channels in _routing(config).items():
+        said = "; ".join(f"{name} (alerts >= {route['min_severity']}, runs:"
+                         f" {', '.join(route['runs']) or 'none'})"
+                         for name, route in channels.items())
+        print(f"routing {job}: {said or 'no alert channel'}")
     return 0
 
 
