@@ -193,3 +193,20 @@ def test_digest_settings_are_checked(tmp_path: Path) -> None:
         config(tmp_path, 'digest = "every monday"')
     with pytest.raises(ConfigError, match="digest_timezone.*unknown timezone"):
         config(tmp_path / "b", 'digest = "0 8 * * 1"\ndigest_timezone = "Mars/Base"')
+
+
+def test_html_escapes_what_comes_from_config_and_alerts() -> None:
+    from kbackup.report.html import render_html
+
+    job = {"job": "crm<b>", "made": 0, "partial": 0, "failed": 0, "verified_ok": 0,
+           "verified_failed": 0, "size_bytes": None, "trend_percent": None, "sizes": [None],
+           "last_good_at": None, "last_good_age_seconds": None, "restore_seconds": None,
+           "restore_tested_at": None}
+    report = {"host": "vm", "since": iso(NOW - timedelta(days=1)), "until": iso(NOW),
+              "point_seconds": 86400.0, "jobs": [job], "targets": [],
+              "alerts": [{"key": "crm/x", "job": "crm", "severity": "warning",
+                          "reason": "<script>alert(1)</script>", "since": iso(NOW)}]}
+    html, images = render_html(report)
+    assert "crm&lt;b&gt;" in html and "<script>" not in html
+    assert list(images) == ["sizes-0@kbackup"] and 'src="cid:sizes-0@kbackup"' in html
+    assert "never" in render_text(report)

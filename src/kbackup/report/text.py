@@ -40,6 +40,8 @@ def ago(seconds: float | None) -> str:
 
 
 def verified_text(job: dict[str, Any]) -> str:
+    if not job["verified_ok"] and not job["verified_failed"]:
+        return "-"
     text = f"{job['verified_ok']} ok"
     return text + (f", {job['verified_failed']} failed" if job["verified_failed"] else "")
 
