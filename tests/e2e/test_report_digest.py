@@ -160,7 +160,8 @@ def test_digest_on_its_cron_once_and_caught_up_after_downtime(
     assert report["since"] == (monday - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert report["jobs"][0]["made"] == 1
 
-    kb.stop()
+    wait_for(lambda: "event=digest.sent channel=hook" in kb.logs(), 10, "the log line")
+    kb.stop()  # (the fire time is recorded right after that line, before any stop is seen)
     kb.start(env)  # the same Monday: nothing again
     write_fake_now(fake_now, monday + timedelta(minutes=3))
     time.sleep(3)

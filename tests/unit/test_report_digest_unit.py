@@ -63,8 +63,9 @@ url = "http://127.0.0.1:9/hook"
 
 
 def backup(catalog: Catalog, job: str, hours_ago: float, size: int, status: str = "complete",
-           targets: dict[str, str] | None = None, run: str | None = "complete") -> str:
-    started = NOW - timedelta(hours=hours_ago)
+           targets: dict[str, str] | None = None, run: str | None = "complete",
+           *, now: datetime) -> str:
+    started = now - timedelta(hours=hours_ago)
     backup_id = f"{job}-{hours_ago}"
     if run is not None:
         catalog.add_run(backup_id, job, "backup", "manual", started)
@@ -78,22 +79,23 @@ def backup(catalog: Catalog, job: str, hours_ago: float, size: int, status: str 
 def test_report_counts_the_window_and_compares_sizes(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     catalog = Catalog(cfg.daemon.state_dir)
-    backup(catalog, "shop", 24 * 9, 1000)  # before the window: the trend's base
-    backup(catalog, "shop", 24 * 5 + 1, 1100, targets={"local": "complete",
-                                                       "offsite": "complete"})
-    backup(catalog, "shop", 24 * 3, 0, status="failed", run="failed")
-    catalog.add_run("shop-failed-early", "shop", "backup", "manual", NOW - timedelta(days=2))
+    now = datetime.now(UTC).replace(microsecond=0)  # the verifications get the real time
+    backup(catalog, "shop", 24 * 9, 1000, now=now)  # before the window: the trend's base
+    backup(catalog, "shop", 24 * 5 + 1, 1100, now=now,
+           targets={"local": "complete", "offsite": "complete"})
+    backup(catalog, "shop", 24 * 3, 0, status="failed", run="failed", now=now)
+    catalog.add_run("shop-failed-early", "shop", "backup", "manual", now - timedelta(days=2))
     catalog.db.execute("UPDATE runs SET status='failed' WHERE id='shop-failed-early'")
-    backup(catalog, "shop", 30, 1150, status="partial", run="failed")
-    newest = backup(catalog, "shop", 2, 1250)
-    catalog.add_run("stopped", "shop", "backup", "manual", NOW - timedelta(hours=1))
+    backup(catalog, "shop", 30, 1150, status="partial", run="failed", now=now)
+    newest = backup(catalog, "shop", 2, 1250, now=now)
+    catalog.add_run("stopped", "shop", "backup", "manual", now - timedelta(hours=1))
     catalog.finish_run("stopped", "failed", "aborted: daemon shutting down")
-    catalog.add_verification("v1", newest, "shop", "restore-test", NOW, True, None, {},
+    catalog.add_verification("v1", newest, "shop", "restore-test", now, True, None, {},
                              restore_seconds=42.5)
-    catalog.add_verification("v2", newest, "shop", "checksum", NOW, False, "bad", {})
-    backup(catalog, "crm", 3, 500)
+    catalog.add_verification("v2", newest, "shop", "checksum", now, False, "bad", {})
+    backup(catalog, "crm", 3, 500, now=now)
 
-    until = NOW + timedelta(minutes=1)  # the verifications are recorded at the real time
+    until = now + timedelta(minutes=1)
     report = build_report(cfg, catalog, [], until - timedelta(days=7), until).as_dict()
     crm, shop = report["jobs"]
     assert (shop["made"], shop["failed"], shop["partial"]) == (2, 2, 1)  # no abort counted
