@@ -10,7 +10,6 @@ copy on that target is complete (the storage itself is not listed).
 
 from __future__ import annotations
 
-import json
 import math
 import socket
 from dataclasses import asdict, dataclass, field
@@ -164,9 +163,11 @@ def _sizes(catalog: Catalog, job: str, since: datetime, step: timedelta,
 def target_reports(config: Config, catalog: Catalog) -> list[TargetReport]:
     """Per configured target: the good backups whose copy there is complete, and their bytes."""
     found = {name: TargetReport(name, cfg.type) for name, cfg in sorted(config.storage.items())}
-    for row in catalog.db.execute(f"SELECT size_bytes, targets FROM backups WHERE {GOOD}"):
-        for name, state in json.loads(row["targets"] or "{}").items():
-            if state == "complete" and name in found:
-                found[name].backups += 1
-                found[name].stored_bytes += row["size_bytes"] or 0
+    for row in catalog.db.execute(
+            "SELECT t.key AS target, count(*) AS n, coalesce(sum(b.size_bytes), 0) AS bytes"
+            " FROM backups AS b, json_each(b.targets) AS t"
+            f" WHERE b.{GOOD} AND t.value = 'complete' GROUP BY t.key"):
+        if row["target"] in found:
+            found[row["target"]].backups = row["n"]
+            found[row["target"]].stored_bytes = row["bytes"]
     return list(found.values())
