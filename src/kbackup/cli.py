@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--for", dest="duration", help="how long a silence lasts, e.g. 2h")
     p.add_argument("--reason", help="why (shown with the silence)")
     p = sub.add_parser("report", help="the report: backups, failures, verifications, sizes,"
-                       " time to recover, storage, open alerts; --send CHANNEL mails it now")
+                       " time to recover, storage, open alerts; --send CHANNEL sends it now")
     add_report_options(p)
     p = sub.add_parser("check", help="Nagios/Icinga check: one line, exit 0/1/2/3")
     p.add_argument("job", nargs="?")

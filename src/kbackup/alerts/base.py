@@ -112,7 +112,10 @@ class Message:
 
     def as_dict(self) -> dict[str, Any]:
         found = {**asdict(self), "label": self.label, "subject": self.subject()}
-        for name in ("html", "inline"):  # a mail's; the text and the data say the same
+        # html and inline are a mail's (the text and the data say the same); an alert's JSON
+        # stays as it was before digests.
+        for name in ("html", "inline") if self.kind == "digest" else \
+                ("html", "inline", "body", "report"):
             del found[name]
         return found
 
