@@ -33,6 +33,8 @@ from kbackup.ctl.delete import cmd_audit, cmd_delete
 from kbackup.ctl.output import emit_json
 from kbackup.ctl.pause import cmd_pause, cmd_resume
 from kbackup.ctl.reads import cmd_backups, cmd_jobs, cmd_restores, cmd_runs, cmd_show, cmd_status
+from kbackup.ctl.report import add_options as add_report_options
+from kbackup.ctl.report import cmd_report
 from kbackup.ctl.sources import cmd_sources
 from kbackup.verify_levels import LEVELS
 
@@ -225,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", help="JOB, 'daemon' or alert KEY; CHANNEL for test")
     p.add_argument("--for", dest="duration", help="how long a silence lasts, e.g. 2h")
     p.add_argument("--reason", help="why (shown with the silence)")
+    p = sub.add_parser("report", help="the report: backups, failures, verifications, sizes,"
+                       " time to recover, storage, open alerts; --send CHANNEL sends it now")
+    add_report_options(p)
     p = sub.add_parser("check", help="Nagios/Icinga check: one line, exit 0/1/2/3")
     p.add_argument("job", nargs="?")
     add_access_parsers(sub)  # token, web
@@ -253,6 +258,7 @@ COMMANDS = {
     "catalog": cmd_rescan,
     "alerts": cmd_alerts,
     "check": cmd_check,
+    "report": cmd_report,
     "token": cmd_token,
     "web": cmd_web,
 }

@@ -18,6 +18,7 @@ from kbackup.errors import KbackupError, NotFound, Refused
 from kbackup.fleet import host_job, local_job, scan_other_hosts
 from kbackup.repository import list_manifests
 from kbackup.storage import StorageError
+from kbackup.times import iso
 from kbackup.views import backup_view, job_view, pause_view, run_view, verification_view
 
 if TYPE_CHECKING:
@@ -330,6 +331,25 @@ class Health(_Service):
         return self.monitor.metrics_text()
 
 
+class Reports(_Service):
+    """The report of the last `seconds` (kbackup.report), and sending it to a channel now."""
+
+    def report(self, seconds: float) -> dict[str, Any]:
+        until = self._daemon.clock.now()
+        return self._daemon.monitor.digests.report(until - timedelta(seconds=seconds), until)
+
+    async def send(self, channel: str, seconds: float) -> dict[str, Any]:
+        digests = self._daemon.monitor.digests
+        if channel not in digests.channels():
+            known = ", ".join(sorted(digests.channels())) or "none configured"
+            raise NotFound(f"no alert channel named {channel!r} (channels: {known})")
+        until = self._daemon.clock.now()
+        since = until - timedelta(seconds=seconds)
+        error = await digests.send(channel, since, until, retries=0)
+        return {"channel": channel, "ok": error is None, "error": error,
+                "since": iso(since), "until": iso(until)}
+
+
 class Targets(_Service):
     async def check(self, target: str | None) -> list[dict[str, Any]]:
         """Write, read back, list and delete a probe object on each (or one) target."""
@@ -393,6 +413,7 @@ class Services:
         self.runs = Runs(daemon)
         self.restores = Restores(daemon)
         self.health = Health(daemon)
+        self.reports = Reports(daemon)
         self.storage = Targets(daemon)
         self.sources = SourceProbes(daemon)
         self.admin = Admin(daemon)

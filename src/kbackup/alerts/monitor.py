@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from kbackup import health, metrics
+from kbackup.alerts.digest import Digests
 from kbackup.alerts.heartbeat import Heartbeats
 from kbackup.alerts.manager import AlertManager
 from kbackup.alerts.store import AlertStore
@@ -104,6 +105,8 @@ class Monitor:
         self.store = AlertStore(catalog)
         self.manager = AlertManager(self.store, config, clock)
         self.heartbeats = Heartbeats(config, self.request_evaluation)  # issue 19
+        self.digests = Digests(config, catalog, self.store, lambda: self.manager.channels,
+                               clock)  # the report on each channel's `digest` cron
         self.results: list[CheckResult] = []
         self.disks: list[DiskStat] = []
         self.probes: dict[str, str | None] = {}
@@ -118,6 +121,7 @@ class Monitor:
         self.storages = storages
         self.manager.reconfigure(config)
         self.heartbeats.reconfigure(config)
+        self.digests.configure(config)
         self.probes = {k: v for k, v in self.probes.items() if k in storages}
         self.request_evaluation()
 
@@ -127,6 +131,7 @@ class Monitor:
         self._tasks.append(asyncio.create_task(self._loop(), name="health"))
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="storage-probe"))
         self.heartbeats.start()
+        self.digests.start()
         address = self.config.settings.metrics.address
         if address is not None:
             await self._serve_metrics(*address)
@@ -141,6 +146,7 @@ class Monitor:
                 log.warning("event=health.stop_slow tasks=%s",
                             ",".join(t.get_name() for t in pending))
         await self.heartbeats.stop()
+        await self.digests.stop()
         await self.manager.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from kbackup.fields import AbsoluteFile, HttpUrl, Seconds, Strict
+from kbackup.fields import AbsoluteFile, HttpUrl, Seconds, Strict, Timezone, check_cron
 from kbackup.units import parse_size
 
 Severity = Literal["info", "warning", "critical"]
@@ -82,6 +82,10 @@ class AlertChannelBase(Strict):
     timeout: Seconds = 15.0  # per attempt
     retries: int = Field(default=3, ge=0, le=10)
     retry_delay: Seconds = 2.0  # doubles after each failed attempt
+    # The report (kbackup.report) sent on this cron, covering the time since the fire before;
+    # in digest_timezone, default the daemon's (alerts/digest.py).
+    digest: Annotated[str, AfterValidator(check_cron)] | None = None
+    digest_timezone: Timezone | None = None
 
     def required_files(self) -> dict[str, Path]:
         return {}
