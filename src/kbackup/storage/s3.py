@@ -34,7 +34,15 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from kbackup.config import S3StorageConfig
-from kbackup.storage.base import ObjectInfo, ObjectWriter, Storage, StorageError
+from kbackup.storage.base import (
+    BackupLocked,
+    LockMissing,
+    ObjectInfo,
+    ObjectLock,
+    ObjectWriter,
+    Storage,
+    StorageError,
+)
 from kbackup.storage.remote import (
     ResumableRead,
     RetryPolicy,
@@ -77,6 +85,9 @@ class S3Storage(Storage):
         self.part_size = config.part_size
         self.max_in_flight = config.max_in_flight
         self.retry = RetryPolicy(config.retries, config.retry_max_seconds)
+        if config.object_lock is not None:
+            self.lock_mode = config.object_lock.mode
+            self.lock_seconds = config.object_lock.seconds
         # Read once here (open_storage runs again on reload); never logged or put in errors.
         self._access_key = read_secret(name, config.access_key_id_file)
         self._secret_key = read_secret(name, config.secret_access_key_file)
@@ -169,8 +180,11 @@ class S3Storage(Storage):
     def _full(self, key: str) -> str:
         return self.prefix + clean_key(self.name, key)
 
-    async def open_writer(self, key: str) -> ObjectWriter:
-        return S3Writer(self, clean_key(self.name, key))
+    async def open_writer(self, key: str, retain_until: datetime | None = None
+                          ) -> ObjectWriter:
+        if retain_until is not None and self.lock_mode is None:
+            self.refuse_lock(retain_until)
+        return S3Writer(self, clean_key(self.name, key), retain_until)
 
     async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         """Stream an object; a connection lost mid-way resumes with a Range request."""
@@ -239,11 +253,114 @@ class S3Storage(Storage):
         return ObjectInfo(key, int(head_response["ContentLength"]), modified)
 
     async def delete(self, key: str) -> None:
+        """On a lock target every version of the key goes (a DeleteObject without a version
+        only hides the data behind a delete marker); a locked one is refused by S3."""
         full = self._full(key)
+        if self.lock_mode is not None:
+            await self._delete_versions([v for v in await self._versions(full)
+                                         if v[0] == full])
+            return
         async with self.client() as client:
             await self.call(
                 "DeleteObject", key, lambda: client.delete_object(Bucket=self.bucket, Key=full)
             )
+
+    # ------------------------------------------------------------------ object lock
+
+    async def check_lock(self) -> None:
+        if self.lock_mode is None:
+            return
+
+        async def get() -> Any:
+            try:
+                return await client.get_object_lock_configuration(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in (
+                        "ObjectLockConfigurationNotFoundError", "InvalidRequest"):
+                    return {}
+                raise
+
+        async with self.client() as client:
+            answer = await self.call("GetObjectLockConfiguration", "/", get)
+        if answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+            raise LockMissing(f"storage {self.name}: object_lock is set but bucket"
+                              f" {self.bucket} has no Object Lock enabled (create the bucket"
+                              " with Object Lock)")
+
+    async def _head_lock(self, client: Any, full: str, key: str,
+                         version: str | None = None) -> ObjectLock | None:
+        extra = {"VersionId": version} if version else {}
+
+        async def head() -> Any:
+            try:
+                return await client.head_object(Bucket=self.bucket, Key=full, **extra)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    return {}
+                raise
+
+        found = await self.call("HeadObject", key, head)
+        until = found.get("ObjectLockRetainUntilDate")
+        if not until or not found.get("ObjectLockMode"):
+            return None
+        return ObjectLock(str(found["ObjectLockMode"]).lower(), until.astimezone(UTC))
+
+    async def object_lock(self, key: str) -> ObjectLock | None:
+        async with self.client() as client:
+            return await self._head_lock(client, self._full(key), key)
+
+    async def locked_until(self, prefix: str) -> datetime | None:
+        if self.lock_mode is None:
+            return None
+        latest: datetime | None = None
+        async with self.client() as client:
+            for full, version, marker in await self._versions(self.prefix + prefix):
+                if marker:
+                    continue
+                lock = await self._head_lock(client, full, full[len(self.prefix):], version)
+                if lock is not None and (latest is None or lock.retain_until > latest):
+                    latest = lock.retain_until
+        return latest
+
+    async def remove_hidden(self, prefix: str) -> None:
+        if self.lock_mode is not None:
+            await self._delete_versions(await self._versions(self.prefix + prefix))
+
+    async def _versions(self, full_prefix: str) -> builtins.list[tuple[str, str, bool]]:
+        """(full key, version id, is a delete marker) of every version under the prefix."""
+        found: builtins.list[tuple[str, str, bool]] = []
+        markers: dict[str, str] = {}
+        async with self.client() as client:
+            while True:
+                kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix,
+                                          **markers}
+                page = await self.call(
+                    "ListObjectVersions", full_prefix[len(self.prefix):] or "/",
+                    lambda: client.list_object_versions(**kwargs),  # noqa: B023
+                )
+                found += [(v["Key"], v["VersionId"], False) for v in page.get("Versions", [])]
+                found += [(v["Key"], v["VersionId"], True)
+                          for v in page.get("DeleteMarkers", [])]
+                if not page.get("IsTruncated"):
+                    return found
+                markers = {"KeyMarker": page.get("NextKeyMarker", ""),
+                           "VersionIdMarker": page.get("NextVersionIdMarker", "")}
+
+    async def _delete_versions(self, versions: builtins.list[tuple[str, str, bool]]) -> None:
+        """Delete these versions for good (never with a governance bypass): S3 refuses a
+        locked one with AccessDenied, raised as the StorageError naming the key."""
+        async with self.client() as client:
+            for full, version, _ in versions:
+                key = full[len(self.prefix):]
+                try:
+                    await self.call("DeleteObject", key, functools.partial(
+                        client.delete_object, Bucket=self.bucket, Key=full, VersionId=version))
+                except StorageError as exc:
+                    if ": AccessDenied" in str(exc):
+                        raise BackupLocked(f"storage {self.name}: S3 refused to delete {key}"
+                                           " (HTTP 403 AccessDenied): it is under Object Lock"
+                                           " or the key may not delete versions") from None
+                    raise
 
     async def abort_stale_uploads(self, older_than: timedelta) -> builtins.list[str]:
         """Abort multipart uploads under the prefix started more than older_than ago.
@@ -286,9 +403,10 @@ class S3Storage(Storage):
 class S3Writer(ObjectWriter):
     """A multipart upload, started when the first full part exists (or a PutObject at commit)."""
 
-    def __init__(self, storage: S3Storage, key: str):
+    def __init__(self, storage: S3Storage, key: str, retain_until: datetime | None = None):
         self.storage = storage
         self.key = key
+        self.retain_until = retain_until
         self.full = storage.prefix + key
         self.chunks: deque[bytes] = deque()  # written, not yet in a part
         self.buffered = 0
@@ -301,9 +419,13 @@ class S3Writer(ObjectWriter):
         self._client: Any = None
         self.done = False
 
-    def _extra(self) -> dict[str, str]:
+    def _extra(self) -> dict[str, Any]:
         cls = self.storage.config.storage_class
-        return {"StorageClass": cls} if cls else {}
+        extra: dict[str, Any] = {"StorageClass": cls} if cls else {}
+        if self.retain_until is not None and self.storage.lock_mode is not None:
+            extra["ObjectLockMode"] = self.storage.lock_mode.upper()
+            extra["ObjectLockRetainUntilDate"] = self.retain_until
+        return extra
 
     async def _get_client(self) -> Any:
         if self._client is None:
@@ -409,8 +531,28 @@ class S3Writer(ObjectWriter):
                 await self._start_part(self._take(self.buffered))
             await self._wait_for_slot(0)
             await self._complete(client)
+        if self.retain_until is not None:
+            await self._ensure_lock(client)
         self.done = True
         await self.stack.aclose()
+
+    async def _ensure_lock(self, client: Any) -> None:
+        """Read the committed object's lock back; where the server did not apply the lock
+        headers (some S3-compatible servers do not on a multipart upload), set it with
+        PutObjectRetention, so that every object of a backup is locked."""
+        storage = self.storage
+        lock = await storage._head_lock(client, self.full, self.key)
+        if lock is not None and self.retain_until is not None and \
+                lock.retain_until >= self.retain_until:
+            return
+        await storage.call("PutObjectRetention", self.key, functools.partial(
+            client.put_object_retention, Bucket=storage.bucket, Key=self.full,
+            Retention={"Mode": (storage.lock_mode or "").upper(),
+                       "RetainUntilDate": self.retain_until}))
+        lock = await storage._head_lock(client, self.full, self.key)
+        if lock is None:
+            raise StorageError(f"storage {storage.name}: {self.key}: the bucket did not"
+                               " lock the object (Object Lock not supported?)")
 
     async def _complete(self, client: Any) -> None:
         """CompleteMultipartUpload; after a lost reply the retry's NoSuchUpload is checked."""
