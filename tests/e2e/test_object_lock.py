@@ -275,6 +275,8 @@ def test_lock_daemon_refuses_a_bucket_without_object_lock(
     # With a lock bucket it starts; a reload back to the plain bucket is rejected.
     lock_daemon(kb, s3_server, tmp_path, lock_bucket, "1h")
     kb.start()
+    checked = kb.ctl("storage", "check", "vault")
+    assert checked.returncode == 0 and "OK (lock " in checked.stdout, checked.stdout
     kb.write_daemon(extra=toml_table("vault", table)
                     + 'object_lock = { mode = "compliance", days = 30 }\n')
     result = kb.ctl("reload")
