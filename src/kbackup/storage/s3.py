@@ -34,9 +34,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from kbackup.config import S3StorageConfig
+from kbackup.storage import s3_lock
 from kbackup.storage.base import (
-    BackupLocked,
-    LockMissing,
     ObjectInfo,
     ObjectLock,
     ObjectWriter,
@@ -257,8 +256,8 @@ class S3Storage(Storage):
         only hides the data behind a delete marker); a locked one is refused by S3."""
         full = self._full(key)
         if self.lock_mode is not None:
-            await self._delete_versions([v for v in await self._versions(full)
-                                         if v[0] == full])
+            found = await s3_lock.versions(self, full)
+            await s3_lock.delete_versions(self, [v for v in found if v[0] == full])
             return
         async with self.client() as client:
             await self.call(
@@ -268,99 +267,21 @@ class S3Storage(Storage):
     # ------------------------------------------------------------------ object lock
 
     async def check_lock(self) -> None:
-        if self.lock_mode is None:
-            return
-
-        async def get() -> Any:
-            try:
-                return await client.get_object_lock_configuration(Bucket=self.bucket)
-            except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in (
-                        "ObjectLockConfigurationNotFoundError", "InvalidRequest"):
-                    return {}
-                raise
-
-        async with self.client() as client:
-            answer = await self.call("GetObjectLockConfiguration", "/", get)
-        if answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
-            raise LockMissing(f"storage {self.name}: object_lock is set but bucket"
-                              f" {self.bucket} has no Object Lock enabled (create the bucket"
-                              " with Object Lock)")
-
-    async def _head_lock(self, client: Any, full: str, key: str,
-                         version: str | None = None) -> ObjectLock | None:
-        extra = {"VersionId": version} if version else {}
-
-        async def head() -> Any:
-            try:
-                return await client.head_object(Bucket=self.bucket, Key=full, **extra)
-            except botocore.exceptions.ClientError as exc:
-                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                    return {}
-                raise
-
-        found = await self.call("HeadObject", key, head)
-        until = found.get("ObjectLockRetainUntilDate")
-        if not until or not found.get("ObjectLockMode"):
-            return None
-        return ObjectLock(str(found["ObjectLockMode"]).lower(), until.astimezone(UTC))
+        if self.lock_mode is not None:
+            await s3_lock.check_lock(self)
 
     async def object_lock(self, key: str) -> ObjectLock | None:
         async with self.client() as client:
-            return await self._head_lock(client, self._full(key), key)
+            return await s3_lock.head_lock(self, client, self._full(key), key)
 
     async def locked_until(self, prefix: str) -> datetime | None:
         if self.lock_mode is None:
             return None
-        latest: datetime | None = None
-        async with self.client() as client:
-            for full, version, marker in await self._versions(self.prefix + prefix):
-                if marker:
-                    continue
-                lock = await self._head_lock(client, full, full[len(self.prefix):], version)
-                if lock is not None and (latest is None or lock.retain_until > latest):
-                    latest = lock.retain_until
-        return latest
+        return await s3_lock.locked_until(self, self.prefix + prefix)
 
     async def remove_hidden(self, prefix: str) -> None:
         if self.lock_mode is not None:
-            await self._delete_versions(await self._versions(self.prefix + prefix))
-
-    async def _versions(self, full_prefix: str) -> builtins.list[tuple[str, str, bool]]:
-        """(full key, version id, is a delete marker) of every version under the prefix."""
-        found: builtins.list[tuple[str, str, bool]] = []
-        markers: dict[str, str] = {}
-        async with self.client() as client:
-            while True:
-                kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full_prefix,
-                                          **markers}
-                page = await self.call(
-                    "ListObjectVersions", full_prefix[len(self.prefix):] or "/",
-                    lambda: client.list_object_versions(**kwargs),  # noqa: B023
-                )
-                found += [(v["Key"], v["VersionId"], False) for v in page.get("Versions", [])]
-                found += [(v["Key"], v["VersionId"], True)
-                          for v in page.get("DeleteMarkers", [])]
-                if not page.get("IsTruncated"):
-                    return found
-                markers = {"KeyMarker": page.get("NextKeyMarker", ""),
-                           "VersionIdMarker": page.get("NextVersionIdMarker", "")}
-
-    async def _delete_versions(self, versions: builtins.list[tuple[str, str, bool]]) -> None:
-        """Delete these versions for good (never with a governance bypass): S3 refuses a
-        locked one with AccessDenied, raised as the StorageError naming the key."""
-        async with self.client() as client:
-            for full, version, _ in versions:
-                key = full[len(self.prefix):]
-                try:
-                    await self.call("DeleteObject", key, functools.partial(
-                        client.delete_object, Bucket=self.bucket, Key=full, VersionId=version))
-                except StorageError as exc:
-                    if ": AccessDenied" in str(exc):
-                        raise BackupLocked(f"storage {self.name}: S3 refused to delete {key}"
-                                           " (HTTP 403 AccessDenied): it is under Object Lock"
-                                           " or the key may not delete versions") from None
-                    raise
+            await s3_lock.delete_versions(self, await s3_lock.versions(self, self.prefix + prefix))
 
     async def abort_stale_uploads(self, older_than: timedelta) -> builtins.list[str]:
         """Abort multipart uploads under the prefix started more than older_than ago.
@@ -532,27 +453,10 @@ class S3Writer(ObjectWriter):
             await self._wait_for_slot(0)
             await self._complete(client)
         if self.retain_until is not None:
-            await self._ensure_lock(client)
+            await s3_lock.ensure_lock(self.storage, client, self.full, self.key,
+                                      self.retain_until)
         self.done = True
         await self.stack.aclose()
-
-    async def _ensure_lock(self, client: Any) -> None:
-        """Read the committed object's lock back; where the server did not apply the lock
-        headers (some S3-compatible servers do not on a multipart upload), set it with
-        PutObjectRetention, so that every object of a backup is locked."""
-        storage = self.storage
-        lock = await storage._head_lock(client, self.full, self.key)
-        if lock is not None and self.retain_until is not None and \
-                lock.retain_until >= self.retain_until:
-            return
-        await storage.call("PutObjectRetention", self.key, functools.partial(
-            client.put_object_retention, Bucket=storage.bucket, Key=self.full,
-            Retention={"Mode": (storage.lock_mode or "").upper(),
-                       "RetainUntilDate": self.retain_until}))
-        lock = await storage._head_lock(client, self.full, self.key)
-        if lock is None:
-            raise StorageError(f"storage {storage.name}: {self.key}: the bucket did not"
-                               " lock the object (Object Lock not supported?)")
 
     async def _complete(self, client: Any) -> None:
         """CompleteMultipartUpload; after a lost reply the retry's NoSuchUpload is checked."""
