@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import KbEnv
-from kbackup.repository import backup_prefix, delete_backup
+from kbackup.repository import backup_prefix, clean_incomplete, delete_backup
 from kbackup.storage import Storage
 from kbackup.storage.base import BackupLocked
 from kbackup.storage.probe import probe
@@ -307,4 +307,27 @@ def test_lock_delete_marker_alone_is_cleaned_with_the_backup(
     assert until is not None
     time.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 1.2)
     asyncio.run(delete_backup(storage, "shop", backup_id))
+    assert versions(s3_server, lock_bucket, full) == {"versions": [], "markers": []}
+
+
+async def test_lock_leftovers_of_a_failed_run_wait_for_their_lock(
+    make_locked: Callable[..., Storage], s3_server: ServerProcess, lock_bucket: str,
+) -> None:
+    """A run that failed cannot remove what it locked: the leftover cleanup skips it while
+    the lock holds (no error), and removes every version once it has ended."""
+    storage = make_locked(retain="2s")
+    backup_id = "20261203T040000Z-0f1e2d"
+    prefix = backup_prefix("shop", backup_id)
+    until = storage.retain_until(datetime.now(UTC))
+    await storage.put_bytes(prefix + "db-shop.dump.zst", b"half a backup", until)
+    full = storage.prefix + prefix  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    assert await clean_incomplete(storage, {backup_id}, now, timedelta(days=1)) == []
+    assert await storage.get_bytes(prefix + "db-shop.dump.zst") == b"half a backup"
+
+    assert until is not None
+    await asyncio.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 1.2)
+    removed = await clean_incomplete(storage, {backup_id}, datetime.now(UTC),
+                                     timedelta(days=1))
+    assert removed == [prefix + "db-shop.dump.zst"]
     assert versions(s3_server, lock_bucket, full) == {"versions": [], "markers": []}
