@@ -33,6 +33,7 @@ from kbackup.runner import Runner
 from kbackup.scheduler import Clock, Scheduler, clock_from_env
 from kbackup.services import Services
 from kbackup.storage import Storage, StorageError, open_storage
+from kbackup.storage.base import LockMissing
 from kbackup.views import pause_view
 
 log = logging.getLogger("kbackup.daemon")
@@ -42,6 +43,22 @@ STARTUP_STORAGE_CHECK = 20.0
 
 def build_storages(config: Config) -> dict[str, Storage]:
     return {name: open_storage(name, cfg) for name, cfg in config.storage.items()}
+
+
+async def check_locks(storages: dict[str, Storage]) -> None:
+    """Targets with object_lock must be buckets with Object Lock: LockMissing (one line) at
+    start and reload otherwise. One that does not answer is only logged, as in recover()."""
+    for storage in storages.values():
+        if storage.lock_mode is None:
+            continue
+        try:
+            async with asyncio.timeout(STARTUP_STORAGE_CHECK):
+                await storage.check_lock()
+        except LockMissing:
+            raise
+        except (StorageError, TimeoutError) as exc:
+            log.warning("event=storage.lock_unchecked target=%s error=%r", storage.name,
+                        str(exc) or "no answer within the start-up check")
 
 
 class Daemon:
@@ -134,6 +151,7 @@ class Daemon:
     async def start(self) -> None:
         from kbackup.api.server import start_api
 
+        await check_locks(self.storages)
         await self.recover()
         self.scheduler.configure(self.config)
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
@@ -184,6 +202,7 @@ class Daemon:
         try:
             new = load_config(self.config.directory)
             storages = build_storages(new)
+            await check_locks(storages)
         except (ConfigError, StorageError) as exc:
             self.last_reload_error = str(exc)
             for line in str(exc).splitlines():
@@ -302,7 +321,7 @@ async def serve(config: Config) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload()))
     try:
         await daemon.start()
-    except OSError as exc:
+    except (OSError, LockMissing) as exc:
         log.error("event=daemon.start_failed error=%r", str(exc))
         return 1
     await daemon.stopping.wait()

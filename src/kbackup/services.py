@@ -202,7 +202,8 @@ class Backups(_Service):
 
         daemon = self._daemon
         plan = plan_delete(daemon.config, daemon.catalog, daemon.storages,
-                           daemon.runner.using(backup_id), backup_id, target, force)
+                           daemon.runner.using(backup_id), backup_id, target, force,
+                           daemon.clock.now())
         if dry_run:
             await measure(plan, daemon.storages)
             return {"dry_run": True, "plan": plan}

@@ -43,6 +43,28 @@ class RemoteStorageConfig(Strict):
         return {}
 
 
+class ObjectLockConfig(Strict):
+    """`object_lock = { mode = "governance", days = 30 }`: every object of a backup is
+    written with S3 Object Lock until the backup's start + days (`retain`, a duration such
+    as "36h", instead of `days`). compliance: nobody can delete it earlier; governance: only
+    a caller allowed to bypass governance retention can (kbackup never asks to)."""
+
+    mode: Literal["governance", "compliance"]
+    days: int | None = Field(default=None, ge=1, le=36500)
+    retain: Seconds | None = None
+
+    @model_validator(mode="after")
+    def _one_duration(self) -> ObjectLockConfig:
+        if (self.days is None) == (self.retain is None):
+            raise ValueError("expected exactly one of days (a number of days) and retain"
+                             " (a duration like '30d')")
+        return self
+
+    @property
+    def seconds(self) -> float:
+        return self.days * 86400.0 if self.days is not None else float(self.retain or 0)
+
+
 class S3StorageConfig(RemoteStorageConfig):
     """An S3 bucket (AWS or compatible: MinIO, Ceph, Wasabi, Backblaze B2, ...)."""
 
@@ -57,6 +79,7 @@ class S3StorageConfig(RemoteStorageConfig):
     storage_class: str | None = None
     part_size: Bytes = 16 * MiB
     max_in_flight: int = Field(default=2, ge=1, le=16)
+    object_lock: ObjectLockConfig | None = None
 
     @field_validator("bucket")
     @classmethod

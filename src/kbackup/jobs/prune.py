@@ -2,7 +2,9 @@
 
 Decisions are made per target (a partial backup may exist on one target and not another),
 deletion removes the manifest first so an interrupted prune never leaves a backup that looks
-complete, and leftovers of runs that never committed (older than a day) are cleaned up too.
+complete (a backup under S3 Object Lock on a target is kept there until the lock ends, as the
+manifest records it; the objects' own locks are read again before deleting), and leftovers
+of runs that never committed (older than a day) are cleaned up too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from kbackup.catalog import Catalog, parse_iso
 from kbackup.config import Config, JobConfig
-from kbackup.repository import clean_incomplete, delete_backup
+from kbackup.repository import clean_incomplete, delete_backup, recorded_lock
 from kbackup.retention import Candidate, decide
 from kbackup.storage import Storage, StorageError
 
@@ -43,7 +45,9 @@ async def prune_job(config: Config, job: JobConfig, storages: dict[str, Storage]
             verification = catalog.last_verification(row["id"])
             candidates.append(Candidate(row["id"], started, row["status"], row["trigger"],
                                         verified=bool(verification and verification["ok"]),
-                                        tag=row.get("tag")))
+                                        tag=row.get("tag"),
+                                        locked_until=recorded_lock(row.get("manifest"),
+                                                                   target_name)))
         decisions = decide(candidates, job.retention, tz, now)
         report["targets"][target_name] = [
             {"id": d.backup.id, "keep": d.keep, "reasons": d.reasons,
@@ -57,7 +61,7 @@ async def prune_job(config: Config, job: JobConfig, storages: dict[str, Storage]
                 continue
             backup_id = decision.backup.id
             try:
-                await delete_backup(storage, job.name, backup_id)
+                await delete_backup(storage, job.name, backup_id, now)
             except StorageError as exc:
                 report["errors"].append(f"{target_name}: {backup_id}: {exc}")
                 continue

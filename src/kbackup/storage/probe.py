@@ -1,7 +1,8 @@
 """`kbackupctl storage check`: prove a target works end to end with a small probe object.
 
 Write, read back (compared), stat, list, delete: the same verbs a backup uses, so a target
-that passes can take a backup. Each step is timed; the first failure is the verdict.
+that passes can take a backup. A target with object_lock first needs a bucket with Object
+Lock enabled. Each step is timed; the first failure is the verdict.
 """
 
 from __future__ import annotations
@@ -32,8 +33,12 @@ async def probe(storage: Storage) -> dict[str, Any]:
         steps[name] = round((now - started) * 1000, 1)
         started = now
 
-    step = "write"
+    step = "lock"
     try:
+        if storage.lock_mode is not None:  # a bucket without Object Lock: one line
+            await storage.check_lock()
+            lap(step)
+        step = "write"
         await storage.put_bytes(key, payload)
         lap(step)
         step = "read"
