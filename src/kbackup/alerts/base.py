@@ -9,6 +9,7 @@ down, and its error is what `kbackupctl alerts test` prints.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,8 @@ from typing import Any
 from kbackup.config import AlertChannelConfig
 from kbackup.errors import KbackupError
 from kbackup.times import parse_iso
+
+log = logging.getLogger("kbackup.alerts")
 
 LABELS = {"resolved": "RESOLVED", "test": "TEST", "failure": "FAILED", "success": "OK",
           "recovery": "RECOVERED", "digest": "REPORT"}
@@ -151,3 +154,19 @@ class Channel(ABC):
                 raise ChannelError(f"{error}{suffix}", error.retry)
             await asyncio.sleep(delay)
             delay *= 2
+
+
+async def delivery_error(channel: Channel, message: Message,
+                         retries: int | None = None) -> str | None:
+    """Send; the reason it failed, or None. Never raises but for cancellation: a channel's
+    bug must not reach the daemon (it is logged with its traceback, and is the reason)."""
+    try:
+        await channel.send(message, retries)
+        return None
+    except ChannelError as exc:
+        return str(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("event=alert.channel_bug channel=%s kind=%s", channel.name, message.kind)
+        return f"internal error: {exc.__class__.__name__}: {exc}"

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from kbackup.alerts.base import Channel, ChannelError, Message
+from kbackup.alerts.base import Channel, Message, delivery_error
 from kbackup.alerts.store import AlertStore
 from kbackup.catalog import Catalog
 from kbackup.config import Config
@@ -121,15 +121,11 @@ class Digests:
         channel = self.channels()[name]
         try:
             message = digest_message(self.report(since, until), channel.type == "email")
-            await channel.send(message, retries)
-            error = None
-        except ChannelError as exc:
-            error = str(exc)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # a bug here must not reach the daemon
             log.exception("event=digest.bug channel=%s", name)
-            error = f"internal error: {exc.__class__.__name__}: {exc}"
+            error: str | None = f"internal error: {exc.__class__.__name__}: {exc}"
+        else:
+            error = await delivery_error(channel, message, retries)
         self.store.channel_result(name, error, self.clock.now())
         if error is None:
             log.info("event=digest.sent channel=%s type=%s since=%s until=%s", name,

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from kbackup.alerts.base import Channel, ChannelError, Message
+from kbackup.alerts.base import Channel, Message, delivery_error
 from kbackup.alerts.channels import build_channel
 from kbackup.alerts.store import AlertStore
 from kbackup.config import Config
@@ -183,16 +183,7 @@ class AlertManager:
     async def _send(self, channel: Channel, message: Message,
                     retries: int | None = None) -> str | None:
         """Send and record the channel's health; the error text, or None. Never raises."""
-        try:
-            await channel.send(message, retries)
-            error = None
-        except ChannelError as exc:
-            error = str(exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a channel bug must not reach the daemon
-            log.exception("event=alert.channel_bug channel=%s", channel.name)
-            error = f"internal error: {exc.__class__.__name__}: {exc}"
+        error = await delivery_error(channel, message, retries)
         self.store.channel_result(channel.name, error, self.clock.now())
         if error is not None:
             log.error("event=alert.channel_failed channel=%s type=%s kind=%s key=%s error=%r",
