@@ -188,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="apply JOB's retention policy now")
     p.add_argument("job")
     p.add_argument("--dry-run", action="store_true", help="show keep/remove, remove nothing")
+    p.add_argument("--target", help="apply it on this target here, with credentials that may"
+                                    " delete there (an append-only target; needs the config)")
+    p.add_argument("--credentials-dir", help="with --target: TARGET.access_key_id and"
+                                             " TARGET.secret_access_key (S3) or TARGET.password"
+                                             " (WebDAV) in this directory")
     p = sub.add_parser("storage", help="storage target commands")
     p.add_argument("action", choices=["check"])
     p.add_argument("target", nargs="?", help="one target (default: all)")

@@ -137,6 +137,8 @@ class Daemon:
                 self.catalog.mark_backup_failed(run["id"], "interrupted: daemon stopped")
         known = {r["id"] for r in interrupted}
         for storage in self.storages.values():
+            if storage.append_only:  # nothing is deleted there: leftovers stay
+                continue
             try:
                 # Bounded: an unreachable off-site target must not hold back READY=1.
                 async with asyncio.timeout(STARTUP_STORAGE_CHECK):

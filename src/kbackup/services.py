@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kbackup.errors import KbackupError, NotFound, Refused
 from kbackup.fleet import host_job, local_job, scan_other_hosts
+from kbackup.jobs.prune import WAITING
 from kbackup.repository import list_manifests
 from kbackup.storage import StorageError
 from kbackup.times import iso
@@ -242,6 +243,10 @@ class Backups(_Service):
                 label=m.label,
             )
         removed = 0 if errors else daemon.catalog.delete_backups_not_in({**found, **others})
+        for (job, target), ids in list(WAITING.items()):  # pruned by `prune --target`
+            WAITING[(job, target)] = [i for i in ids
+                                      if target in found.get(i, {}).get("targets", {})]
+        daemon.monitor.request_evaluation()  # health's retention_waiting follows
         log.info("event=catalog.rescan found=%d other_hosts=%d forgotten=%d errors=%d",
                  len(found), len(others), removed, len(errors))
         return {"found": len(found), "other_hosts": len(others), "forgotten": removed,

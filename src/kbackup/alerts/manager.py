@@ -70,7 +70,7 @@ class AlertManager:
         firing = {a["key"]: a for a in self.store.firing()}
         current = {r.key: r for r in results}
         for key, result in current.items():
-            if result.severity == OK:
+            if RANK.get(result.severity, 0) == 0:  # OK, INFO
                 continue
             alert = firing.get(key)
             if alert is None:
@@ -87,7 +87,7 @@ class AlertManager:
                                    result.next_step, list(result.details), now)
         for key, alert in firing.items():
             still = current.get(key)
-            if still is not None and still.severity != OK:
+            if still is not None and RANK.get(still.severity, 0) > 0:
                 continue
             reason = still.reason if still is not None else \
                 "no longer checked (removed from the configuration)"

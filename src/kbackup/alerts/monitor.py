@@ -25,6 +25,7 @@ from kbackup.alerts.store import AlertStore
 from kbackup.catalog import Catalog
 from kbackup.config import Config
 from kbackup.health_facts import OK, CheckResult, DiskStat, Facts, RunningRun, worst
+from kbackup.jobs.prune import WAITING
 from kbackup.scheduler import Clock
 from kbackup.storage import Storage
 from kbackup.times import iso
@@ -204,7 +205,7 @@ class Monitor:
         return Facts(now=now, disks=disks, storage=dict(self.probes),
                      channels=self.store.channel_states(), running=running,
                      heartbeats=dict(self.heartbeats.states),
-                     seen=self.store.seen_since(self.config, now))
+                     seen=self.store.seen_since(self.config, now), waiting=dict(WAITING))
 
     async def evaluate(self) -> list[CheckResult]:
         """One full evaluation; alerts are opened, resolved and sent from its results."""

@@ -206,6 +206,12 @@ def cmd_keys(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_prune(client: Client, args: argparse.Namespace) -> int:
+    if args.target:
+        from kbackup.ctl.prune_direct import cmd_prune_target
+
+        return cmd_prune_target(client, args)
+    if args.credentials_dir:
+        raise CliError("--credentials-dir goes with --target TARGET")
     report = client.call("POST", f"/v1/jobs/{segment(args.job)}/prune", {"dry_run": args.dry_run})
     if args.json:
         return emit_json(report)
@@ -215,9 +221,13 @@ def cmd_prune(client: Client, args: argparse.Namespace) -> int:
     for target, decisions in report["targets"].items():
         print(f"target {target}:")
         rows = [[d["id"], short_time(d["started_at"]), d["status"],
-                 "keep" if d["keep"] else ("would remove" if args.dry_run else "removed"),
+                 "keep" if d["keep"] else "waits (append-only)" if d.get("waiting")
+                 else "would remove" if args.dry_run else "removed",
                  ", ".join(d["reasons"])] for d in decisions]
         print(table(["BACKUP", "STARTED", "STATUS", "ACTION", "KEPT BY"], rows))
+    for target in sorted({w["target"] for w in report.get("waiting", [])}):
+        print(f"kept on append-only target {target}: delete with `kbackupctl prune"
+              f" {args.job} --target {target} --credentials-dir DIR` (as root)")
     for orphan in report["orphans"]:
         print(f"removed leftover {orphan['target']}:{orphan['key']}")
     for problem in report["errors"]:

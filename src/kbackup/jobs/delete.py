@@ -11,7 +11,9 @@ Refusals (DeleteRefused, HTTP 409), checked when the deletion would leave no com
 - a backup that a run is using (a restore or verification reading it, the backup run writing
   it, also queued): never, not even with force;
 - a copy under S3 Object Lock (the manifest's `object_lock` date for that target is still
-  ahead): never, not even with force; S3 would refuse it anyway. The objects' own locks are
+  ahead): never, not even with force; S3 would refuse it anyway;
+- a copy on an append-only target (storage.append_only): never; `kbackupctl prune --target`
+  deletes there with the credentials that may. The objects' own locks are
   read again before the first object is deleted (repository.delete_backup).
 While a deletion runs, the targets it works on are marked `deleting` in the catalog, so a
 verification or restore started meanwhile does not read from them.
@@ -77,6 +79,11 @@ def plan_delete(config: Config, catalog: Catalog, storages: dict[str, Storage],
         if name not in storages:
             raise DeleteRefused(f"target {name} of backup {backup_id} is not configured here:"
                                 " its copy cannot be deleted (choose another with --target)")
+    for name in chosen:
+        if storages[name].append_only:
+            raise DeleteRefused(f"target {name} is append-only: kbackupd never deletes there;"
+                                f" {job}'s backups past retention go with `kbackupctl prune"
+                                f" {job} --target {name} --credentials-dir DIR` (as root)")
     for name in chosen:
         until = recorded_lock(row.get("manifest"), name)
         if until is not None and until > (now or utcnow()):

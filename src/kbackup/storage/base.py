@@ -63,6 +63,9 @@ class Storage(ABC):
     # Backends with Object Lock (S3 with object_lock) set these; the others never lock.
     lock_mode: str | None = None
     lock_seconds: float = 0.0
+    # An append-only target (config `no_delete`): kbackupd never deletes there (prune,
+    # delete, leftover cleanup); open_storage sets it.
+    append_only: bool = False
 
     def __init__(self, name: str):
         self.name = name
