@@ -127,6 +127,8 @@ def test_append_s3_write_only_key_daemon_never_deletes_then_root_prunes(
     # Every DELETE signed with the daemon's key is counted (and refused, as IAM would).
     s3_server.faults({"method": "DELETE", "auth": writer["access_key"], "status": 403})
     kb.start()
+    checked = kb.ctl("storage", "check", "offsite")  # no delete step on an append-only target
+    assert checked.returncode == 0 and ": OK" in checked.stdout, checked.stdout
     ids = three_backups_wait(kb, "offsite")
 
     client = s3_client(s3_server)
