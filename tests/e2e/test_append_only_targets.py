@@ -88,6 +88,8 @@ def three_backups_wait(kb: KbEnv, target: str) -> list[str]:
     assert check["reason"] == f"2 backups past retention wait on append-only target {target}"
     assert health["status"] == "ok", health
     assert kb.ctl("check", "docs").returncode == 0
+    assert f"2 backups past retention wait on append-only target {target}" in kb.ctl(
+        "status").stdout
 
     line = one_line_failure(kb.ctl("delete", ids[0], "--yes", "--force"))
     assert line.endswith(f"target {target} is append-only: kbackupd never deletes there;"
@@ -198,6 +200,15 @@ def test_append_local_directory_kept_then_pruned_by_hand(kb: KbEnv, tmp_path: Pa
     stray.write_bytes(b"half")
     os.utime(stray, (1e9, 1e9))  # a long-dead run's: cleanup would remove it at once
     kb.stop()
+    # Without the daemon: retention over the manifests on the target decides.
+    dry = kb.ctl("prune", "docs", "--target", "local", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "decided by retention over the manifests on the target" in dry.stdout
+    assert f"would remove {ids[0]}" in dry.stdout and f"would remove {ids[1]}" in dry.stdout
+    assert ids[2] not in dry.stdout and "dry run: nothing was removed" in dry.stdout
+    assert len(list(kb.store.rglob("manifest.json"))) == 3
+    wrong = one_line_failure(kb.ctl("prune", "docs", "--target", "elsewhere"))
+    assert wrong.endswith("job docs has no target 'elsewhere' (its targets: local)"), wrong
     kb.start()
     assert stray.exists()
     pruned_by_hand(kb, "local", ids)

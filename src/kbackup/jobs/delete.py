@@ -80,7 +80,7 @@ def plan_delete(config: Config, catalog: Catalog, storages: dict[str, Storage],
             raise DeleteRefused(f"target {name} of backup {backup_id} is not configured here:"
                                 " its copy cannot be deleted (choose another with --target)")
     for name in chosen:
-        if storages[name].append_only:
+        if getattr(storages[name], "append_only", False):  # a Storage (tests pass stand-ins)
             raise DeleteRefused(f"target {name} is append-only: kbackupd never deletes there;"
                                 f" {job}'s backups past retention go with `kbackupctl prune"
                                 f" {job} --target {name} --credentials-dir DIR` (as root)")
