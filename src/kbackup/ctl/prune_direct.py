@@ -48,7 +48,10 @@ def cmd_prune_target(client: Client, args: argparse.Namespace) -> int:
     daemon = _daemon_plan(client, job.name, args.target)
     report = asyncio.run(_apply(config, job, args.target, target, daemon, args.dry_run))
     if not args.dry_run and daemon is not None:
-        report["rescan"] = client.call("POST", "/v1/catalog/rescan", {})
+        try:
+            report["rescan"] = client.call("POST", "/v1/catalog/rescan", {})
+        except CliError as exc:  # what was deleted is still reported
+            report["errors"].append(f"catalog rescan: {exc}")
     return _print(report, args)
 
 
@@ -158,6 +161,8 @@ def _print(report: dict[str, Any], args: argparse.Namespace) -> int:
         print("dry run: nothing was removed")
     elif "rescan" in report:
         print(f"kbackupd rescanned its catalog: {report['rescan']['found']} backups found")
+    elif report["decided_by"] == "kbackupd":
+        print("run `kbackupctl catalog rescan` so that kbackupd's catalog follows")
     else:
         print("kbackupd did not answer: run `kbackupctl catalog rescan` once it runs")
     return 1 if report["errors"] else 0
