@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,10 @@ def one_line_failure(result: Any) -> str:
 
 def three_backups_wait(kb: KbEnv, target: str) -> list[str]:
     """Three backups with keep_last = 1: the two older ones wait, nothing is deleted."""
-    ids = [kb.run_backup("docs")["id"] for _ in range(3)]
+    ids = []
+    for _ in range(3):  # start times a second apart: retention orders by them
+        ids.append(kb.run_backup("docs")["id"])
+        time.sleep(1.1)
     report = kb.ctl_json("prune", "docs")
     assert report["removed"] == [] and report["errors"] == [] and report["orphans"] == []
     assert report["waiting"] == [{"id": i, "target": target} for i in reversed(ids[:2])]
