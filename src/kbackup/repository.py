@@ -1,6 +1,7 @@
 """The backup repository format: layout of objects, the manifest, and the commit rule.
 
     <job>/<YYYY>/<MM>/<backup-id>/<component files>
+    <job>/<YYYY>/<MM>/<backup-id>/manifest.json.sig  its Ed25519 signature (signing.py)
     <job>/<YYYY>/<MM>/<backup-id>/manifest.json      written last: its presence = complete
     _audit/restores/<YYYY>/<MM>/<restore-id>.json     who restored what, when, with what result
     _audit/deletions/<YYYY>/<MM>/<deletion-id>.json   who deleted which backup from which targets
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from kbackup.errors import KbackupError, Refused
 from kbackup.storage.base import PARTIAL_SUFFIX, Storage, StorageError
@@ -38,6 +39,7 @@ from kbackup.storage.base import PARTIAL_SUFFIX, Storage, StorageError
 FORMAT_VERSION = 2
 OLDEST_FORMAT = 1
 MANIFEST = "manifest.json"
+SIGNATURE = MANIFEST + ".sig"  # the manifest's detached signature (signing.py)
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 AUDIT_PREFIX = "_audit/"
 log = logging.getLogger("kbackup.repository")
@@ -142,6 +144,12 @@ class Manifest(BaseModel):
     started_at: str
     finished_at: str
     components: list[Component]
+    # {"algorithm": "ed25519", "key": FINGERPRINT}: the key whose signature of these exact
+    # bytes is manifest.json.sig (signing.py); None in backups made before signing.
+    signature: dict[str, str] | None = None
+    # As read from storage (read_manifest): the exact bytes and the detached signature.
+    _stored: bytes | None = PrivateAttr(None)
+    _detached: bytes | None = PrivateAttr(None)
 
     @model_validator(mode="before")
     @classmethod
@@ -152,6 +160,16 @@ class Manifest(BaseModel):
     @property
     def size_bytes(self) -> int:
         return sum(o.size_bytes for c in self.components for o in c.stored_objects())
+
+    @property
+    def stored(self) -> bytes | None:
+        """The manifest's bytes as read from storage (None when not read from storage)."""
+        return self._stored
+
+    @property
+    def detached_signature(self) -> bytes | None:
+        """manifest.json.sig as read from storage beside it (None when there is none)."""
+        return self._detached
 
 
 def new_backup_id(now: datetime) -> str:
@@ -175,8 +193,13 @@ def encode_manifest(manifest: Manifest) -> bytes:
     return json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True).encode() + b"\n"
 
 
-async def write_manifest(storage: Storage, manifest: Manifest) -> None:
-    await storage.put_bytes(manifest_key(manifest.job, manifest.id), encode_manifest(manifest))
+async def write_manifest(storage: Storage, manifest: Manifest,
+                         signature: bytes | None = None) -> None:
+    """The manifest's detached signature first, then the manifest: still the last object."""
+    key = manifest_key(manifest.job, manifest.id)
+    if signature is not None:
+        await storage.put_bytes(key + ".sig", signature)
+    await storage.put_bytes(key, encode_manifest(manifest))
 
 
 async def read_manifest(storage: Storage, key: str) -> Manifest:
@@ -185,7 +208,7 @@ async def read_manifest(storage: Storage, key: str) -> Manifest:
     wrote it."""
     data = await storage.get_bytes(key)
     try:
-        return Manifest.model_validate_json(data)
+        manifest = Manifest.model_validate_json(data)
     except ValidationError as exc:
         raise StorageError(
             f"storage {storage.name}: {key} is not a valid manifest: {exc}"
@@ -194,6 +217,23 @@ async def read_manifest(storage: Storage, key: str) -> Manifest:
         raise
     except ManifestError as exc:
         raise StorageError(f"storage {storage.name}: {key}: {exc}") from None
+    manifest._stored = data
+    return manifest
+
+
+async def read_signed_manifest(storage: Storage, key: str, signed: bool | None = None
+                               ) -> Manifest:
+    """read_manifest, with its detached signature when there is one (`signed`: whether the
+    listing showed a manifest.json.sig; None: try to read it)."""
+    manifest = await read_manifest(storage, key)
+    if signed is not False:
+        try:
+            manifest._detached = await storage.get_bytes(key + ".sig")
+        except StorageError as exc:
+            if signed:
+                log.warning("event=signature.unreadable storage=%s key=%s.sig error=%s",
+                            storage.name, key, exc)
+    return manifest
 
 
 def _split_key(key: str) -> tuple[str, str, str] | None:
@@ -218,14 +258,16 @@ async def scan_manifests(storage: Storage, job: str | None = None, concurrency: 
 
     Manifests are read a few at a time: on S3 or WebDAV each is a request, and a repository
     of 10 000 backups read one by one takes minutes (bench/listing.py measures it)."""
-    keys = [info.key for info in await storage.list(f"{job}/" if job else "")
-            if (split := _split_key(info.key)) is not None and split[2] == MANIFEST]
+    listed = {info.key for info in await storage.list(f"{job}/" if job else "")
+              if (split := _split_key(info.key)) is not None and split[2] in (MANIFEST,
+                                                                               SIGNATURE)}
+    keys = [key for key in listed if key.endswith("/" + MANIFEST)]
     limit = asyncio.Semaphore(concurrency)
 
     async def one(key: str) -> Manifest | ManifestTooNew | None:
         async with limit:
             try:
-                return await read_manifest(storage, key)
+                return await read_signed_manifest(storage, key, key + ".sig" in listed)
             except ManifestTooNew as exc:
                 log.error("event=manifest.too_new storage=%s key=%s error=%s",
                           storage.name, key, exc)

@@ -214,7 +214,10 @@ class Backups(_Service):
     async def rescan(self, all_hosts: bool = False) -> dict[str, Any]:
         """Rebuild the backup index from the manifests on every storage target; with
         all_hosts, the other hosts' backups beside this host's folder too (fleet.py)."""
+        from kbackup.signing import keyring, trust_of
+
         daemon = self._daemon
+        keys = await asyncio.to_thread(keyring, daemon.config.daemon.state_dir)
         found: dict[str, dict[str, Any]] = {}
         errors = []
         for name, storage in daemon.storages.items():
@@ -226,6 +229,8 @@ class Backups(_Service):
             for manifest in manifests:
                 entry = found.setdefault(manifest.id, {"manifest": manifest, "targets": {}})
                 entry["targets"][name] = "complete"
+                if not trust_of(entry["manifest"], keys).trusted:  # a signed copy wins
+                    entry["manifest"] = manifest
         others: dict[str, dict[str, Any]] = {}
         if all_hosts:
             others, host_errors = await scan_other_hosts(daemon.config)
@@ -239,11 +244,18 @@ class Backups(_Service):
                 m.size_bytes, entry["targets"], m.model_dump(mode="json"), tag=m.tag,
                 label=m.label,
             )
+            trust = trust_of(m, keys)
+            daemon.catalog.set_backup_trust(backup_id, trust.state, trust.reason)
+            if not trust.trusted:
+                log.warning("event=backup.untrusted backup=%s job=%s reason=%r", backup_id,
+                            job, trust.reason)
         removed = 0 if errors else daemon.catalog.delete_backups_not_in({**found, **others})
-        log.info("event=catalog.rescan found=%d other_hosts=%d forgotten=%d errors=%d",
-                 len(found), len(others), removed, len(errors))
+        untrusted = sum(not trust_of(e["manifest"], keys).trusted
+                        for e in [*found.values(), *others.values()])
+        log.info("event=catalog.rescan found=%d other_hosts=%d forgotten=%d errors=%d"
+                 " untrusted=%d", len(found), len(others), removed, len(errors), untrusted)
         return {"found": len(found), "other_hosts": len(others), "forgotten": removed,
-                "errors": errors}
+                "errors": errors, "untrusted": untrusted}
 
 
 class Runs(_Service):
@@ -384,6 +396,25 @@ class Admin(_Service):
                                problem])
 
 
+class SigningKeys(_Service):
+    """The manifest signing key (kbackup.signing): its public half, the trusted keyring."""
+
+    async def describe(self) -> dict[str, Any]:
+        from kbackup.signing import describe
+
+        return await asyncio.to_thread(describe, self.config.daemon.state_dir)
+
+    async def import_key(self, pem: str) -> dict[str, str]:
+        from kbackup.signing import import_public
+
+        return await asyncio.to_thread(import_public, self.config.daemon.state_dir, pem)
+
+    async def rotate(self) -> dict[str, str]:
+        from kbackup.signing import rotate
+
+        return await asyncio.to_thread(rotate, self.config.daemon.state_dir)
+
+
 class Services:
     """The narrow face of the daemon that request handlers see."""
 
@@ -396,4 +427,5 @@ class Services:
         self.storage = Targets(daemon)
         self.sources = SourceProbes(daemon)
         self.admin = Admin(daemon)
+        self.signing = SigningKeys(daemon)
         self.access = daemon.access  # tokens, web users, sessions, throttles (TCP callers)

@@ -27,6 +27,7 @@ from kbackup.api import (
     alerts_routes,
     delete_routes,
     pause_routes,
+    signing_routes,
     sources_routes,
 )
 from kbackup.api.auth import (
@@ -371,6 +372,7 @@ def build_app(services: Services) -> web.Application:
     delete_routes.register(app)  # DELETE /v1/backups/{id}, /v1/audit
     pause_routes.register(app)  # /v1/jobs/{job}/pause, /resume
     sources_routes.register(app)  # /v1/sources/check
+    signing_routes.register(app)  # /v1/keys/signing, /import, /rotate
     access_routes.register(app)  # /v1/tokens, /v1/web/users
     add_dashboard(app)  # the pages at /, /jobs, /backups...: kbackup/web (+ the CSRF cookie)
     return app

@@ -73,7 +73,8 @@ def resolve_backup(catalog: Catalog, request: RestoreRequest) -> dict[str, Any]:
         if not request.job:
             raise RestoreRefused("'latest' needs --job JOB")
         candidates = [b for b in catalog.backups(request.job, "complete")
-                      if b["trigger"] != "pre-restore"]
+                      if b["trigger"] != "pre-restore"
+                      and (b["trust"] != "untrusted" or request.force)]
         if not candidates:
             raise RestoreRefused(f"job {request.job} has no complete backup (try `kbackupctl"
                                  " catalog rescan` on a new server)")
@@ -84,6 +85,9 @@ def resolve_backup(catalog: Catalog, request: RestoreRequest) -> dict[str, Any]:
     if request.job and row["job"] != request.job:
         raise RestoreRefused(f"backup {row['id']} belongs to job {row['job']!r},"
                              f" not {request.job!r}")
+    if row["trust"] == "untrusted" and not request.force:
+        raise RestoreRefused(f"backup {row['id']} is untrusted: {row['trust_reason']}; use"
+                             " --force to restore it anyway")
     if row["status"] == "corrupt" and not request.force:
         raise RestoreRefused(f"backup {row['id']} is corrupt ({row['error']}); use --force to"
                              " restore it anyway")

@@ -25,7 +25,8 @@ from kbackup.errors import KbackupError, VerifyError
 from kbackup.fleet import with_other_hosts
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
-from kbackup.repository import Component, Manifest
+from kbackup.repository import MANIFEST, Component, Manifest, manifest_key, read_signed_manifest
+from kbackup.signing import keyring, trust_of
 from kbackup.sources.base import CannotCheck, CheckFailed, ReadBack, open_object
 from kbackup.sources.drivers import (
     CONFIG_KIND,
@@ -91,7 +92,29 @@ class VerifyRun:
 
     # ------------------------------------------------------------------ run
 
+    async def _signed(self) -> None:
+        """The manifest on each target is what a trusted key signed (kbackup.signing) and
+        what the catalog holds; the verdict is kept as the backup's trust."""
+        keys = await asyncio.to_thread(keyring, self.config.daemon.state_dir)
+        key = manifest_key(self.manifest.job, self.manifest.id)
+        for storage in self.storages:
+            self.progress.phase = f"signature {storage.name}"
+            try:
+                stored = await read_signed_manifest(storage, key)
+            except StorageError as exc:
+                raise VerificationFailed(f"{MANIFEST} on {storage.name}: {exc}") from None
+            trust = trust_of(stored, keys)
+            if not trust.trusted:
+                self.catalog.set_backup_trust(self.manifest.id, "untrusted", trust.reason)
+                raise VerificationFailed(f"manifest signature on {storage.name}:"
+                                         f" {trust.reason}")
+            if stored.model_dump(mode="json") != self.manifest.model_dump(mode="json"):
+                raise VerificationFailed(f"{MANIFEST} on {storage.name} is not the one in the"
+                                         " catalog (run `kbackupctl catalog rescan`)")
+        self.catalog.set_backup_trust(self.manifest.id, "trusted", None)
+
     async def _verify(self) -> None:
+        await self._signed()
         if self.level == "checksum":
             self.progress.bytes_total = self.manifest.size_bytes * len(self.storages)
             for storage in self.storages:
