@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import stat
 import subprocess
@@ -55,11 +56,20 @@ def forge(kb: KbEnv, victim: dict[str, Any], donor: dict[str, Any]) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def openssl_verify(folder: Path, pub: Path) -> subprocess.CompletedProcess[str]:
-    """The by-hand check of docs/format.md, word for word."""
-    return subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(pub),
-                           "-rawin", "-in", "manifest.json", "-sigfile", "manifest.json.sig"],
-                          cwd=folder, capture_output=True, text=True)
+FORMAT_MD = Path(__file__).resolve().parents[2] / "docs" / "format.md"
+
+
+def by_hand(folder: Path, pub: Path) -> subprocess.CompletedProcess[str]:
+    """The by-hand check of docs/format.md (its `sh signature-check` block) in the backup's
+    directory, with the exported public key as pub.pem there."""
+    [block] = re.findall(r"^```sh signature-check\n(.*?)^```", FORMAT_MD.read_text(),
+                         re.M | re.S)
+    shutil.copy(pub, folder / "pub.pem")
+    try:
+        return subprocess.run(["bash", "-c", "set -e -o pipefail\n" + block], cwd=folder,
+                              capture_output=True, text=True)
+    finally:
+        (folder / "pub.pem").unlink()
 
 
 def backups_by_id(kb: KbEnv) -> dict[str, dict[str, Any]]:
@@ -83,18 +93,19 @@ def test_a_forged_backup_is_caught_and_an_untouched_one_verifies(
     pub = tmp_path / "pub.pem"
     pub.write_text(exported.stdout)
     assert exported.stdout.startswith("-----BEGIN PUBLIC KEY-----")
-    # The fingerprint by hand, as docs/format.md says.
-    der = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(pub), "-outform", "DER"],
-                         capture_output=True, check=True).stdout
-    assert manifest["signature"] == {"algorithm": "ed25519",
-                                     "key": hashlib.sha256(der[-32:]).hexdigest()}
-    by_hand = openssl_verify(folder, pub)
-    assert by_hand.returncode == 0 and "Signature Verified Successfully" in by_hand.stdout
+    # The signature and the fingerprint by hand, as docs/format.md says.
+    checked = by_hand(folder, pub)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    fp = manifest["signature"]["key"]
+    assert checked.stdout.splitlines() == ["Signature Verified Successfully", fp, fp]
+    assert manifest["signature"]["algorithm"] == "ed25519"
     show = kb.ctl("show", victim["id"])
     assert f"signed    trusted (ed25519 key {manifest['signature']['key']})" in show.stdout
 
     forge(kb, victim, donor)
-    assert openssl_verify(folder, pub).returncode != 0  # by hand too
+    forged = by_hand(folder, pub)  # by hand too
+    assert forged.returncode != 0 and "Signature Verification Failure" in forged.stdout, \
+        forged.stdout + forged.stderr
     rescan = kb.ctl("catalog", "rescan")
     assert rescan.returncode == 0, rescan.stderr
     assert "untrusted: 1 backups" in rescan.stdout
