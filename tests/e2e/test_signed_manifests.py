@@ -106,12 +106,19 @@ def test_a_forged_backup_is_caught_and_an_untouched_one_verifies(
     forged = by_hand(folder, pub)  # by hand too
     assert forged.returncode != 0 and "Signature Verification Failure" in forged.stdout, \
         forged.stdout + forged.stderr
+    # Before any rescan the catalog still trusts it: the restore reads the signature itself.
+    reason = ("signature does not match manifest.json (key"
+              f" {manifest['signature']['key']}): the manifest or its signature was changed")
+    live = kb.ctl("restore", victim["id"], "--to-database", "shop_forged", "--yes")
+    assert live.returncode != 0
+    assert f"backup {victim['id']} is untrusted: {reason}; use --force" in live.stderr, \
+        live.stdout + live.stderr
+    assert pg.databases("shop_forged") == []
+    assert kb.ctl_json("show", victim["id"])["trust_reason"] == reason
     rescan = kb.ctl("catalog", "rescan")
     assert rescan.returncode == 0, rescan.stderr
     assert "untrusted: 1 backups" in rescan.stdout
     listed = backups_by_id(kb)
-    reason = ("signature does not match manifest.json (key"
-              f" {manifest['signature']['key']}): the manifest or its signature was changed")
     assert listed[victim["id"]]["trust"] == "untrusted"
     assert listed[victim["id"]]["trust_reason"] == reason
     assert listed[donor["id"]]["trust"] == "trusted"
