@@ -126,6 +126,9 @@ def test_a_forged_backup_is_caught_and_an_untouched_one_verifies(
     verified = kb.ctl("verify", victim["id"], "--level", "checksum", "--wait")
     assert verified.returncode != 0
     assert f"manifest signature on local: {reason}" in verified.stdout + verified.stderr
+    shown = kb.ctl_json("show", victim["id"])
+    assert shown["status"] == "complete" and shown["trust"] == "untrusted"  # not "corrupt"
+    assert shown["verification"]["reason"] == f"manifest signature on local: {reason}"
     refused = kb.ctl("restore", victim["id"], "--to-database", "shop_forged", "--yes")
     assert refused.returncode != 0
     assert refused.stderr.strip() == (f"kbackupctl: backup {victim['id']} is untrusted: {reason};"

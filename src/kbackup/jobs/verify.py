@@ -46,6 +46,12 @@ class VerificationFailed(VerifyError):
     """The backup is not what its manifest promises; the message is the first mismatch."""
 
 
+class Untrusted(VerificationFailed):
+    """The manifest on a target is not what a trusted key signed (kbackup.signing): the
+    verification fails, the backup becomes untrusted, not corrupt (its objects may be
+    intact; an unsigned backup from before signing is not damaged)."""
+
+
 class CannotVerify(VerifyError):
     """Not the backup's fault: this version cannot check it (a component of a kind it has no
     driver for). Recorded as "could not verify", the backup's status left as it is."""
@@ -106,11 +112,10 @@ class VerifyRun:
             trust = trust_of(stored, keys)
             if not trust.trusted:
                 self.catalog.set_backup_trust(self.manifest.id, "untrusted", trust.reason)
-                raise VerificationFailed(f"manifest signature on {storage.name}:"
-                                         f" {trust.reason}")
+                raise Untrusted(f"manifest signature on {storage.name}: {trust.reason}")
             if stored.model_dump(mode="json") != self.manifest.model_dump(mode="json"):
-                raise VerificationFailed(f"{MANIFEST} on {storage.name} is not the one in the"
-                                         " catalog (run `kbackupctl catalog rescan`)")
+                raise CannotVerify(f"{MANIFEST} on {storage.name} is not the one in the"
+                                   " catalog (run `kbackupctl catalog rescan`)")
         self.catalog.set_backup_trust(self.manifest.id, "trusted", None)
 
     async def _verify(self) -> None:
@@ -153,8 +158,11 @@ class VerifyRun:
     async def run(self) -> dict[str, Any]:
         started = utcnow()
         problem: str | None = None
+        untrusted = False
         try:
             await self._verify()
+        except Untrusted as exc:
+            problem, untrusted = str(exc), True
         except VerificationFailed as exc:
             problem = str(exc)
         except (KeyProblem, CannotVerify, CannotCheck) as exc:
@@ -171,9 +179,10 @@ class VerifyRun:
         self.catalog.add_verification(self.run_id, self.manifest.id, self.manifest.job,
                                       self.level, started, ok, problem, self.details,
                                       took if ok and self.level == "restore-test" else None)
-        if not ok:
+        if not ok and not untrusted:  # untrusted: the trust says so (_signed), not the status
             self.catalog.set_backup_status(self.manifest.id, "corrupt",
                                            f"{self.level} verification failed: {problem}")
+        if not ok:
             log.error("event=verify.failed backup=%s level=%s problem=%r", self.manifest.id,
                       self.level, problem)
         else:
