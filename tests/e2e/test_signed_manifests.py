@@ -5,6 +5,7 @@ PostgreSQL, real files; the by-hand check of docs/format.md run with openssl."""
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 import shutil
@@ -19,7 +20,7 @@ import pytest
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import KbEnv, PgServer, stop_gpg_agent
+from conftest import KbEnv, PgServer, request, stop_gpg_agent
 
 KEY = "signing/ed25519.key"
 
@@ -99,6 +100,9 @@ def test_a_forged_backup_is_caught_and_an_untouched_one_verifies(
     fp = manifest["signature"]["key"]
     assert checked.stdout.splitlines() == ["Signature Verified Successfully", fp, fp]
     assert manifest["signature"]["algorithm"] == "ed25519"
+    status, _, page = request(kb, "GET", f"/backups/{victim['id']}")  # the dashboard
+    assert status == 200 and f'trusted</span> <span class="mono small">ed25519 {fp}' in \
+        page.decode()
     show = kb.ctl("show", victim["id"])
     assert f"signed    trusted (ed25519 key {manifest['signature']['key']})" in show.stdout
 
@@ -126,6 +130,9 @@ def test_a_forged_backup_is_caught_and_an_untouched_one_verifies(
     verified = kb.ctl("verify", victim["id"], "--level", "checksum", "--wait")
     assert verified.returncode != 0
     assert f"manifest signature on local: {reason}" in verified.stdout + verified.stderr
+    status, _, page = request(kb, "GET", f"/backups/{victim['id']}")
+    assert status == 200 and "untrusted</span>" in page.decode()
+    assert html.escape(reason) in page.decode()
     shown = kb.ctl_json("show", victim["id"])
     assert shown["status"] == "complete" and shown["trust"] == "untrusted"  # not "corrupt"
     assert shown["verification"]["reason"] == f"manifest signature on local: {reason}"
