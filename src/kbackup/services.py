@@ -229,13 +229,14 @@ class Backups(_Service):
             for manifest in manifests:
                 entry = found.setdefault(manifest.id, {"manifest": manifest, "targets": {}})
                 entry["targets"][name] = "complete"
-                if not trust_of(entry["manifest"], keys).trusted:  # a signed copy wins
-                    entry["manifest"] = manifest
+                if "trust" not in entry or not entry["trust"].trusted:  # a signed copy wins
+                    entry.update(manifest=manifest, trust=trust_of(manifest, keys))
         others: dict[str, dict[str, Any]] = {}
         if all_hosts:
             others, host_errors = await scan_other_hosts(daemon.config)
             errors += host_errors
             others = {k: v for k, v in others.items() if k not in found}
+        untrusted = 0
         for backup_id, entry in {**found, **others}.items():
             m = entry["manifest"]
             job = host_job(entry["host"], m.job) if "host" in entry else m.job
@@ -244,14 +245,13 @@ class Backups(_Service):
                 m.size_bytes, entry["targets"], m.model_dump(mode="json"), tag=m.tag,
                 label=m.label,
             )
-            trust = trust_of(m, keys)
+            trust = entry.get("trust") or trust_of(m, keys)
             daemon.catalog.set_backup_trust(backup_id, trust.state, trust.reason)
             if not trust.trusted:
+                untrusted += 1
                 log.warning("event=backup.untrusted backup=%s job=%s reason=%r", backup_id,
                             job, trust.reason)
         removed = 0 if errors else daemon.catalog.delete_backups_not_in({**found, **others})
-        untrusted = sum(not trust_of(e["manifest"], keys).trusted
-                        for e in [*found.values(), *others.values()])
         log.info("event=catalog.rescan found=%d other_hosts=%d forgotten=%d errors=%d"
                  " untrusted=%d", len(found), len(others), removed, len(errors), untrusted)
         return {"found": len(found), "other_hosts": len(others), "forgotten": removed,
