@@ -353,9 +353,16 @@ exclude = ["*.tmp"]
 
 @pytest.fixture
 def kb(tmp_path: Path) -> Iterator[KbEnv]:
+    with kb_environment(tmp_path) as env:
+        yield env
+
+
+@contextlib.contextmanager
+def kb_environment(base: Path) -> Iterator[KbEnv]:
+    """A daemon's config, state and socket under base; stopped and cleaned up afterwards."""
     sockdir = Path(tempfile.mkdtemp(prefix="kbs", dir="/tmp"))
     os.chmod(sockdir, 0o755)
-    env = KbEnv(tmp_path, sockdir)
+    env = KbEnv(base, sockdir)
     try:
         yield env
     finally:

@@ -36,12 +36,14 @@ import pytest
 BUCKET = "kbackup-test"
 DAV_USER = "kb"
 DAV_PASSWORD = "correct horse battery staple"
+DAV_DELETE_USER = "kb-delete"  # a second login to the same tree (append-only tests)
+DAV_DELETE_PASSWORD = "deleting is another job"
 S3_ERROR = b"<Error><Code>{code}</Code><Message>injected fault</Message></Error>"
 DAV_ERROR = (
     b'<?xml version="1.0" encoding="utf-8"?><d:error xmlns:d="DAV:"'
     b' xmlns:s="http://sabredav.org/ns"><s:message>injected fault</s:message></d:error>'
 )
-CODES = {500: "InternalError", 503: "SlowDown", 507: "InsufficientStorage"}
+CODES = {403: "AccessDenied", 500: "InternalError", 503: "SlowDown", 507: "InsufficientStorage"}
 
 
 # ----------------------------------------------------------------------------- server side
@@ -50,7 +52,7 @@ CODES = {500: "InternalError", 503: "SlowDown", 507: "InsufficientStorage"}
 class FaultMiddleware:
     """Answer matching requests with an error instead of passing them to the real server."""
 
-    def __init__(self, app: Any, flavor: str, fill: Callable[[dict[str, Any]], None] | None):
+    def __init__(self, app: Any, flavor: str, fill: Callable[[dict[str, Any]], Any] | None):
         self.app, self.flavor, self.fill = app, flavor, fill
         self.rules: list[dict[str, Any]] = []
         self.hits = 0
@@ -61,12 +63,14 @@ class FaultMiddleware:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
         action = environ["PATH_INFO"].rsplit("/", 1)[-1]
+        found: Any = None
+        if action == "fill" and self.fill is not None:  # outside the lock: it may call us
+            found = self.fill(body)
         with self.lock:
             if action == "faults" and environ["REQUEST_METHOD"] == "POST":
                 self.rules, self.hits, self.requests = body.get("rules", []), 0, 0
-            elif action == "fill" and self.fill is not None:
-                self.fill(body)
-            answer = json.dumps({"hits": self.hits, "requests": self.requests}).encode()
+            answer = json.dumps({"hits": self.hits, "requests": self.requests,
+                                 **(found or {})}).encode()
         start("200 OK", [("Content-Type", "application/json")])
         return [answer]
 
@@ -82,6 +86,8 @@ class FaultMiddleware:
                     continue
                 if rule.get("query", "") not in environ.get("QUERY_STRING", ""):
                     continue
+                if rule.get("auth", "") not in environ.get("HTTP_AUTHORIZATION", ""):
+                    continue  # a part of the Authorization header: one user's requests
                 if rule.get("count", -1) > 0:
                     rule["count"] -= 1
                 self.hits += 1
@@ -156,11 +162,28 @@ def _serve_s3() -> None:
     from moto.s3.models import s3_backends
     from werkzeug.serving import make_server
 
-    def fill(body: dict[str, Any]) -> None:
-        """Many small objects at once, straight into moto's store (HTTP would take minutes)."""
+    def fill(body: dict[str, Any]) -> dict[str, str] | None:
+        """Many small objects at once, straight into moto's store (HTTP would take minutes);
+        or (`user`) an IAM user with the given policy and its key pair."""
+        if "user" in body:
+            return iam_user(body["user"], body["policy"])
         backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
         for index in range(int(body["count"])):
             backend.put_object(body["bucket"], f"{body['prefix']}{index:06d}", b"x" * 7)
+        return None
+
+    def iam_user(name: str, policy: dict[str, Any]) -> dict[str, str]:
+        """Made over HTTP with signature checks off for the moment (they are global)."""
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = 1 << 30
+        try:
+            iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", **anon)
+            iam.create_user(UserName=name)
+            iam.put_user_policy(UserName=name, PolicyName="s3",
+                                PolicyDocument=json.dumps(policy))
+            made = iam.create_access_key(UserName=name)["AccessKey"]
+        finally:
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        return {"access_key": made["AccessKeyId"], "secret_key": made["SecretAccessKey"]}
 
     app = FaultMiddleware(DomainDispatcherApplication(create_backend_app), "s3", fill)
     server = make_server("127.0.0.1", 0, app, True, request_handler=MotoRequestHandler)
@@ -191,7 +214,9 @@ def _serve_dav(root: str) -> None:
         "provider_mapping": {"/dav": root},
         "http_authenticator": {"domain_controller": None, "accept_basic": True,
                                "accept_digest": False, "default_to_digest": False},
-        "simple_dc": {"user_mapping": {"*": {DAV_USER: {"password": DAV_PASSWORD}}}},
+        "simple_dc": {"user_mapping": {"*": {DAV_USER: {"password": DAV_PASSWORD},
+                                                 DAV_DELETE_USER: {
+                                                     "password": DAV_DELETE_PASSWORD}}}},
         "verbose": 1,
         "logging": {"enable": False},
         "property_manager": True,

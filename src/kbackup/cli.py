@@ -33,6 +33,8 @@ from kbackup.ctl.delete import cmd_audit, cmd_delete
 from kbackup.ctl.output import emit_json
 from kbackup.ctl.pause import cmd_pause, cmd_resume
 from kbackup.ctl.reads import cmd_backups, cmd_jobs, cmd_restores, cmd_runs, cmd_show, cmd_status
+from kbackup.ctl.report import add_options as add_report_options
+from kbackup.ctl.report import cmd_report
 from kbackup.ctl.sources import cmd_sources
 from kbackup.verify_levels import LEVELS
 
@@ -190,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="apply JOB's retention policy now")
     p.add_argument("job")
     p.add_argument("--dry-run", action="store_true", help="show keep/remove, remove nothing")
+    p.add_argument("--target", help="apply it on this target here, with credentials that may"
+                                    " delete there (an append-only target; needs the config)")
+    p.add_argument("--credentials-dir", help="with --target: TARGET.access_key_id and"
+                                             " TARGET.secret_access_key (S3) or TARGET.password"
+                                             " (WebDAV) in this directory")
     p = sub.add_parser("storage", help="storage target commands")
     p.add_argument("action", choices=["check"])
     p.add_argument("target", nargs="?", help="one target (default: all)")
@@ -229,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", help="JOB, 'daemon' or alert KEY; CHANNEL for test")
     p.add_argument("--for", dest="duration", help="how long a silence lasts, e.g. 2h")
     p.add_argument("--reason", help="why (shown with the silence)")
+    p = sub.add_parser("report", help="the report: backups, failures, verifications, sizes,"
+                       " time to recover, storage, open alerts; --send CHANNEL sends it now")
+    add_report_options(p)
     p = sub.add_parser("check", help="Nagios/Icinga check: one line, exit 0/1/2/3")
     p.add_argument("job", nargs="?")
     add_access_parsers(sub)  # token, web
@@ -257,6 +267,7 @@ COMMANDS = {
     "catalog": cmd_rescan,
     "alerts": cmd_alerts,
     "check": cmd_check,
+    "report": cmd_report,
     "token": cmd_token,
     "web": cmd_web,
 }

@@ -34,6 +34,7 @@ from kbackup.scheduler import Clock, Scheduler, clock_from_env
 from kbackup.services import Services
 from kbackup.signing import SigningError, signer
 from kbackup.storage import Storage, StorageError, open_storage
+from kbackup.storage.base import LockMissing
 from kbackup.views import pause_view
 
 log = logging.getLogger("kbackup.daemon")
@@ -43,6 +44,22 @@ STARTUP_STORAGE_CHECK = 20.0
 
 def build_storages(config: Config) -> dict[str, Storage]:
     return {name: open_storage(name, cfg) for name, cfg in config.storage.items()}
+
+
+async def check_locks(storages: dict[str, Storage]) -> None:
+    """Targets with object_lock must be buckets with Object Lock: LockMissing (one line) at
+    start and reload otherwise. One that does not answer is only logged, as in recover()."""
+    for storage in storages.values():
+        if storage.lock_mode is None:
+            continue
+        try:
+            async with asyncio.timeout(STARTUP_STORAGE_CHECK):
+                await storage.check_lock()
+        except LockMissing:
+            raise
+        except (StorageError, TimeoutError) as exc:
+            log.warning("event=storage.lock_unchecked target=%s error=%r", storage.name,
+                        str(exc) or "no answer within the start-up check")
 
 
 class Daemon:
@@ -123,6 +140,8 @@ class Daemon:
                 self.catalog.mark_backup_failed(run["id"], "interrupted: daemon stopped")
         known = {r["id"] for r in interrupted}
         for storage in self.storages.values():
+            if storage.append_only:  # nothing is deleted there: leftovers stay
+                continue
             try:
                 # Bounded: an unreachable off-site target must not hold back READY=1.
                 async with asyncio.timeout(STARTUP_STORAGE_CHECK):
@@ -137,6 +156,7 @@ class Daemon:
     async def start(self) -> None:
         from kbackup.api.server import start_api
 
+        await check_locks(self.storages)
         await self.recover()
         self.scheduler.configure(self.config)
         self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
@@ -187,6 +207,7 @@ class Daemon:
         try:
             new = load_config(self.config.directory)
             storages = build_storages(new)
+            await check_locks(storages)
         except (ConfigError, StorageError) as exc:
             self.last_reload_error = str(exc)
             for line in str(exc).splitlines():
@@ -305,7 +326,7 @@ async def serve(config: Config) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(daemon.reload()))
     try:
         await daemon.start()
-    except OSError as exc:
+    except (OSError, LockMissing) as exc:
         log.error("event=daemon.start_failed error=%r", str(exc))
         return 1
     await daemon.stopping.wait()

@@ -170,8 +170,14 @@ def read_pipe(fd: int) -> Callable[[ChunkQueue], None]:
 def pipe_for_child() -> tuple[int, int]:
     """A pipe (read end, write end) sized to hold a whole chunk where the kernel allows it."""
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    widen_pipe(write_fd)
+    return read_fd, write_fd
+
+
+def widen_pipe(fd: int) -> None:
+    """Let the pipe hold a whole chunk (the default is 64 KiB): the two ends then take turns
+    per chunk, not per 64 KiB, and the reader has a chunk in hand while the writer decodes."""
     try:
-        fcntl.fcntl(write_fd, F_SETPIPE_SZ, CHUNK)
+        fcntl.fcntl(fd, F_SETPIPE_SZ, CHUNK)
     except OSError:
         pass  # above /proc/sys/fs/pipe-max-size for this user: keep the default 64 KiB
-    return read_fd, write_fd

@@ -21,6 +21,7 @@ from kbackup.config import Config, JobConfig, ThresholdsConfig
 from kbackup.health_daemon import evaluate_daemon
 from kbackup.health_facts import (
     CRITICAL,
+    INFO,
     OK,
     TARGET_CHECKS,
     WARNING,
@@ -366,6 +367,23 @@ def check_paused(config: Config, job: JobConfig, limits: ThresholdsConfig, histo
                    f"kbackupctl resume {job.name}")
 
 
+def check_waiting(job: JobConfig, facts: Facts) -> list[CheckResult]:
+    """Backups past retention on an append-only target, kept there until someone who may
+    delete prunes them: INFO, one per target (nothing is wrong, but the space is not freed)."""
+    results = []
+    for target in job.targets:
+        waiting = facts.waiting.get((job.name, target))
+        if not waiting:
+            continue
+        results.append(_result(
+            job.name, "retention_waiting", target, INFO,
+            f"{len(waiting)} backup{'' if len(waiting) == 1 else 's'} past retention wait on"
+            f" append-only target {target}",
+            f"kbackupctl prune {job.name} --target {target} --credentials-dir DIR (as root)",
+            waiting))
+    return results
+
+
 def evaluate_job(config: Config, job: JobConfig, history: History,
                  facts: Facts) -> list[CheckResult]:
     limits = config.settings.thresholds.for_job(job.thresholds)
@@ -380,6 +398,7 @@ def evaluate_job(config: Config, job: JobConfig, history: History,
     results += check_sizes(job, limits, history)
     results += check_missed_schedules(config, job, limits, history, facts)
     results.append(check_paused(config, job, limits, history, facts))
+    results += check_waiting(job, facts)
     return results
 
 

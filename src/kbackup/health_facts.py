@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
-RANK = {OK: 0, "info": 0, WARNING: 1, CRITICAL: 2}
+INFO = "info"  # worth saying, nothing wrong: counts as OK (no alert, status OK)
+RANK = {OK: 0, INFO: 0, WARNING: 1, CRITICAL: 2}
 DAEMON = "daemon"  # the "job" part of the key of daemon-wide checks
 FORECAST_WINDOW = timedelta(days=7)
 FORECAST_MIN_SPAN = timedelta(hours=1)
@@ -42,7 +43,8 @@ def alert_key(job: str | None, check: str, target: str | None) -> str:
 
 
 def worst(severities: Iterable[str]) -> str:
-    return max(severities, key=lambda s: RANK.get(s, 0), default=OK)
+    top = max(severities, key=lambda s: RANK.get(s, 0), default=OK)
+    return OK if RANK.get(top, 0) == 0 else top
 
 
 @dataclass
@@ -83,6 +85,8 @@ class Facts:
     running: list[RunningRun] = field(default_factory=list)
     seen: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (job, item) -> first
     heartbeats: dict[str, ChannelState] = field(default_factory=dict)  # "daemon" or a job
+    # (job, append-only target) -> backups past retention kept there (jobs/prune.py WAITING)
+    waiting: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
 
 class History(Protocol):

@@ -9,6 +9,7 @@ compressing and writing overlap. Memory stays at a few chunks whatever the backu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -113,6 +114,39 @@ class _Transform:
             # Each stage also sees what the stages before it flushed.
             out = (stage.process(out) if out else b"") + stage.finish()
         return self._out(out)
+
+
+async def read_ahead(source: AsyncIterator[bytes], depth: int) -> AsyncIterator[bytes]:
+    """The source's chunks, `depth` of them fetched (read, decoded) ahead in a task of their
+    own: a tool fed from the stream finds the next chunk ready while it takes the last one,
+    instead of waiting for the read and decode to start. The source's error comes out in
+    its place; stopping early cancels the task (its generator is closed there)."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=depth)
+
+    async def fetch() -> None:
+        try:
+            async for chunk in source:
+                await queue.put(chunk)
+        except Exception as exc:  # handed to the consumer, raised there
+            await queue.put(exc)
+            return
+        finally:
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()  # now, not when the loop finalizes it: its decoders, its file
+        await queue.put(None)
+
+    task = asyncio.create_task(fetch())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        await task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def rechunk(source: AsyncIterator[bytes], size: int = CHUNK) -> AsyncIterator[bytes]:

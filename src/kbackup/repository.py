@@ -39,7 +39,8 @@ from pydantic import (
 )
 
 from kbackup.errors import KbackupError, Refused
-from kbackup.storage.base import PARTIAL_SUFFIX, Storage, StorageError
+from kbackup.storage.base import PARTIAL_SUFFIX, BackupLocked, Storage, StorageError
+from kbackup.times import iso, parse_iso
 
 # The manifest format this code writes and the newest it reads. Bump it (and add an upgrade
 # step below, a golden manifest in tests/golden/ and a "Changes" entry in docs/format.md)
@@ -218,12 +219,25 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 
 async def write_manifest(storage: Storage, manifest: Manifest,
-                         signature: bytes | None = None) -> None:
-    """The manifest's detached signature first, then the manifest: still the last object."""
+                         signature: bytes | None = None,
+                         retain_until: datetime | None = None) -> None:
+    """The manifest's detached signature first, then the manifest: still the last object
+    (both locked until retain_until on an Object Lock target)."""
     key = manifest_key(manifest.job, manifest.id)
     if signature is not None:
-        await storage.put_bytes(key + ".sig", signature)
-    await storage.put_bytes(key, encode_manifest(manifest))
+        await storage.put_bytes(key + ".sig", signature, retain_until)
+    await storage.put_bytes(key, encode_manifest(manifest), retain_until)
+
+
+def lock_record(storage: Storage, retain_until: datetime) -> dict[str, Any]:
+    """A target's entry in the manifest's `object_lock` (docs/format.md)."""
+    return {"mode": storage.lock_mode, "retain_until": iso(retain_until)}
+
+
+def recorded_lock(manifest: dict[str, Any] | None, target: str) -> datetime | None:
+    """The retain-until a manifest (as JSON) records for a target; None: not locked there."""
+    entry = ((manifest or {}).get("object_lock") or {}).get(target) or {}
+    return parse_iso(entry.get("retain_until"))
 
 
 async def read_manifest(storage: Storage, key: str) -> Manifest:
@@ -321,12 +335,20 @@ async def list_manifests(storage: Storage, job: str | None = None,
     return manifests
 
 
-async def delete_backup(storage: Storage, job: str, backup_id: str) -> None:
-    """Manifest first, so an interrupted delete never leaves a complete-looking backup."""
+async def delete_backup(storage: Storage, job: str, backup_id: str,
+                        now: datetime | None = None) -> None:
+    """Manifest first, so an interrupted delete never leaves a complete-looking backup. On a
+    target with Object Lock, every object version's lock is read first: one still locked
+    refuses the whole deletion (BackupLocked) before anything is touched."""
     prefix = backup_prefix(job, backup_id)
+    until = await storage.locked_until(prefix)
+    if until is not None and until > (now or datetime.now(UTC)):
+        raise BackupLocked(f"backup {backup_id} is locked on target {storage.name} until"
+                           f" {iso(until)}")
     await storage.delete(prefix + MANIFEST)
     for info in await storage.list(prefix):
         await storage.delete(info.key)
+    await storage.remove_hidden(prefix)
 
 
 async def clean_incomplete(
@@ -350,9 +372,16 @@ async def clean_incomplete(
             continue
         newest = max(i.modified for i in infos)
         if backup_id in known_incomplete or now - newest > orphan_age:
+            prefix = infos[0].key.rsplit("/", 1)[0] + "/"
+            until = await storage.locked_until(prefix)
+            if until is not None and until > now:  # a failed run's locked objects: later
+                log.info("event=leftover.locked storage=%s prefix=%s until=%s", storage.name,
+                         prefix, iso(until))
+                continue
             for info in infos:
                 await storage.delete(info.key)
                 removed.append(info.key)
+            await storage.remove_hidden(prefix)
     # Uploads S3 never made visible (a killed daemon's multipart uploads) age out the same way.
     removed += await storage.abort_stale_uploads(orphan_age)
     return removed

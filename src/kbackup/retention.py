@@ -5,7 +5,8 @@ backup of each of the N newest periods that have one, with periods taken in the 
 timezone (so a DST day is still one day). keep_within keeps everything within that duration
 of the newest backup. Guards on top: the newest complete, verified backup is never removed;
 min_keep complete, non-corrupt backups always stay; safety backups taken before a restore are
-kept for keep_pre_restore and are not counted by the period rules.
+kept for keep_pre_restore and are not counted by the period rules. A backup whose objects are
+under S3 Object Lock on the target is kept until the lock ends ("locked until DATE").
 
 Rules per schedule tag ([retention.tags.weekly] keep_last = 8) apply the same way to the
 backups recorded with that tag only (keep_last 8 = the 8 newest weekly backups). A backup no
@@ -33,6 +34,7 @@ class Candidate:
     trigger: str
     verified: bool = False
     tag: str | None = None  # the schedule tag it was taken for
+    locked_until: datetime | None = None  # S3 Object Lock on this target: kept till then
 
 
 @dataclass
@@ -122,6 +124,9 @@ def decide(backups: Sequence[Candidate], policy: RetentionConfig, tz: ZoneInfo,
             decision.reasons.append(f"min_keep {policy.min_keep}")
             kept_good += 1
 
-    for decision in decisions:
+    for decision in decisions:  # last: a lock keeps a backup, it counts for no rule
+        until = decision.backup.locked_until
+        if until is not None and until > now:
+            decision.reasons.append(f"locked until {until:%Y-%m-%dT%H:%M:%SZ}")
         decision.keep = bool(decision.reasons)
     return decisions

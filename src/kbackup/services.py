@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kbackup.errors import KbackupError, NotFound, Refused
 from kbackup.fleet import host_job, local_job, scan_other_hosts
+from kbackup.jobs.prune import WAITING
 from kbackup.repository import list_manifests
 from kbackup.storage import StorageError
+from kbackup.times import iso
 from kbackup.views import backup_view, job_view, pause_view, run_view, verification_view
 
 if TYPE_CHECKING:
@@ -201,7 +203,8 @@ class Backups(_Service):
 
         daemon = self._daemon
         plan = plan_delete(daemon.config, daemon.catalog, daemon.storages,
-                           daemon.runner.using(backup_id), backup_id, target, force)
+                           daemon.runner.using(backup_id), backup_id, target, force,
+                           daemon.clock.now())
         if dry_run:
             await measure(plan, daemon.storages)
             return {"dry_run": True, "plan": plan}
@@ -252,6 +255,10 @@ class Backups(_Service):
                 log.warning("event=backup.untrusted backup=%s job=%s reason=%r", backup_id,
                             job, trust.reason)
         removed = 0 if errors else daemon.catalog.delete_backups_not_in({**found, **others})
+        for (job, target), ids in list(WAITING.items()):  # pruned by `prune --target`
+            WAITING[(job, target)] = [i for i in ids
+                                      if target in found.get(i, {}).get("targets", {})]
+        daemon.monitor.request_evaluation()  # health's retention_waiting follows
         log.info("event=catalog.rescan found=%d other_hosts=%d forgotten=%d errors=%d"
                  " untrusted=%d", len(found), len(others), removed, len(errors), untrusted)
         return {"found": len(found), "other_hosts": len(others), "forgotten": removed,
@@ -342,6 +349,25 @@ class Health(_Service):
         return self.monitor.metrics_text()
 
 
+class Reports(_Service):
+    """The report of the last `seconds` (kbackup.report), and sending it to a channel now."""
+
+    def report(self, seconds: float) -> dict[str, Any]:
+        until = self._daemon.clock.now()
+        return self._daemon.monitor.digests.report(until - timedelta(seconds=seconds), until)
+
+    async def send(self, channel: str, seconds: float) -> dict[str, Any]:
+        digests = self._daemon.monitor.digests
+        if channel not in digests.channels():
+            known = ", ".join(sorted(digests.channels())) or "none configured"
+            raise NotFound(f"no alert channel named {channel!r} (channels: {known})")
+        until = self._daemon.clock.now()
+        since = until - timedelta(seconds=seconds)
+        error = await digests.send(channel, since, until, retries=0)
+        return {"channel": channel, "ok": error is None, "error": error,
+                "since": iso(since), "until": iso(until)}
+
+
 class Targets(_Service):
     async def check(self, target: str | None) -> list[dict[str, Any]]:
         """Write, read back, list and delete a probe object on each (or one) target."""
@@ -424,6 +450,7 @@ class Services:
         self.runs = Runs(daemon)
         self.restores = Restores(daemon)
         self.health = Health(daemon)
+        self.reports = Reports(daemon)
         self.storage = Targets(daemon)
         self.sources = SourceProbes(daemon)
         self.admin = Admin(daemon)

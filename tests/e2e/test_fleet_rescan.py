@@ -5,15 +5,13 @@ counting it as its own, deleting or pruning it. Two real daemons, a real S3 serv
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import KbEnv, stop_gpg_agent
+from conftest import KbEnv, kb_environment
 from storage_servers import ServerProcess, s3_client, s3_config, toml_table
 
 pytest_plugins = ["storage_servers"]
@@ -24,17 +22,9 @@ INVOICE = b"%PDF-1.4 invoice 2026-0042 for Acme Ltd\n" * 50
 @pytest.fixture
 def second_host(tmp_path: Path) -> Iterator[KbEnv]:
     """Another kbackupd on this machine: the replacement server."""
-    base = tmp_path / "db1"
-    base.mkdir()
-    sockdir = Path(tempfile.mkdtemp(prefix="kbs", dir="/tmp"))
-    sockdir.chmod(0o755)
-    env = KbEnv(base, sockdir)
-    try:
+    (tmp_path / "db1").mkdir()
+    with kb_environment(tmp_path / "db1") as env:
         yield env
-    finally:
-        env.stop()
-        shutil.rmtree(sockdir, ignore_errors=True)
-        stop_gpg_agent(env.state / "gnupg")
 
 
 def host(kb: KbEnv, s3: ServerProcess, prefix: str, files: Path, name: str = "crm") -> None:

@@ -9,6 +9,7 @@ down, and its error is what `kbackupctl alerts test` prints.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -19,8 +20,10 @@ from kbackup.config import AlertChannelConfig
 from kbackup.errors import KbackupError
 from kbackup.times import parse_iso
 
+log = logging.getLogger("kbackup.alerts")
+
 LABELS = {"resolved": "RESOLVED", "test": "TEST", "failure": "FAILED", "success": "OK",
-          "recovery": "RECOVERED"}
+          "recovery": "RECOVERED", "digest": "REPORT"}
 
 
 class ChannelError(KbackupError):
@@ -40,9 +43,11 @@ def _when(value: str | None) -> str:
 
 @dataclass
 class Message:
-    """What a channel says: an alert (firing, repeat, resolved), a run result, or a test."""
+    """What a channel says: an alert (firing, repeat, resolved), a run result, a test, or a
+    digest (the report: `body` is its text, said as is; `html` and its `inline` images are
+    what a mail shows instead; `report` its data, for a webhook)."""
 
-    kind: str  # firing | repeat | resolved | failure | success | recovery | test
+    kind: str  # firing | repeat | resolved | failure | success | recovery | test | digest
     severity: str  # ok | info | warning | critical
     job: str | None
     check: str
@@ -58,6 +63,10 @@ class Message:
     host: str = field(default_factory=socket.gethostname)
     sent_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    body: str = ""
+    report: dict[str, Any] | None = None
+    html: str | None = field(default=None, repr=False)
+    inline: dict[str, bytes] = field(default_factory=dict, repr=False)  # Content-ID -> PNG
 
     @property
     def label(self) -> str:
@@ -68,6 +77,8 @@ class Message:
         return self.job or "kbackupd"
 
     def subject(self) -> str:
+        if self.kind == "digest":
+            return f"[kbackup {self.label}] {self.host}: {self.reason}"
         return f"[kbackup {self.label}] {self.who}: {self.reason}"
 
     def steps(self) -> list[str]:
@@ -80,6 +91,8 @@ class Message:
 
     def text(self) -> str:
         """The plain-text body: what is wrong, since when, the last errors, the next step."""
+        if self.kind == "digest":
+            return self.body
         lines = [f"{self.label}: {self.who}: {self.reason}", ""]
         if self.kind == "resolved":
             lines.append(f"Was:        {self.previous or '-'}")
@@ -101,7 +114,13 @@ class Message:
         return "\n".join(lines) + "\n"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "label": self.label, "subject": self.subject()}
+        found = {**asdict(self), "label": self.label, "subject": self.subject()}
+        # html and inline are a mail's (the text and the data say the same); an alert's JSON
+        # stays as it was before digests.
+        for name in ("html", "inline") if self.kind == "digest" else \
+                ("html", "inline", "body", "report"):
+            del found[name]
+        return found
 
 
 class Channel(ABC):
@@ -135,3 +154,19 @@ class Channel(ABC):
                 raise ChannelError(f"{error}{suffix}", error.retry)
             await asyncio.sleep(delay)
             delay *= 2
+
+
+async def delivery_error(channel: Channel, message: Message,
+                         retries: int | None = None) -> str | None:
+    """Send; the reason it failed, or None. Never raises but for cancellation: a channel's
+    bug must not reach the daemon (it is logged with its traceback, and is the reason)."""
+    try:
+        await channel.send(message, retries)
+        return None
+    except ChannelError as exc:
+        return str(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("event=alert.channel_bug channel=%s kind=%s", channel.name, message.kind)
+        return f"internal error: {exc.__class__.__name__}: {exc}"

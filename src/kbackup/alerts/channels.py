@@ -1,4 +1,5 @@
-"""The alert channel a config names: email, Slack or webhook (each imported when used)."""
+"""The alert channel a config names: email, Slack, webhook or Apprise (each imported when
+used)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ def build_channel(name: str, config: AlertChannelConfig) -> Channel:
         from kbackup.alerts.slack import SlackChannel
 
         return SlackChannel(name, config)
+    if config.type == "apprise":
+        from kbackup.alerts.apprise import AppriseChannel
+
+        return AppriseChannel(name, config)
     from kbackup.alerts.webhook import WebhookChannel
 
     return WebhookChannel(name, config)

@@ -39,6 +39,12 @@ class EmailChannel(Channel):
         mail["Message-ID"] = make_msgid(domain=message.host or None)
         mail["X-Kbackup-Key"] = message.key or message.kind
         mail.set_content(message.text())
+        if message.html is not None:  # a digest: text or HTML with its images by Content-ID
+            mail.add_alternative(message.html, subtype="html")
+            html = mail.get_body(preferencelist=("html",))
+            if html is not None:
+                for cid, png in message.inline.items():
+                    html.add_related(png, "image", "png", cid=f"<{cid}>")
         return mail
 
     async def deliver(self, message: Message) -> None:

@@ -13,6 +13,10 @@ A daemon restart therefore neither forgets a firing alert nor sends it again. Si
 "daemon", or one key) suppress sending, never evaluation. Deliveries run as background tasks
 with the channel's timeouts and retries; a failed one is recorded on the alert and on the
 channel and tried again later with growing delays. Nothing here raises into the daemon.
+
+A job's alerts go only to the channels its [alerts] table names (a "resolved" to every
+channel that was told), daemon-wide ones to every channel; run results go per channel as
+Config.run_routes says.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from kbackup.alerts.base import Channel, ChannelError, Message
+from kbackup.alerts.base import Channel, Message, delivery_error
 from kbackup.alerts.channels import build_channel
 from kbackup.alerts.store import AlertStore
 from kbackup.config import Config
@@ -66,7 +70,7 @@ class AlertManager:
         firing = {a["key"]: a for a in self.store.firing()}
         current = {r.key: r for r in results}
         for key, result in current.items():
-            if result.severity == OK:
+            if RANK.get(result.severity, 0) == 0:  # OK, INFO
                 continue
             alert = firing.get(key)
             if alert is None:
@@ -83,7 +87,7 @@ class AlertManager:
                                    result.next_step, list(result.details), now)
         for key, alert in firing.items():
             still = current.get(key)
-            if still is not None and still.severity != OK:
+            if still is not None and RANK.get(still.severity, 0) > 0:
                 continue
             reason = still.reason if still is not None else \
                 "no longer checked (removed from the configuration)"
@@ -110,6 +114,9 @@ class AlertManager:
             return "resolved" if told is not None and not state.get("resolved_sent") else None
         if RANK[alert["severity"]] < RANK[cfg.min_severity]:
             return None
+        job = self.config.jobs.get(alert["job"]) if alert["job"] else None
+        if job is not None and not job.hears(name):
+            return None  # the job's [alerts] routes elsewhere; daemon-wide alerts go to all
         if alert["check"] == "channel" and alert["target"] == name:
             return None  # a failing channel is reported on the others
         if told is None or RANK[alert["severity"]] > RANK.get(state.get("severity", OK), 0):
@@ -176,16 +183,7 @@ class AlertManager:
     async def _send(self, channel: Channel, message: Message,
                     retries: int | None = None) -> str | None:
         """Send and record the channel's health; the error text, or None. Never raises."""
-        try:
-            await channel.send(message, retries)
-            error = None
-        except ChannelError as exc:
-            error = str(exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a channel bug must not reach the daemon
-            log.exception("event=alert.channel_bug channel=%s", channel.name)
-            error = f"internal error: {exc.__class__.__name__}: {exc}"
+        error = await delivery_error(channel, message, retries)
         self.store.channel_result(channel.name, error, self.clock.now())
         if error is not None:
             log.error("event=alert.channel_failed channel=%s type=%s kind=%s key=%s error=%r",
@@ -196,32 +194,45 @@ class AlertManager:
 
     def run_finished(self, job: str, kind: str, run_id: str, status: str,
                      error: str | None) -> None:
-        """Tell the channels about a finished backup, as the job's notify_on asks."""
+        """Tell the channels about a finished backup, as the job's notify_on asks: per
+        channel by its routing (Config.run_routes), a failure, or a recovery to a channel
+        that asked for recoveries, or else a success."""
         cfg = self.config.jobs.get(job)
         if kind != "backup" or cfg is None or (error or "").startswith("aborted: daemon"):
             return
         now = self.clock.now()
         if any(s["match"] == job for s in self.store.silences(now)):
             return
-        previous = self.store.previous_backup_status(job, run_id)
-        if status != "complete":
-            what, severity, route = "failure", "critical", "critical"
-            first = (error or "failed").strip().splitlines()[0] if error else "failed"
-            reason = f"backup {run_id} failed: {first}"
-        elif previous not in (None, "complete") and "recovery" in cfg.notify_on:
-            what, severity, route = "recovery", OK, "critical"
-            reason = f"backup {run_id} complete again ({self._summary(run_id)})"
-        else:
-            what, severity, route = "success", OK, "info"
-            reason = f"backup {run_id} complete ({self._summary(run_id)})"
-        if what not in cfg.notify_on:
+        routes = {name: wanted for name, wanted in self.config.run_routes(cfg).items()
+                  if wanted and name in self.channels}
+        if not routes:
             return
-        message = Message(kind=what, severity=severity, job=job, check="run", reason=reason,
-                          next_step=f"kbackupctl runs {job}",
-                          details=(error or "").strip().splitlines()[-5:] if error else [])
-        for name, channel in self.channels.items():
-            if RANK[route] >= RANK[self.config.settings.alerts[name].min_severity]:
-                self._start((run_id, name), self._send(channel, message))
+        previous = self.store.previous_backup_status(job, run_id)
+        messages: dict[str, Message] = {}
+        for name, wanted in routes.items():
+            if status != "complete":
+                what = "failure"
+            elif previous not in (None, "complete") and "recovery" in wanted:
+                what = "recovery"
+            else:
+                what = "success"
+            if what not in wanted:
+                continue
+            if what not in messages:
+                messages[what] = self._run_message(job, what, run_id, error)
+            self._start((run_id, name), self._send(self.channels[name], messages[what]))
+
+    def _run_message(self, job: str, what: str, run_id: str, error: str | None) -> Message:
+        if what == "failure":
+            first = (error or "failed").strip().splitlines()[0] if error else "failed"
+            severity, reason = "critical", f"backup {run_id} failed: {first}"
+        elif what == "recovery":
+            severity, reason = OK, f"backup {run_id} complete again ({self._summary(run_id)})"
+        else:
+            severity, reason = OK, f"backup {run_id} complete ({self._summary(run_id)})"
+        return Message(kind=what, severity=severity, job=job, check="run", reason=reason,
+                       next_step=f"kbackupctl runs {job}",
+                       details=(error or "").strip().splitlines()[-5:] if error else [])
 
     def _summary(self, run_id: str) -> str:
         row = self.store.backup_summary(run_id)

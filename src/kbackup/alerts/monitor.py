@@ -18,12 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from kbackup import health, metrics
+from kbackup.alerts.digest import Digests
 from kbackup.alerts.heartbeat import Heartbeats
 from kbackup.alerts.manager import AlertManager
 from kbackup.alerts.store import AlertStore
 from kbackup.catalog import Catalog
 from kbackup.config import Config
 from kbackup.health_facts import OK, CheckResult, DiskStat, Facts, RunningRun, worst
+from kbackup.jobs.prune import WAITING
 from kbackup.scheduler import Clock
 from kbackup.storage import Storage
 from kbackup.times import iso
@@ -104,6 +106,8 @@ class Monitor:
         self.store = AlertStore(catalog)
         self.manager = AlertManager(self.store, config, clock)
         self.heartbeats = Heartbeats(config, self.request_evaluation)  # issue 19
+        self.digests = Digests(config, catalog, self.store, lambda: self.manager.channels,
+                               clock)  # the report on each channel's `digest` cron
         self.results: list[CheckResult] = []
         self.disks: list[DiskStat] = []
         self.probes: dict[str, str | None] = {}
@@ -118,6 +122,7 @@ class Monitor:
         self.storages = storages
         self.manager.reconfigure(config)
         self.heartbeats.reconfigure(config)
+        self.digests.configure(config)
         self.probes = {k: v for k, v in self.probes.items() if k in storages}
         self.request_evaluation()
 
@@ -127,6 +132,7 @@ class Monitor:
         self._tasks.append(asyncio.create_task(self._loop(), name="health"))
         self._tasks.append(asyncio.create_task(self._probe_loop(), name="storage-probe"))
         self.heartbeats.start()
+        self.digests.start()
         address = self.config.settings.metrics.address
         if address is not None:
             await self._serve_metrics(*address)
@@ -141,6 +147,7 @@ class Monitor:
                 log.warning("event=health.stop_slow tasks=%s",
                             ",".join(t.get_name() for t in pending))
         await self.heartbeats.stop()
+        await self.digests.stop()
         await self.manager.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
@@ -198,7 +205,7 @@ class Monitor:
         return Facts(now=now, disks=disks, storage=dict(self.probes),
                      channels=self.store.channel_states(), running=running,
                      heartbeats=dict(self.heartbeats.states),
-                     seen=self.store.seen_since(self.config, now))
+                     seen=self.store.seen_since(self.config, now), waiting=dict(WAITING))
 
     async def evaluate(self) -> list[CheckResult]:
         """One full evaluation; alerts are opened, resolved and sent from its results."""

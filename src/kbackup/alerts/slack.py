@@ -25,6 +25,8 @@ def colour(message: Message) -> str:
 
 
 def payload(message: Message) -> dict[str, object]:
+    if message.kind == "digest":  # the report's aligned text, as a code block
+        return {"text": f"*{message.subject()}*\n```{message.body}```"}
     steps = message.steps()
     text = message.reason
     if message.kind == "resolved" and message.previous:

@@ -139,6 +139,12 @@ class AlertTestBody(Body):
     channel: Name | None = None
 
 
+class ReportSendBody(Body):
+    channel: Name
+    since: Duration = Field("7d", description="the report's window: a duration like '7d',"
+                            " or seconds")
+
+
 class RestoreBody(Body):
     """POST /v1/restores; jobs/restore_plan.RestoreRequest is built from it."""
 
@@ -219,6 +225,11 @@ class DeleteQuery(DeleteOptions, Query):
 
 class AuditQuery(PageQuery):
     pass
+
+
+class ReportQuery(Query):
+    since: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NO_NUL)] = \
+        Field("7d", description="the report's window, up to now: a duration like '7d'")
 
 
 class RunQuery(Query):

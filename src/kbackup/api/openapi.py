@@ -177,6 +177,15 @@ OPENAPI: dict[str, Any] = {
             "Can each source (of one job) be reached and read: one result per source with"
             " ok, reason, server version, databases and sizes", "read",
             query=models.JobQuery)},
+        "/v1/report": {"get": _op(
+            "The report of a window up to now (?since=7d): per job backups made, failed,"
+            " partial, verified, the newest size and its trend, sizes per day, the last good"
+            " backup, the last restore-test's duration; stored bytes per target; open alerts",
+            "read", query=models.ReportQuery)},
+        "/v1/report/send": {"post": _op(
+            "Send the report through an alert channel now, as its digest: body {\"channel\","
+            " \"since\": \"7d\"}; ok or the exact error", "admin",
+            body=models.ReportSendBody)},
         "/v1/openapi.json": {"get": _op("This document", "read")},
         "/v1/tokens": {
             "get": _op("API tokens: name, role, created, expires, last_used, revoked, state"

@@ -21,9 +21,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from kbackup.config.health import (
     AlertChannelConfig,
+    AppriseChannelConfig,
     EmailChannelConfig,
     JobThresholds,
     MetricsConfig,
+    NotifyOn,
     SlackChannelConfig,
     ThresholdsConfig,
     WebhookChannelConfig,
@@ -57,7 +59,8 @@ from kbackup.fields import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG_DIR", "AlertChannelConfig", "CompressionConfig", "Config", "ConfigError",
+    "DEFAULT_CONFIG_DIR", "AlertChannelConfig", "AppriseChannelConfig", "CompressionConfig",
+    "Config", "ConfigError",
     "DaemonHeartbeatConfig", "DaemonSection", "DaemonSettings", "EmailChannelConfig",
     "EncryptionConfig",
     "JobConfig", "JobHeartbeatConfig", "JobThresholds", "LocalStorageConfig", "MetricsConfig",
@@ -65,6 +68,10 @@ __all__ = [
     "ThresholdsConfig", "VerifyConfig", "VerifyLevel", "WebDAVStorageConfig",
     "WebSection", "WebhookChannelConfig", "load_config", "read_secret_file",
 ]
+
+
+SEVERITY_ORDER = ("info", "warning", "critical")
+RUN_SEVERITY: dict[str, str] = {"failure": "critical", "recovery": "critical", "success": "info"}
 
 
 class DaemonSection(Strict):
@@ -124,6 +131,25 @@ class Config(BaseModel):
     def job_timezone(self, job: JobConfig) -> ZoneInfo:
         return ZoneInfo(job.timezone or self.daemon.timezone)
 
+    def run_routes(self, job: JobConfig) -> dict[str, list[NotifyOn]]:
+        """Channel -> the run results of `job` it hears about, for every channel the job's
+        [alerts] routes to. A channel named in [alerts.notify_on] gets what is written there,
+        whatever its min_severity (it was asked for by name); any other gets the job's
+        notify_on as far as its min_severity lets through (failure and recovery count as
+        critical, success as info), as before routing existed."""
+        explicit = job.alerts.notify_on if job.alerts is not None else {}
+        routes: dict[str, list[NotifyOn]] = {}
+        for name, channel in sorted(self.settings.alerts.items()):
+            if not job.hears(name):
+                continue
+            if name in explicit:
+                routes[name] = list(explicit[name])
+                continue
+            floor = SEVERITY_ORDER.index(channel.min_severity)
+            routes[name] = [what for what in job.notify_on
+                            if SEVERITY_ORDER.index(RUN_SEVERITY[what]) >= floor]
+        return routes
+
     def redacted_snapshot(self, job: JobConfig) -> dict[str, Any]:
         """What a backup stores about its configuration: paths to secrets, never their content."""
         return {
@@ -139,11 +165,13 @@ class Config(BaseModel):
         }
 
 
-def _format_errors(path: Path, error: ValidationError) -> list[str]:
+def _format_errors(path: Path, error: ValidationError,
+                   tagged: tuple[str, ...] = ("storage", "alerts")) -> list[str]:
+    """One line per error; `tagged`: the file's tables of tagged unions (kbackupd.toml's)."""
     problems = []
     for item in error.errors():
         loc = list(item["loc"])
-        if len(loc) >= 3 and loc[0] in ("storage", "alerts"):
+        if len(loc) >= 3 and loc[0] in tagged:
             del loc[2]  # pydantic inserts the union tag ("local", "s3") after the target name
         location = ".".join(str(p) for p in loc) or "-"
         message = item["msg"]
@@ -175,6 +203,18 @@ def _missing_files(path: Path, section: str,
             for field, file in model.required_files().items() if not file.is_file()]
 
 
+def _routing_problems(path: Path, job: JobConfig, settings: DaemonSettings) -> list[str]:
+    """A job's [alerts] naming a channel kbackupd.toml does not configure (issue 19)."""
+    if job.alerts is None:
+        return []
+    known = ", ".join(sorted(settings.alerts)) or "none"
+    named = [(f"alerts.channels.{i}", name) for i, name in enumerate(job.alerts.channels)] \
+        if job.alerts.channels is not None else \
+        [(f"alerts.notify_on.{name}", name) for name in job.alerts.notify_on]
+    return [f"{path}: {field}: no alert channel {name!r} in kbackupd.toml (configured:"
+            f" {known})" for field, name in named if name not in settings.alerts]
+
+
 def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
     """Read and check the whole configuration; raise ConfigError listing every problem found."""
     config_dir = config_dir_from_env(directory)
@@ -203,6 +243,8 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
             if not secret.is_file():
                 problems.append(f"{main_file}: alerts.{channel_name}.{field}: {secret}"
                                 " does not exist or is not a file")
+        problems += [f"{main_file}: alerts.{channel_name}.{problem}"
+                     for problem in channel.problems()]
 
     if settings is not None:
         problems += settings.web.problems(main_file)
@@ -221,7 +263,7 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
             problems += exc.problems
             continue
         except ValidationError as exc:
-            problems += _format_errors(path, exc)
+            problems += _format_errors(path, exc, tagged=())
             continue
         if job.name in jobs:
             problems.append(
@@ -238,6 +280,7 @@ def load_config(directory: str | os.PathLike[str] | None = None) -> Config:
                         f"{path}: targets.{index}: unknown storage target {target_name!r}"
                         f" (kbackupd.toml defines: {known})"
                     )
+            problems += _routing_problems(path, job, settings)
         schedule_tags = sorted({s.tag for s in job.schedules})
         for tag in job.retention.tags:  # issue 13: retention per schedule tag
             if tag not in schedule_tags:

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from kbackup.fields import AbsoluteFile, HttpUrl, Seconds, Strict
+from kbackup.fields import AbsoluteFile, HttpUrl, Seconds, Strict, Timezone, check_cron
 from kbackup.units import parse_size
 
 Severity = Literal["info", "warning", "critical"]
@@ -82,9 +82,18 @@ class AlertChannelBase(Strict):
     timeout: Seconds = 15.0  # per attempt
     retries: int = Field(default=3, ge=0, le=10)
     retry_delay: Seconds = 2.0  # doubles after each failed attempt
+    # The report (kbackup.report) sent on this cron, covering the time since the fire before;
+    # in digest_timezone, default the daemon's (alerts/digest.py).
+    digest: Annotated[str, AfterValidator(check_cron)] | None = None
+    digest_timezone: Timezone | None = None
 
     def required_files(self) -> dict[str, Path]:
         return {}
+
+    def problems(self) -> list[str]:
+        """What is wrong beyond the fields' types (read from its files at load), one line
+        each starting with the field; the caller prefixes the file and the channel's name."""
+        return []
 
 
 def _mail_address(value: str) -> str:
@@ -143,8 +152,26 @@ class WebhookChannelConfig(AlertChannelBase):
         return {"secret_file": self.secret_file} if self.secret_file else {}
 
 
+class AppriseChannelConfig(AlertChannelBase):
+    """Any service Apprise knows (Telegram, Discord, Teams, ntfy, Gotify, ...)."""
+
+    type: Literal["apprise"]
+    urls_file: AbsoluteFile  # one Apprise URL a line: each holds a token
+
+    def required_files(self) -> dict[str, Path]:
+        return {"urls_file": self.urls_file}
+
+    def problems(self) -> list[str]:
+        if not self.urls_file.is_file():
+            return []  # said by required_files
+        from kbackup.apprise_urls import check_urls
+
+        return [f"urls_file: {problem}" for problem in check_urls(self.urls_file)]
+
+
 AlertChannelConfig = Annotated[
-    EmailChannelConfig | SlackChannelConfig | WebhookChannelConfig, Field(discriminator="type")
+    EmailChannelConfig | SlackChannelConfig | WebhookChannelConfig | AppriseChannelConfig,
+    Field(discriminator="type")
 ]
 
 

@@ -6,7 +6,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from kbackup.config.health import JobThresholds, NotifyOn
 from kbackup.config.heartbeat import JobHeartbeatConfig
@@ -173,9 +180,38 @@ _JobWithSources: type[_JobHead] = create_model(  # type: ignore[call-overload]
 DEFAULT_NOTIFY_ON: tuple[NotifyOn, ...] = ("failure", "recovery")
 
 
+class JobAlertsConfig(Strict):
+    """A job's [alerts] (issue 19): which channels of kbackupd.toml hear about this job (its
+    health alerts and its run results), and, by channel name, which run results each one
+    hears about ([alerts.notify_on], e.g. success to the owner, failures to on-call). That
+    the names are configured channels is checked by load_config, against kbackupd.toml."""
+
+    channels: list[Name] | None = None  # None: every channel
+    notify_on: dict[Name, list[NotifyOn]] = Field(default_factory=dict)
+
+    @field_validator("notify_on")
+    @classmethod
+    def _routed(cls, value: dict[str, list[NotifyOn]],
+                info: ValidationInfo) -> dict[str, list[NotifyOn]]:
+        channels: list[str] | None = info.data.get("channels")
+        if channels is None:  # every channel (or channels itself is wrong, said there)
+            return value
+        for name in value:
+            if name not in channels:
+                raise ValueError(f"channel {name!r} is not in alerts.channels"
+                                 f" ({', '.join(channels) or 'empty'}): add it there")
+        return value
+
+
 class JobConfig(_JobWithSources):  # type: ignore[valid-type,misc]
     thresholds: JobThresholds = JobThresholds()  # issue 6: overrides
     notify_on: list[NotifyOn] = Field(default_factory=lambda: list(DEFAULT_NOTIFY_ON))
+    alerts: JobAlertsConfig | None = None  # issue 19: routing; None: every channel, notify_on
+
+    def hears(self, channel: str) -> bool:
+        """Whether this job's alerts and run results go to `channel` at all."""
+        return self.alerts is None or self.alerts.channels is None or \
+            channel in self.alerts.channels
 
     @property
     def sources(self) -> list[SourceConfig]:

@@ -238,6 +238,12 @@ def cmd_keys(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_prune(client: Client, args: argparse.Namespace) -> int:
+    if args.target:
+        from kbackup.ctl.prune_direct import cmd_prune_target
+
+        return cmd_prune_target(client, args)
+    if args.credentials_dir:
+        raise CliError("--credentials-dir goes with --target TARGET")
     report = client.call("POST", f"/v1/jobs/{segment(args.job)}/prune", {"dry_run": args.dry_run})
     if args.json:
         return emit_json(report)
@@ -247,9 +253,13 @@ def cmd_prune(client: Client, args: argparse.Namespace) -> int:
     for target, decisions in report["targets"].items():
         print(f"target {target}:")
         rows = [[d["id"], short_time(d["started_at"]), d["status"],
-                 "keep" if d["keep"] else ("would remove" if args.dry_run else "removed"),
+                 "keep" if d["keep"] else "waits (append-only)" if d.get("waiting")
+                 else "would remove" if args.dry_run else "removed",
                  ", ".join(d["reasons"])] for d in decisions]
         print(table(["BACKUP", "STARTED", "STATUS", "ACTION", "KEPT BY"], rows))
+    for target in sorted({w["target"] for w in report.get("waiting", [])}):
+        print(f"kept on append-only target {target}: delete with `kbackupctl prune"
+              f" {args.job} --target {target} --credentials-dir DIR` (as root)")
     for orphan in report["orphans"]:
         print(f"removed leftover {orphan['target']}:{orphan['key']}")
     for problem in report["errors"]:
@@ -270,6 +280,15 @@ def cmd_storage(client: Client, args: argparse.Namespace) -> int:
             verdict = "OK" if item["ok"] else f"FAILED: {item.get('error')}"
             print(f"{item['description']}: {verdict}" + (f" ({timings})" if timings else ""))
     return 0 if all(item["ok"] for item in results) else 1
+
+
+def _routing(config: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per job, per channel that hears about it: its health alerts' floor and the run results
+    it is told (issue 19: a job's [alerts])."""
+    return {name: {channel: {"min_severity": config.settings.alerts[channel].min_severity,
+                             "runs": runs}
+                   for channel, runs in config.run_routes(job).items()}
+            for name, job in sorted(config.jobs.items())} if config.settings.alerts else {}
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -293,6 +312,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                 "jobs": sorted(config.jobs),
                 "storage": sorted(config.storage),
                 "warnings": warnings,
+                "routing": _routing(config),
             }
         )
     for warning in warnings:
@@ -301,6 +321,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         f"{config.directory}: OK: {len(config.jobs)} job(s) ({', '.join(sorted(config.jobs))}),"
         f" {len(config.storage)} storage target(s)"
     )
+    for job, channels in _routing(config).items():
+        said = "; ".join(f"{name} (alerts >= {route['min_severity']}, runs:"
+                         f" {', '.join(route['runs']) or 'none'})"
+                         for name, route in channels.items())
+        print(f"routing {job}: {said or 'no alert channel'}")
     return 0
 
 

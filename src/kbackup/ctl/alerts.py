@@ -78,7 +78,7 @@ def cmd_check(client: Client, args: argparse.Namespace) -> int:
         print("KBACKUP UNKNOWN - health not evaluated yet (the daemon has just started)")
         return 3
     code, label = NAGIOS[data["status"]]
-    problems = sorted((c for c in data["checks"] if c["severity"] != "ok"),
+    problems = sorted((c for c in data["checks"] if c["severity"] not in ("ok", "info")),
                       key=lambda c: (c["severity"] != "critical", c["key"]))
     counts = {s: sum(1 for c in data["checks"] if c["severity"] == s) for s in NAGIOS}
     scope = f"job {args.job}" if args.job else "kbackupd"

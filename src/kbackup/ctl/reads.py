@@ -212,6 +212,9 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     print(f"started   {data['started_at']}")
     print(f"finished  {data['finished_at'] or '-'}\nsize      {format_size(data['size_bytes'])}")
     print("targets   " + ", ".join(f"{k}: {v}" for k, v in data["targets"].items()))
+    for target, lock in ((data.get("manifest") or {}).get("object_lock") or {}).items():
+        print(f"locked    {target}: {lock.get('mode')} until {lock.get('retain_until')}"
+              " (S3 Object Lock)")
     if data.get("error"):
         print(f"error     {data['error']}")
     print(f"signed    {trust_line(data)}")

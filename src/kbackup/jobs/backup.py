@@ -38,6 +38,7 @@ from kbackup.repository import (
     StoredObject,
     backup_prefix,
     delete_backup,
+    lock_record,
     write_manifest,
 )
 from kbackup.signing import signer
@@ -79,7 +80,12 @@ class BackupRun:
         self.label = label  # the user's label (kbackupctl run --label)
         self.progress = progress
         self.prefix = backup_prefix(job.name, backup_id)
-        self.started_at = iso(utcnow()) or ""
+        started = utcnow()
+        self.started_at = iso(started) or ""
+        # Object Lock: every object of this backup on such a target is locked until the same
+        # date (the start + the target's lock), which the manifest records.
+        self.locks = {t.name: until for t in self.targets
+                      if (until := t.retain_until(started)) is not None}
         self.components: list[Component] = []
         self.failed: dict[str, str] = {}  # target name -> why it has no copy of this backup
         # Component -> why it is not in this backup (a database of several that failed).
@@ -141,8 +147,9 @@ class BackupRun:
         try:
             for target in self._healthy():
                 try:
-                    writers.append(_TargetWriter(self, target,
-                                                 await target.open_writer(self.prefix + file)))
+                    inner = await target.open_writer(self.prefix + file,
+                                                     self.locks.get(target.name))
+                    writers.append(_TargetWriter(self, target, inner))
                 except StorageError as exc:
                     self._target_failed(target, exc)
             self._healthy()
@@ -270,6 +277,10 @@ class BackupRun:
                                            for n, why in self.missing.items()]
         if self.notes:
             extra["notes"] = self.notes
+        if self.locks:
+            extra["object_lock"] = {t.name: lock_record(t, self.locks[t.name])
+                                    for t in self.targets
+                                    if t.name in self.locks and t.name not in self.failed}
         return Manifest(id=self.backup_id, job=self.job.name, trigger=self.trigger,
                         tag=self.tag, label=self.label, host=socket.gethostname(),
                         kbackup_version=__version__, started_at=self.started_at,
@@ -326,7 +337,8 @@ class BackupRun:
             signature = signer(self.config.daemon.state_dir).sign_manifest(manifest)
             for target in self._healthy():
                 try:
-                    await write_manifest(target, manifest, signature)
+                    await write_manifest(target, manifest, signature,
+                                         self.locks.get(target.name))
                 except StorageError as exc:
                     self._target_failed(target, exc)
             self._healthy()

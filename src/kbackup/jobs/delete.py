@@ -9,7 +9,12 @@ Refusals (DeleteRefused, HTTP 409), checked when the deletion would leave no com
   complete backups: both overridable with force (safety backups, trigger `pre-restore`, are
   not counted, as in retention);
 - a backup that a run is using (a restore or verification reading it, the backup run writing
-  it, also queued): never, not even with force.
+  it, also queued): never, not even with force;
+- a copy under S3 Object Lock (the manifest's `object_lock` date for that target is still
+  ahead): never, not even with force; S3 would refuse it anyway;
+- a copy on an append-only target (storage.append_only): never; `kbackupctl prune --target`
+  deletes there with the credentials that may. The objects' own locks are
+  read again before the first object is deleted (repository.delete_backup).
 While a deletion runs, the targets it works on are marked `deleting` in the catalog, so a
 verification or restore started meanwhile does not read from them.
 
@@ -25,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from kbackup.audit import AuditLog
-from kbackup.catalog import Catalog, iso
+from kbackup.catalog import Catalog, iso, utcnow
 from kbackup.config import Config
 from kbackup.errors import NotFound, Refused
 from kbackup.fleet import is_other_host
@@ -34,6 +39,7 @@ from kbackup.repository import (
     delete_backup,
     manifest_key,
     new_backup_id,
+    recorded_lock,
     write_audit,
 )
 from kbackup.runner import ActiveRun
@@ -50,7 +56,7 @@ class DeleteRefused(Refused):
 
 def plan_delete(config: Config, catalog: Catalog, storages: dict[str, Storage],
                 using: Sequence[ActiveRun], backup_id: str, target: str | None,
-                force: bool) -> dict[str, Any]:
+                force: bool, now: datetime | None = None) -> dict[str, Any]:
     """What a deletion would remove and keep; raises DeleteRefused or NotFound. Touches
     nothing."""
     row = catalog.get_backup(backup_id)
@@ -73,6 +79,16 @@ def plan_delete(config: Config, catalog: Catalog, storages: dict[str, Storage],
         if name not in storages:
             raise DeleteRefused(f"target {name} of backup {backup_id} is not configured here:"
                                 " its copy cannot be deleted (choose another with --target)")
+    for name in chosen:
+        if getattr(storages[name], "append_only", False):  # a Storage (tests pass stand-ins)
+            raise DeleteRefused(f"target {name} is append-only: kbackupd never deletes there;"
+                                f" {job}'s backups past retention go with `kbackupctl prune"
+                                f" {job} --target {name} --credentials-dir DIR` (as root)")
+    for name in chosen:
+        until = recorded_lock(row.get("manifest"), name)
+        if until is not None and until > (now or utcnow()):
+            raise DeleteRefused(f"backup {backup_id} is locked on target {name} until"
+                                f" {iso(until)}")
     if backup_id in _IN_PROGRESS:
         raise DeleteRefused(f"backup {backup_id} is being deleted already")
     for run in using:
@@ -142,7 +158,7 @@ async def execute_delete(config: Config, catalog: Catalog, audit: AuditLog,
         for name in chosen:
             storage = storages[name]
             try:
-                await delete_backup(storage, job, backup_id)
+                await delete_backup(storage, job, backup_id, now)
             except StorageError as exc:
                 errors[name] = str(exc) or type(exc).__name__
                 targets[name] = await _state_after_failure(storage, job, backup_id,

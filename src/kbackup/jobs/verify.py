@@ -1,6 +1,7 @@
 """Prove a backup restores, at three depths, always from the storage itself (no local cache):
 
-- checksum: every stored object re-read; size and SHA-256 compared with the manifest;
+- checksum: every stored object re-read; size and SHA-256 compared with the manifest; on a
+  target where the manifest records an S3 Object Lock, every object's lock read back too;
 - structure: also decoded; every dump parsed whole by pg_restore, every archive listed and its
   files hashed against the backup's file index;
 - restore-test: every dump restored into a scratch database whose row counts must equal the
@@ -25,7 +26,15 @@ from kbackup.errors import KbackupError, VerifyError
 from kbackup.fleet import with_other_hosts
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
-from kbackup.repository import MANIFEST, Component, Manifest, manifest_key, read_signed_manifest
+from kbackup.repository import (
+    MANIFEST,
+    Component,
+    Manifest,
+    backup_prefix,
+    manifest_key,
+    read_signed_manifest,
+    recorded_lock,
+)
 from kbackup.signing import keyring, trust_of
 from kbackup.sources.base import CannotCheck, CheckFailed, ReadBack, open_object
 from kbackup.sources.drivers import (
@@ -35,7 +44,7 @@ from kbackup.sources.drivers import (
     unreadable_line,
 )
 from kbackup.storage import Storage, StorageError
-from kbackup.times import utcnow
+from kbackup.times import iso, utcnow
 from kbackup.verify_levels import LEVELS
 
 __all__ = ["LEVELS", "VerificationFailed", "VerifyRun", "open_object"]
@@ -95,6 +104,27 @@ class VerifyRun:
                 except CorruptObject as exc:
                     raise VerificationFailed(f"{exc} (target {storage.name})") from None
                 self.progress.bytes_done += obj.size_bytes
+        await self._locks(storage)
+
+    async def _locks(self, storage: Storage) -> None:
+        """On a target where the manifest records an Object Lock, every object (manifest
+        included) must still be locked at least until that date."""
+        recorded = recorded_lock(self.backup.get("manifest"), storage.name)
+        if recorded is None:
+            return
+        prefix = backup_prefix(self.manifest.job, self.manifest.id)
+        files = [o.file for c in self.manifest.components for o in c.stored_objects()]
+        for file in [*files, MANIFEST]:
+            self.progress.phase = f"object lock {storage.name}:{file}"
+            try:
+                lock = await storage.object_lock(prefix + file)
+            except StorageError as exc:
+                raise VerificationFailed(f"{file} on {storage.name}: {exc}") from None
+            if lock is None or lock.retain_until < recorded:
+                found = "none" if lock is None else f"until {iso(lock.retain_until)}"
+                raise VerificationFailed(
+                    f"{file} on {storage.name}: not under Object Lock until {iso(recorded)}"
+                    f" as the manifest records (lock found: {found})")
 
     # ------------------------------------------------------------------ run
 

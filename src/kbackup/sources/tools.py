@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from pathlib import Path
 from typing import Any
 
+from kbackup.handoff import widen_pipe
+from kbackup.pipeline import read_ahead
 from kbackup.process import kill_tree, read_stderr_tail, spawn
 from kbackup.sources.base import PlanRefused
 
@@ -72,6 +74,10 @@ def counted_summary(component: dict[str, Any], field: str = "database",
     return {field: view}
 
 
+# Decoded chunks fetched ahead of a tool fed from a stream: up to this many (each at most a
+# few MiB: DECODE_PIECE of compressed input) wait while the tool reads the one before.
+READ_AHEAD = 4
+
 async def feed_process(argv: Sequence[str], env: dict[str, str],
                        stream: AsyncIterator[bytes],
                        stdout: int | None = asyncio.subprocess.DEVNULL,
@@ -86,10 +92,11 @@ async def feed_process(argv: Sequence[str], env: dict[str, str],
     """
     proc = await spawn(argv, env=env, stdin=asyncio.subprocess.PIPE, stdout=stdout)
     assert proc.stdin is not None
+    widen_pipe(proc.stdin.transport.get_extra_info("pipe").fileno())
     stderr_task = asyncio.create_task(read_stderr_tail(proc.stderr))
     open_pipe = True
     try:
-        async for chunk in stream:
+        async for chunk in read_ahead(stream, READ_AHEAD):
             if on_chunk:
                 on_chunk(len(chunk))
             if tee is not None:

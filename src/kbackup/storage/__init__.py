@@ -11,6 +11,12 @@ __all__ = ["ObjectInfo", "ObjectWriter", "Storage", "StorageError", "open_storag
 
 def open_storage(name: str, config: StorageConfig) -> Storage:
     """Build a backend; network ones read their secret files here (so again on reload)."""
+    storage = _open(name, config)
+    storage.append_only = config.no_delete
+    return storage
+
+
+def _open(name: str, config: StorageConfig) -> Storage:
     if config.type == "local":
         return LocalStorage(name, config.path)
     # Imported on demand: aiobotocore is heavy and most commands never touch S3.

@@ -86,7 +86,9 @@ class LocalStorage(Storage):
             raise StorageError(f"storage {self.name}: invalid object key {key!r}")
         return self.root.joinpath(*parts)
 
-    async def open_writer(self, key: str) -> ObjectWriter:
+    async def open_writer(self, key: str, retain_until: datetime | None = None
+                          ) -> ObjectWriter:
+        self.refuse_lock(retain_until)
         path = self._path(key)
 
         def _open() -> LocalWriter:

@@ -1,7 +1,9 @@
 """`kbackupctl storage check`: prove a target works end to end with a small probe object.
 
 Write, read back (compared), stat, list, delete: the same verbs a backup uses, so a target
-that passes can take a backup. Each step is timed; the first failure is the verdict.
+that passes can take a backup. A target with object_lock first needs a bucket with Object
+Lock enabled. Each step is timed; the first failure is the verdict. On an append-only target
+the delete step is skipped (the small probe object stays under `_probe/`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,12 @@ async def probe(storage: Storage) -> dict[str, Any]:
         steps[name] = round((now - started) * 1000, 1)
         started = now
 
-    step = "write"
+    step = "lock"
     try:
+        if storage.lock_mode is not None:  # a bucket without Object Lock: one line
+            await storage.check_lock()
+            lap(step)
+        step = "write"
         await storage.put_bytes(key, payload)
         lap(step)
         step = "read"
@@ -44,12 +50,18 @@ async def probe(storage: Storage) -> dict[str, Any]:
         if key not in {i.key for i in await storage.list(PROBE_PREFIX)}:
             raise StorageError(f"storage {storage.name}: the probe is missing from the listing")
         lap(step)
+        result["ok"] = True
+        if storage.append_only:  # kbackupd deletes nothing there: the probe stays
+            result["note"] = f"append-only target: probe {key} left in place"
+            return result
         step = "delete"
         await storage.delete(key)
         lap(step)
-        result["ok"] = True
     except StorageError as exc:
+        result["ok"] = False
         result["reason"] = result["error"] = f"{step}: {exc}"  # "error": the older name
+        if storage.append_only:
+            return result
         try:
             await storage.delete(key)
         except StorageError:

@@ -34,7 +34,14 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from kbackup.config import S3StorageConfig
-from kbackup.storage.base import ObjectInfo, ObjectWriter, Storage, StorageError
+from kbackup.storage import s3_lock
+from kbackup.storage.base import (
+    ObjectInfo,
+    ObjectLock,
+    ObjectWriter,
+    Storage,
+    StorageError,
+)
 from kbackup.storage.remote import (
     ResumableRead,
     RetryPolicy,
@@ -77,6 +84,9 @@ class S3Storage(Storage):
         self.part_size = config.part_size
         self.max_in_flight = config.max_in_flight
         self.retry = RetryPolicy(config.retries, config.retry_max_seconds)
+        if config.object_lock is not None:
+            self.lock_mode = config.object_lock.mode
+            self.lock_seconds = config.object_lock.seconds
         # Read once here (open_storage runs again on reload); never logged or put in errors.
         self._access_key = read_secret(name, config.access_key_id_file)
         self._secret_key = read_secret(name, config.secret_access_key_file)
@@ -169,8 +179,11 @@ class S3Storage(Storage):
     def _full(self, key: str) -> str:
         return self.prefix + clean_key(self.name, key)
 
-    async def open_writer(self, key: str) -> ObjectWriter:
-        return S3Writer(self, clean_key(self.name, key))
+    async def open_writer(self, key: str, retain_until: datetime | None = None
+                          ) -> ObjectWriter:
+        if retain_until is not None and self.lock_mode is None:
+            self.refuse_lock(retain_until)
+        return S3Writer(self, clean_key(self.name, key), retain_until)
 
     async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         """Stream an object; a connection lost mid-way resumes with a Range request."""
@@ -239,11 +252,36 @@ class S3Storage(Storage):
         return ObjectInfo(key, int(head_response["ContentLength"]), modified)
 
     async def delete(self, key: str) -> None:
+        """On a lock target every version of the key goes (a DeleteObject without a version
+        only hides the data behind a delete marker); a locked one is refused by S3."""
         full = self._full(key)
+        if self.lock_mode is not None:
+            found = await s3_lock.versions(self, full)
+            await s3_lock.delete_versions(self, [v for v in found if v[0] == full])
+            return
         async with self.client() as client:
             await self.call(
                 "DeleteObject", key, lambda: client.delete_object(Bucket=self.bucket, Key=full)
             )
+
+    # ------------------------------------------------------------------ object lock
+
+    async def check_lock(self) -> None:
+        if self.lock_mode is not None:
+            await s3_lock.check_lock(self)
+
+    async def object_lock(self, key: str) -> ObjectLock | None:
+        async with self.client() as client:
+            return await s3_lock.head_lock(self, client, self._full(key), key)
+
+    async def locked_until(self, prefix: str) -> datetime | None:
+        if self.lock_mode is None:
+            return None
+        return await s3_lock.locked_until(self, self.prefix + prefix)
+
+    async def remove_hidden(self, prefix: str) -> None:
+        if self.lock_mode is not None:
+            await s3_lock.delete_versions(self, await s3_lock.versions(self, self.prefix + prefix))
 
     async def abort_stale_uploads(self, older_than: timedelta) -> builtins.list[str]:
         """Abort multipart uploads under the prefix started more than older_than ago.
@@ -286,9 +324,10 @@ class S3Storage(Storage):
 class S3Writer(ObjectWriter):
     """A multipart upload, started when the first full part exists (or a PutObject at commit)."""
 
-    def __init__(self, storage: S3Storage, key: str):
+    def __init__(self, storage: S3Storage, key: str, retain_until: datetime | None = None):
         self.storage = storage
         self.key = key
+        self.retain_until = retain_until
         self.full = storage.prefix + key
         self.chunks: deque[bytes] = deque()  # written, not yet in a part
         self.buffered = 0
@@ -301,9 +340,13 @@ class S3Writer(ObjectWriter):
         self._client: Any = None
         self.done = False
 
-    def _extra(self) -> dict[str, str]:
+    def _extra(self) -> dict[str, Any]:
         cls = self.storage.config.storage_class
-        return {"StorageClass": cls} if cls else {}
+        extra: dict[str, Any] = {"StorageClass": cls} if cls else {}
+        if self.retain_until is not None and self.storage.lock_mode is not None:
+            extra["ObjectLockMode"] = self.storage.lock_mode.upper()
+            extra["ObjectLockRetainUntilDate"] = self.retain_until
+        return extra
 
     async def _get_client(self) -> Any:
         if self._client is None:
@@ -409,6 +452,9 @@ class S3Writer(ObjectWriter):
                 await self._start_part(self._take(self.buffered))
             await self._wait_for_slot(0)
             await self._complete(client)
+        if self.retain_until is not None:
+            await s3_lock.ensure_lock(self.storage, client, self.full, self.key,
+                                      self.retain_until)
         self.done = True
         await self.stack.aclose()
 

@@ -23,6 +23,7 @@ import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
@@ -212,7 +213,9 @@ class WebDAVStorage(Storage):
 
     # ------------------------------------------------------------------ the interface
 
-    async def open_writer(self, key: str) -> ObjectWriter:
+    async def open_writer(self, key: str, retain_until: datetime | None = None
+                          ) -> ObjectWriter:
+        self.refuse_lock(retain_until)
         writer = WebDAVWriter(self, clean_key(self.name, key))
         try:
             await writer.start()
