@@ -28,6 +28,7 @@ from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
 from kbackup.repository import (
     MANIFEST,
+    SIGNATURE,
     Component,
     Manifest,
     backup_prefix,
@@ -108,12 +109,14 @@ class VerifyRun:
 
     async def _locks(self, storage: Storage) -> None:
         """On a target where the manifest records an Object Lock, every object (manifest
-        included) must still be locked at least until that date."""
+        and its signature included) must still be locked at least until that date."""
         recorded = recorded_lock(self.backup.get("manifest"), storage.name)
         if recorded is None:
             return
         prefix = backup_prefix(self.manifest.job, self.manifest.id)
         files = [o.file for c in self.manifest.components for o in c.stored_objects()]
+        if self.manifest.signature is not None:
+            files.append(SIGNATURE)
         for file in [*files, MANIFEST]:
             self.progress.phase = f"object lock {storage.name}:{file}"
             try:
