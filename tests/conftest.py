@@ -340,6 +340,16 @@ exclude = ["*.tmp"]
         started = backup["id"]
         return self.store / backup["job"] / started[:4] / started[4:6] / backup["id"]
 
+    def resign(self, folder: Path) -> None:
+        """Sign a backup's manifest.json again with this daemon's key, as kbackupd would
+        (a test that edits a manifest on purpose plays someone who holds the key)."""
+        from cryptography.hazmat.primitives import serialization
+
+        key = serialization.load_pem_private_key(
+            (self.state / "signing" / "ed25519.key").read_bytes(), password=None)
+        (folder / "manifest.json.sig").write_bytes(
+            key.sign((folder / "manifest.json").read_bytes()))  # type: ignore[union-attr,call-arg]
+
 
 @pytest.fixture
 def kb(tmp_path: Path) -> Iterator[KbEnv]:

@@ -188,6 +188,11 @@ class Catalog:
             ),
         )
 
+    def set_backup_trust(self, backup_id: str, trust: str, reason: str | None) -> None:
+        """Whether the backup's manifest is signed by a trusted key (kbackup.signing)."""
+        self.db.execute("UPDATE backups SET trust=?, trust_reason=? WHERE id=?",
+                        (trust, reason, backup_id))
+
     def mark_backup_failed(self, backup_id: str, error: str) -> None:
         self.db.execute(
             "UPDATE backups SET status='failed', error=?, finished_at=COALESCE(finished_at, ?)"

@@ -85,5 +85,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE verifications ADD COLUMN restore_seconds REAL",
     ),
     ("ALTER TABLE runs ADD COLUMN hooks TEXT",),  # 4: hook results, JSON (kbackup.hooks)
+    (  # 5: signed manifests (kbackup.signing): "trusted", "untrusted" (why), NULL unchecked
+        "ALTER TABLE backups ADD COLUMN trust TEXT",
+        "ALTER TABLE backups ADD COLUMN trust_reason TEXT",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-safety-backup", action="store_true")
     p.add_argument("--no-hooks", action="store_true",
                    help="do not run the job's before_restore/after_restore hooks")
-    p.add_argument("--force", action="store_true", help="allow restoring a corrupt backup")
+    p.add_argument("--force", action="store_true", help="allow restoring a corrupt or untrusted"
+                                                         " (unsigned, badly signed) backup")
     p.add_argument("--force-open", action="store_true",
                    help="replace a SQLite file even though a process has it open")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -183,8 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passphrase-file", help="the passphrase of a gpg-symmetric backup made"
                                              " before a passphrase change (readable by the"
                                              " daemon)")
-    p = sub.add_parser("keys", help="encryption keys the jobs need, and whether they are usable")
-    p.add_argument("action", choices=["check"])
+    p = sub.add_parser("keys", help="encryption keys the jobs need, and whether they are"
+                                    " usable; the manifest signing key")
+    p.add_argument("action", choices=["check", "export-signing", "import-signing",
+                                      "rotate-signing"])
+    p.add_argument("file", nargs="?", help="import-signing: a public key (PEM) to trust")
     p = sub.add_parser("prune", help="apply JOB's retention policy now")
     p.add_argument("job")
     p.add_argument("--dry-run", action="store_true", help="show keep/remove, remove nothing")

@@ -32,6 +32,7 @@ from kbackup.repository import clean_incomplete
 from kbackup.runner import Runner
 from kbackup.scheduler import Clock, Scheduler, clock_from_env
 from kbackup.services import Services
+from kbackup.signing import SigningError, signer
 from kbackup.storage import Storage, StorageError, open_storage
 from kbackup.storage.base import LockMissing
 from kbackup.views import pause_view
@@ -75,6 +76,8 @@ class Daemon:
         self.runner.on_start = self.monitor.run_started  # heartbeat pings
         self.audit = AuditLog(self.catalog)  # restores and deletions, newest first
         self.access = Access(config.daemon.state_dir, self.clock.now)  # tokens, web users
+        # The manifest signing key, made here at the first start (kbackup.signing).
+        log.info("event=signing.key fingerprint=%s", signer(config.daemon.state_dir).fingerprint)
         self.notifier = sdnotify.SystemdNotifier()
         self.started_at = utcnow()
         self.stopping = asyncio.Event()
@@ -314,7 +317,7 @@ class Daemon:
 async def serve(config: Config) -> int:
     try:
         daemon = Daemon(config, clock_from_env())
-    except (CatalogError, StoreError) as exc:  # e.g. a catalog written by a newer kbackupd
+    except (CatalogError, StoreError, SigningError) as exc:  # e.g. a newer catalog
         log.error("event=daemon.start_failed error=%r", str(exc))
         return 1
     loop = asyncio.get_running_loop()

@@ -1,6 +1,7 @@
 """The backup repository format: layout of objects, the manifest, and the commit rule.
 
     <job>/<YYYY>/<MM>/<backup-id>/<component files>
+    <job>/<YYYY>/<MM>/<backup-id>/manifest.json.sig  its Ed25519 signature (signing.py)
     <job>/<YYYY>/<MM>/<backup-id>/manifest.json      written last: its presence = complete
     _audit/restores/<YYYY>/<MM>/<restore-id>.json     who restored what, when, with what result
     _audit/deletions/<YYYY>/<MM>/<deletion-id>.json   who deleted which backup from which targets
@@ -27,7 +28,15 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from kbackup.errors import KbackupError, Refused
 from kbackup.storage.base import PARTIAL_SUFFIX, BackupLocked, Storage, StorageError
@@ -39,6 +48,7 @@ from kbackup.times import iso, parse_iso
 FORMAT_VERSION = 2
 OLDEST_FORMAT = 1
 MANIFEST = "manifest.json"
+SIGNATURE = MANIFEST + ".sig"  # the manifest's detached signature (signing.py)
 BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 AUDIT_PREFIX = "_audit/"
 log = logging.getLogger("kbackup.repository")
@@ -143,6 +153,12 @@ class Manifest(BaseModel):
     started_at: str
     finished_at: str
     components: list[Component]
+    # {"algorithm": "ed25519", "key": FINGERPRINT}: the key whose signature of these exact
+    # bytes is manifest.json.sig (signing.py); None in backups made before signing.
+    signature: dict[str, str] | None = None
+    # As read from storage (read_manifest): the exact bytes and the detached signature.
+    _stored: bytes | None = PrivateAttr(None)
+    _detached: bytes | None = PrivateAttr(None)
 
     @model_validator(mode="before")
     @classmethod
@@ -150,9 +166,35 @@ class Manifest(BaseModel):
         # ManifestError is no ValueError: pydantic lets it through as it is (one line).
         return upgrade_manifest(data) if isinstance(data, dict) else data
 
+    @model_serializer(mode="wrap")
+    def _without_absent_signature(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """An unsigned manifest (made before signing) is dumped as it was, with no key."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("signature", ...) is None:
+            del data["signature"]
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when they say the same; the bytes they were read from do not count."""
+        if not isinstance(other, Manifest):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]
+
     @property
     def size_bytes(self) -> int:
         return sum(o.size_bytes for c in self.components for o in c.stored_objects())
+
+    @property
+    def stored(self) -> bytes | None:
+        """The manifest's bytes as read from storage (None when not read from storage)."""
+        return self._stored
+
+    @property
+    def detached_signature(self) -> bytes | None:
+        """manifest.json.sig as read from storage beside it (None when there is none)."""
+        return self._detached
 
 
 def new_backup_id(now: datetime) -> str:
@@ -177,9 +219,14 @@ def encode_manifest(manifest: Manifest) -> bytes:
 
 
 async def write_manifest(storage: Storage, manifest: Manifest,
+                         signature: bytes | None = None,
                          retain_until: datetime | None = None) -> None:
-    await storage.put_bytes(manifest_key(manifest.job, manifest.id), encode_manifest(manifest),
-                            retain_until)
+    """The manifest's detached signature first, then the manifest: still the last object
+    (both locked until retain_until on an Object Lock target)."""
+    key = manifest_key(manifest.job, manifest.id)
+    if signature is not None:
+        await storage.put_bytes(key + ".sig", signature, retain_until)
+    await storage.put_bytes(key, encode_manifest(manifest), retain_until)
 
 
 def lock_record(storage: Storage, retain_until: datetime) -> dict[str, Any]:
@@ -199,7 +246,7 @@ async def read_manifest(storage: Storage, key: str) -> Manifest:
     wrote it."""
     data = await storage.get_bytes(key)
     try:
-        return Manifest.model_validate_json(data)
+        manifest = Manifest.model_validate_json(data)
     except ValidationError as exc:
         raise StorageError(
             f"storage {storage.name}: {key} is not a valid manifest: {exc}"
@@ -208,6 +255,23 @@ async def read_manifest(storage: Storage, key: str) -> Manifest:
         raise
     except ManifestError as exc:
         raise StorageError(f"storage {storage.name}: {key}: {exc}") from None
+    manifest._stored = data
+    return manifest
+
+
+async def read_signed_manifest(storage: Storage, key: str, signed: bool | None = None
+                               ) -> Manifest:
+    """read_manifest, with its detached signature when there is one (`signed`: whether the
+    listing showed a manifest.json.sig; None: try to read it)."""
+    manifest = await read_manifest(storage, key)
+    if signed is not False:
+        try:
+            manifest._detached = await storage.get_bytes(key + ".sig")
+        except StorageError as exc:
+            if signed:
+                log.warning("event=signature.unreadable storage=%s key=%s.sig error=%s",
+                            storage.name, key, exc)
+    return manifest
 
 
 def _split_key(key: str) -> tuple[str, str, str] | None:
@@ -232,14 +296,16 @@ async def scan_manifests(storage: Storage, job: str | None = None, concurrency: 
 
     Manifests are read a few at a time: on S3 or WebDAV each is a request, and a repository
     of 10 000 backups read one by one takes minutes (bench/listing.py measures it)."""
-    keys = [info.key for info in await storage.list(f"{job}/" if job else "")
-            if (split := _split_key(info.key)) is not None and split[2] == MANIFEST]
+    listed = {info.key for info in await storage.list(f"{job}/" if job else "")
+              if (split := _split_key(info.key)) is not None and split[2] in (MANIFEST,
+                                                                               SIGNATURE)}
+    keys = [key for key in listed if key.endswith("/" + MANIFEST)]
     limit = asyncio.Semaphore(concurrency)
 
     async def one(key: str) -> Manifest | ManifestTooNew | None:
         async with limit:
             try:
-                return await read_manifest(storage, key)
+                return await read_signed_manifest(storage, key, key + ".sig" in listed)
             except ManifestTooNew as exc:
                 log.error("event=manifest.too_new storage=%s key=%s error=%s",
                           storage.name, key, exc)

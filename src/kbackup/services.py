@@ -217,7 +217,10 @@ class Backups(_Service):
     async def rescan(self, all_hosts: bool = False) -> dict[str, Any]:
         """Rebuild the backup index from the manifests on every storage target; with
         all_hosts, the other hosts' backups beside this host's folder too (fleet.py)."""
+        from kbackup.signing import keyring, trust_of
+
         daemon = self._daemon
+        keys = await asyncio.to_thread(keyring, daemon.config.daemon.state_dir)
         found: dict[str, dict[str, Any]] = {}
         errors = []
         for name, storage in daemon.storages.items():
@@ -229,11 +232,14 @@ class Backups(_Service):
             for manifest in manifests:
                 entry = found.setdefault(manifest.id, {"manifest": manifest, "targets": {}})
                 entry["targets"][name] = "complete"
+                if "trust" not in entry or not entry["trust"].trusted:  # a signed copy wins
+                    entry.update(manifest=manifest, trust=trust_of(manifest, keys))
         others: dict[str, dict[str, Any]] = {}
         if all_hosts:
             others, host_errors = await scan_other_hosts(daemon.config)
             errors += host_errors
             others = {k: v for k, v in others.items() if k not in found}
+        untrusted = 0
         for backup_id, entry in {**found, **others}.items():
             m = entry["manifest"]
             job = host_job(entry["host"], m.job) if "host" in entry else m.job
@@ -242,15 +248,21 @@ class Backups(_Service):
                 m.size_bytes, entry["targets"], m.model_dump(mode="json"), tag=m.tag,
                 label=m.label,
             )
+            trust = entry.get("trust") or trust_of(m, keys)
+            daemon.catalog.set_backup_trust(backup_id, trust.state, trust.reason)
+            if not trust.trusted:
+                untrusted += 1
+                log.warning("event=backup.untrusted backup=%s job=%s reason=%r", backup_id,
+                            job, trust.reason)
         removed = 0 if errors else daemon.catalog.delete_backups_not_in({**found, **others})
         for (job, target), ids in list(WAITING.items()):  # pruned by `prune --target`
             WAITING[(job, target)] = [i for i in ids
                                       if target in found.get(i, {}).get("targets", {})]
         daemon.monitor.request_evaluation()  # health's retention_waiting follows
-        log.info("event=catalog.rescan found=%d other_hosts=%d forgotten=%d errors=%d",
-                 len(found), len(others), removed, len(errors))
+        log.info("event=catalog.rescan found=%d other_hosts=%d forgotten=%d errors=%d"
+                 " untrusted=%d", len(found), len(others), removed, len(errors), untrusted)
         return {"found": len(found), "other_hosts": len(others), "forgotten": removed,
-                "errors": errors}
+                "errors": errors, "untrusted": untrusted}
 
 
 class Runs(_Service):
@@ -410,6 +422,25 @@ class Admin(_Service):
                                problem])
 
 
+class SigningKeys(_Service):
+    """The manifest signing key (kbackup.signing): its public half, the trusted keyring."""
+
+    async def describe(self) -> dict[str, Any]:
+        from kbackup.signing import describe
+
+        return await asyncio.to_thread(describe, self.config.daemon.state_dir)
+
+    async def import_key(self, pem: str) -> dict[str, str]:
+        from kbackup.signing import import_public
+
+        return await asyncio.to_thread(import_public, self.config.daemon.state_dir, pem)
+
+    async def rotate(self) -> dict[str, str]:
+        from kbackup.signing import rotate
+
+        return await asyncio.to_thread(rotate, self.config.daemon.state_dir)
+
+
 class Services:
     """The narrow face of the daemon that request handlers see."""
 
@@ -423,4 +454,5 @@ class Services:
         self.storage = Targets(daemon)
         self.sources = SourceProbes(daemon)
         self.admin = Admin(daemon)
+        self.signing = SigningKeys(daemon)
         self.access = daemon.access  # tokens, web users, sessions, throttles (TCP callers)

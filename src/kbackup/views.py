@@ -78,7 +78,7 @@ def backup_view(row: dict[str, Any], verification: dict[str, Any] | None = None,
 
 
 BACKUP_FIELDS = ("id", "job", "status", "trigger", "tag", "label", "started_at", "finished_at",
-                 "size_bytes", "error")
+                 "size_bytes", "error", "trust", "trust_reason")
 VERIFICATION_FIELDS = ("id", "level", "ok", "problem", "finished_at", "restore_seconds")
 
 

@@ -315,7 +315,7 @@ def test_delete_one_target_keeps_the_other_copy(kb: KbEnv, pg: PgServer, shop_db
     assert not on_second.exists()
     assert (on_local / "manifest.json").is_file()
     assert sorted(p.name for p in on_local.iterdir()) == sorted(
-        [c["file"] for c in older["components"]] + ["manifest.json"])
+        [c["file"] for c in older["components"]] + ["manifest.json", "manifest.json.sig"])
     listed = backups(kb)
     assert set(listed) == {older["id"], newer["id"]}
     assert listed[older["id"]]["targets"] == {"local": "complete"}

@@ -110,7 +110,7 @@ def test_symmetric_round_trip_and_no_plaintext_at_rest(
     stored = sorted(p.name for p in folder.iterdir())
     assert stored == ["config.json.zst.gpg", "db-shop.dump.zst.gpg",
                       "files-pdfs.index.json.zst.gpg", "files-pdfs.tar.zst.gpg",
-                      "globals-shop.sql.zst.gpg", "manifest.json"]
+                      "globals-shop.sql.zst.gpg", "manifest.json", "manifest.json.sig"]
     for path in folder.iterdir():
         data = path.read_bytes()
         assert MARKER.encode() not in data and b"notes.txt" not in data, path.name

@@ -219,6 +219,7 @@ def test_restore_refuses_a_malicious_archive_in_a_backup(
     component["size_bytes"] = len(evil)
     component["sha256"] = hashlib.sha256(evil).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    kb.resign(folder)  # by someone with the signing key: only the content is wrong
     assert kb.ctl("catalog", "rescan").returncode == 0
 
     def restore(*args: str) -> subprocess.CompletedProcess[str]:

@@ -60,12 +60,16 @@ def test_a_replacement_server_restores_another_hosts_backup(
     assert plain.returncode == 0 and "found 0 complete" in plain.stdout, plain.stderr
     assert db1.ctl_items("backups") == []
 
+    web1_key = tmp_path / "web1-signing.pem"  # web1's public key, so db1 trusts its backups
+    web1_key.write_text(kb.ctl("keys", "export-signing").stdout)
+    assert db1.ctl("keys", "import-signing", str(web1_key)).returncode == 0
     rescan = db1.ctl("catalog", "rescan", "--all-hosts")
     assert rescan.returncode == 0, rescan.stderr
     assert "other hosts: 1 backups" in rescan.stdout
     [seen] = db1.ctl_items("backups")
     assert seen["id"] == made["id"] and seen["job"] == "web1:crm"
     assert seen["targets"] == {"offsite@web1": "complete"}
+    assert seen["trust"] == "trusted"
     assert db1.ctl_items("backups", "crm") == []  # not db1's own crm backup
     health = db1.ctl_json("status")
     crm = next(j for j in health["jobs"] if j["job"] == "crm")

@@ -182,7 +182,8 @@ def test_lock_daemon_backup_is_locked_and_cannot_be_deleted(
                                                       Prefix=prefix)["Contents"]]
     files = [o["file"] for c in first["manifest"]["components"]
              for o in [c, *([c["index"]] if c.get("index") else [])]]
-    assert sorted(keys) == sorted(prefix + f for f in [*files, "manifest.json"])
+    stored = [*files, "manifest.json", "manifest.json.sig"]
+    assert sorted(keys) == sorted(prefix + f for f in stored)
     for key in keys:
         head = client.head_object(Bucket=lock_bucket, Key=key)
         assert (head["ObjectLockMode"], head["ObjectLockRetainUntilDate"]) == (

@@ -134,6 +134,7 @@ def test_an_archive_of_a_newer_pg_dump_is_refused_before_anything_is_touched(
     next(c for c in manifest["components"] if c["kind"] == "postgres")[
         "database"]["pg_dump_version"] = "99.0"
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    kb.resign(folder)  # by someone with the signing key: only the content is wrong
     assert kb.ctl("catalog", "rescan").returncode == 0
     with pg.connect(shop_db) as conn:
         conn.execute("DELETE FROM \"Line Items\" WHERE invoice_id < 100")

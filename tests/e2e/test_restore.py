@@ -132,6 +132,7 @@ def rewrite_manifest(kb: KbEnv, backup: dict[str, Any], name: str, data: bytes) 
     component["size_bytes"] = len(data)
     component["sha256"] = hashlib.sha256(data).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    kb.resign(folder)  # by someone with the signing key: only the content is wrong
     assert kb.ctl("catalog", "rescan").returncode == 0
 
 
@@ -655,7 +656,10 @@ def test_disaster_recovery_from_storage_alone(
 
     originals = tree(pdf_tree)
 
-    # The server is lost: catalog, database and files gone; the storage survives.
+    # The server is lost: catalog, database and files gone; the storage survives, and so
+    # does the copy of the signing key's public half kept off the server (README).
+    signing_key = kb.base / "kbackup-signing.pem"
+    signing_key.write_text(ok(ctl(kb, "keys", "export-signing"), kb))
     kb.stop()
     shutil.rmtree(kb.state)
     pg.drop_database(shop_db)
@@ -663,6 +667,7 @@ def test_disaster_recovery_from_storage_alone(
     shutil.rmtree(pdf_tree)
     kb.start()
     assert kb.ctl_json("backups")["items"] == []
+    ok(ctl(kb, "keys", "import-signing", str(signing_key)), kb)
     rescan = ctl(kb, "catalog", "rescan")
     assert rescan.returncode == 0, rescan.stderr
     assert "found 3" in rescan.stdout

@@ -104,7 +104,8 @@ def test_backups_json_contract(kb: KbEnv, pg: PgServer, shop_db: str, pdf_tree: 
     assert item["started_at"].endswith("Z") and item["finished_at"].endswith("Z")
     assert item["targets"] == {"local": "complete"}
     assert item["size_bytes"] == sum(
-        p.stat().st_size for p in kb.backup_dir(backup).iterdir() if p.name != "manifest.json")
+        p.stat().st_size for p in kb.backup_dir(backup).iterdir()
+        if p.name not in ("manifest.json", "manifest.json.sig"))
     for component in item["components"]:
         assert set(component) >= {"name", "kind", "file", "size_bytes", "sha256"}
 

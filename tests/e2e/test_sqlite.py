@@ -298,6 +298,7 @@ def test_a_corrupted_stored_object_fails_verification(kb: KbEnv, tmp_path: Path)
     entry["size_bytes"] = stored.stat().st_size  # resealed: only the content is wrong
     entry["sha256"] = hashlib.sha256(stored.read_bytes()).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    kb.resign(folder)  # by someone with the signing key: only the content is wrong
     assert kb.ctl("catalog", "rescan").returncode == 0
     for level in ("structure", "restore-test"):
         result = kb.ctl("verify", backup["id"], "--level", level, "--wait")
@@ -322,6 +323,7 @@ def test_a_row_count_the_restored_copy_lacks_fails_restore_test(
     entry = next(c for c in manifest["components"] if c["kind"] == "sqlite")
     entry["sqlite"]["row_counts"]["items"] = 501  # the manifest says one row more
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    kb.resign(folder)  # by someone with the signing key: only the content is wrong
     assert kb.ctl("catalog", "rescan").returncode == 0
     result = kb.ctl("verify", backup["id"], "--level", "restore-test", "--wait")
     assert result.returncode != 0

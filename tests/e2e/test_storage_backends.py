@@ -360,10 +360,11 @@ dsn = "{pg.dsn(shop_db)}"
     stored = asyncio.run(fetch_all())
     manifest_bytes = stored["local"][prefix + "manifest.json"]
     manifest = json.loads(manifest_bytes)
-    expected = {prefix + "manifest.json": sha256(manifest_bytes)}
+    expected = {prefix + "manifest.json": sha256(manifest_bytes),
+                prefix + "manifest.json.sig": sha256(stored["local"][prefix + "manifest.json.sig"])}
     for component in manifest["components"]:
         expected[prefix + component["file"]] = component["sha256"]
-    assert len(expected) >= 3  # dump, globals or config, manifest
+    assert len(expected) >= 4  # dump, globals or config, manifest and its signature
     for name, objects in stored.items():
         assert {k: sha256(v) for k, v in objects.items()} == expected, name
 

@@ -104,6 +104,13 @@ class DeleteBody(DeleteOptions, Body):
     pass
 
 
+class SigningKeyBody(Body):
+    public_key_pem: Annotated[str, StringConstraints(min_length=1, max_length=10_000,
+                                                     pattern=NO_NUL)] = Field(
+        description="an Ed25519 public key in PEM (`kbackupctl keys export-signing` of the"
+                    " server that signed the backups)")
+
+
 class RescanBody(Body):
     all_hosts: bool = Field(False, description="also the other hosts' backups beside this"
                             " host's prefix in a shared bucket (read-only)")

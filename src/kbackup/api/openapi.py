@@ -150,6 +150,15 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/keys": {"get": _op("Encryption keys each job needs, and whether they are usable",
                                 "read")},
+        "/v1/keys/signing": {"get": _op(
+            "The manifest signing key: algorithm, fingerprint, public key (PEM), and the"
+            " fingerprints of the other trusted public keys", "read")},
+        "/v1/keys/signing/import": {"post": _op(
+            "Trust another (or an older) Ed25519 public key for manifest signatures", "admin",
+            body=models.SigningKeyBody)},
+        "/v1/keys/signing/rotate": {"post": _op(
+            "A new signing key; the old public key stays trusted", "admin",
+            body=models.EmptyBody)},
         "/v1/runs": {"get": _op("Runs, newest first, one page: {items, total, limit, offset}",
                                 "read", query=models.PageQuery)},
         "/v1/runs/{id}": {"get": _op("One run with live progress", "read", [_path_param("id")],

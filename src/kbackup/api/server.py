@@ -28,6 +28,7 @@ from kbackup.api import (
     delete_routes,
     pause_routes,
     report_routes,
+    signing_routes,
     sources_routes,
 )
 from kbackup.api.auth import (
@@ -373,6 +374,7 @@ def build_app(services: Services) -> web.Application:
     pause_routes.register(app)  # /v1/jobs/{job}/pause, /resume
     sources_routes.register(app)  # /v1/sources/check
     report_routes.register(app)  # /v1/report, /v1/report/send
+    signing_routes.register(app)  # /v1/keys/signing, /import, /rotate
     access_routes.register(app)  # /v1/tokens, /v1/web/users
     add_dashboard(app)  # the pages at /, /jobs, /backups...: kbackup/web (+ the CSRF cookie)
     return app

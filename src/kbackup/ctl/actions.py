@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kbackup.ctl.client import Client, CliError, segment
@@ -179,7 +180,38 @@ def cmd_restore(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_signing(client: Client, args: argparse.Namespace) -> int:
+    """The manifest signing key: export its public half, import another, rotate it."""
+    if args.action == "export-signing":
+        data = client.call("GET", "/v1/keys/signing")
+        if args.json:
+            return emit_json(data)
+        print(data["public_key_pem"], end="")
+        return 0
+    if args.action == "import-signing":
+        if not args.file:
+            raise CliError("keys import-signing needs FILE (a public key in PEM)")
+        try:
+            pem = Path(args.file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"{args.file}: cannot read it: {exc}") from None
+        data = client.call("POST", "/v1/keys/signing/import", {"public_key_pem": pem})
+        if args.json:
+            return emit_json(data)
+        print(f"trusted ed25519 key {data['fingerprint']} ({data['file']}); run"
+              " `kbackupctl catalog rescan` to check the backups it signed")
+        return 0
+    data = client.call("POST", "/v1/keys/signing/rotate", {})
+    if args.json:
+        return emit_json(data)
+    print(f"new signing key {data['fingerprint']}; the old one {data['old_fingerprint']} is"
+          " kept in the trusted keyring")
+    return 0
+
+
 def cmd_keys(client: Client, args: argparse.Namespace) -> int:
+    if args.action != "check":
+        return cmd_signing(client, args)
     data = client.call("GET", "/v1/keys")
     if args.json:
         emit_json(data)
@@ -305,6 +337,9 @@ def cmd_rescan(client: Client, args: argparse.Namespace) -> int:
     print(f"found {data['found']} complete backups; forgot {data['forgotten']} missing ones")
     if args.all_hosts:
         print(f"other hosts: {data['other_hosts']} backups (read-only; jobs shown as HOST:JOB)")
+    if data.get("untrusted"):
+        print(f"untrusted: {data['untrusted']} backups not signed by a trusted key (see"
+              " `kbackupctl backups`; restoring one needs --force)")
     for problem in data["errors"]:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if data["errors"] else 0

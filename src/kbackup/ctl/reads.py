@@ -191,7 +191,8 @@ def cmd_backups(client: Client, args: argparse.Namespace) -> int:
         verified = "-"
         if verification:
             verified = verification["level"] + (" ok" if verification["ok"] else " FAILED")
-        rows.append([b["id"], b["job"], b["status"], b["trigger"], tag_label(b),
+        status = b["status"] + (" UNTRUSTED" if b.get("trust") == "untrusted" else "")
+        rows.append([b["id"], b["job"], status, b["trigger"], tag_label(b),
                      short_time(b["started_at"]), took, format_size(b["size_bytes"]), verified,
                      ",".join(c["name"] for c in b["components"])])
     headers = ["ID", "JOB", "STATUS", "TRIGGER", "TAG/LABEL", "STARTED", "TOOK", "SIZE",
@@ -216,6 +217,7 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
               " (S3 Object Lock)")
     if data.get("error"):
         print(f"error     {data['error']}")
+    print(f"signed    {trust_line(data)}")
     encryption = next((c.get("encryption") for c in data["components"]
                        if (c.get("encryption") or {}).get("mode", "none") != "none"), None)
     if encryption:
@@ -247,6 +249,16 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     with contextlib.suppress(CliError):  # the run that wrote it: its hooks (none after rescan)
         print_hooks(client.call("GET", f"/v1/runs/{segment(data['id'])}").get("hooks") or [])
     return 0
+
+
+def trust_line(backup: dict[str, Any]) -> str:
+    """Whether the backup's manifest is signed by a trusted key (kbackup.signing)."""
+    key = ((backup.get("manifest") or {}).get("signature") or {}).get("key")
+    if backup.get("trust") == "trusted":
+        return f"trusted (ed25519 key {key})"
+    if backup.get("trust") == "untrusted":
+        return f"UNTRUSTED: {backup.get('trust_reason')}"
+    return "not checked yet (verify or `catalog rescan` checks it)"
 
 
 # What every component view has (views.component_view); any other field is its driver's

@@ -41,6 +41,7 @@ from kbackup.repository import (
     lock_record,
     write_manifest,
 )
+from kbackup.signing import signer
 from kbackup.sources.base import Source, SourceError
 from kbackup.sources.drivers import driver
 from kbackup.storage import ObjectWriter, Storage, StorageError
@@ -312,6 +313,7 @@ class BackupRun:
         self.progress.phase = "estimating size"
         try:
             await asyncio.to_thread(check_job_keys, self.config, self.job)  # before any work
+            signer(self.config.daemon.state_dir)  # and the signing key
             big = [s for s in sources if not s.small]
             small = [s for s in sources if s.small]
             self.progress.bytes_total = await self._estimate(big)
@@ -330,12 +332,17 @@ class BackupRun:
                           self._backup_config]))
             manifest = self._manifest(sources)
             self.progress.phase = "writing manifest"
+            # Signed (signing.py); the signature is written before the manifest, which stays
+            # the last object.
+            signature = signer(self.config.daemon.state_dir).sign_manifest(manifest)
             for target in self._healthy():
                 try:
-                    await write_manifest(target, manifest, self.locks.get(target.name))
+                    await write_manifest(target, manifest, signature,
+                                         self.locks.get(target.name))
                 except StorageError as exc:
                     self._target_failed(target, exc)
             self._healthy()
+            self.catalog.set_backup_trust(self.backup_id, "trusted", None)
         except BaseException as exc:
             await self._discard(self.targets)
             await self._failed(exc)

@@ -33,7 +33,15 @@ from kbackup.jobs.backup import BackupRun
 from kbackup.jobs.restore_plan import Plan, RestoreRefused, RestoreRequest
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
-from kbackup.repository import Component, Manifest, new_backup_id, write_audit
+from kbackup.repository import (
+    Component,
+    Manifest,
+    manifest_key,
+    new_backup_id,
+    read_signed_manifest,
+    write_audit,
+)
+from kbackup.signing import keyring, trust_of
 from kbackup.sources.base import RestoreContext, open_object
 from kbackup.sources.drivers import component_driver
 from kbackup.storage import Storage, StorageError
@@ -85,12 +93,28 @@ class RestoreRun:
     def component(self, name: str) -> Component:
         return next(c for c in self.manifest.components if c.name == name)
 
+    async def _signed(self) -> None:
+        """The manifest on the storage read from is what a trusted key signed (signing.py):
+        an intruder's rewrite since the catalog last looked stops the restore here, before
+        any change, unless --force."""
+        assert self.storage is not None
+        keys = await asyncio.to_thread(keyring, self.config.daemon.state_dir)
+        stored = await read_signed_manifest(self.storage, manifest_key(self.manifest.job,
+                                                                       self.manifest.id))
+        trust = trust_of(stored, keys)
+        self.catalog.set_backup_trust(self.manifest.id, trust.state, trust.reason)
+        if trust.trusted or self.request.force:
+            return
+        raise RestoreRefused(f"backup {self.manifest.id} is untrusted: {trust.reason}; use"
+                             " --force to restore it anyway")
+
     async def _precheck(self) -> None:
         """Every object re-read and checked (and, if encrypted, decrypted) before any change:
         a flipped byte, a wrong passphrase or a missing key stops the restore here. A plan of
         one step its driver checks before changing anything (restored beside, then swapped
         in) skips the re-read: the time to recover is one pass over the backup, not two."""
         assert self.storage is not None
+        await self._signed()
         steps = [step for step in self.plan.steps if step.kind != "skip"]
         for step in steps:
             component = self.component(step.component)

@@ -13,7 +13,7 @@ from typing import Any
 from kbackup.catalog import Catalog
 from kbackup.config import Config
 from kbackup.errors import RestoreRefused as RestoreRefused
-from kbackup.repository import Component, Manifest
+from kbackup.repository import Component, Manifest, upgrade_manifest
 from kbackup.sources.base import PlanRefused, RestoreOptions, Step
 from kbackup.sources.drivers import (
     CONFIG_KIND,
@@ -72,8 +72,14 @@ def resolve_backup(catalog: Catalog, request: RestoreRequest) -> dict[str, Any]:
     if request.backup == "latest":
         if not request.job:
             raise RestoreRefused("'latest' needs --job JOB")
-        candidates = [b for b in catalog.backups(request.job, "complete")
-                      if b["trigger"] != "pre-restore"]
+        complete = [b for b in catalog.backups(request.job, "complete")
+                    if b["trigger"] != "pre-restore"]
+        candidates = [b for b in complete if b["trust"] != "untrusted" or request.force]
+        if complete and not candidates:
+            raise RestoreRefused(f"job {request.job} has only untrusted backups (newest"
+                                 f" {complete[0]['id']}: {complete[0]['trust_reason']}); import"
+                                 " the signing key that made them (`kbackupctl keys"
+                                 " import-signing FILE`, then `catalog rescan`) or use --force")
         if not candidates:
             raise RestoreRefused(f"job {request.job} has no complete backup (try `kbackupctl"
                                  " catalog rescan` on a new server)")
@@ -84,6 +90,11 @@ def resolve_backup(catalog: Catalog, request: RestoreRequest) -> dict[str, Any]:
     if request.job and row["job"] != request.job:
         raise RestoreRefused(f"backup {row['id']} belongs to job {row['job']!r},"
                              f" not {request.job!r}")
+    if row["manifest"]:
+        upgrade_manifest(row["manifest"])  # a newer format is refused before anything else
+    if row["trust"] == "untrusted" and not request.force:
+        raise RestoreRefused(f"backup {row['id']} is untrusted: {row['trust_reason']}; use"
+                             " --force to restore it anyway")
     if row["status"] == "corrupt" and not request.force:
         raise RestoreRefused(f"backup {row['id']} is corrupt ({row['error']}); use --force to"
                              " restore it anyway")

@@ -26,7 +26,17 @@ from kbackup.errors import KbackupError, VerifyError
 from kbackup.fleet import with_other_hosts
 from kbackup.pipeline import CorruptObject
 from kbackup.progress import Progress
-from kbackup.repository import MANIFEST, Component, Manifest, backup_prefix, recorded_lock
+from kbackup.repository import (
+    MANIFEST,
+    SIGNATURE,
+    Component,
+    Manifest,
+    backup_prefix,
+    manifest_key,
+    read_signed_manifest,
+    recorded_lock,
+)
+from kbackup.signing import keyring, trust_of
 from kbackup.sources.base import CannotCheck, CheckFailed, ReadBack, open_object
 from kbackup.sources.drivers import (
     CONFIG_KIND,
@@ -44,6 +54,12 @@ log = logging.getLogger("kbackup.verify")
 
 class VerificationFailed(VerifyError):
     """The backup is not what its manifest promises; the message is the first mismatch."""
+
+
+class Untrusted(VerificationFailed):
+    """The manifest on a target is not what a trusted key signed (kbackup.signing): the
+    verification fails, the backup becomes untrusted, not corrupt (its objects may be
+    intact; an unsigned backup from before signing is not damaged)."""
 
 
 class CannotVerify(VerifyError):
@@ -93,12 +109,14 @@ class VerifyRun:
 
     async def _locks(self, storage: Storage) -> None:
         """On a target where the manifest records an Object Lock, every object (manifest
-        included) must still be locked at least until that date."""
+        and its signature included) must still be locked at least until that date."""
         recorded = recorded_lock(self.backup.get("manifest"), storage.name)
         if recorded is None:
             return
         prefix = backup_prefix(self.manifest.job, self.manifest.id)
         files = [o.file for c in self.manifest.components for o in c.stored_objects()]
+        if self.manifest.signature is not None:
+            files.append(SIGNATURE)
         for file in [*files, MANIFEST]:
             self.progress.phase = f"object lock {storage.name}:{file}"
             try:
@@ -113,7 +131,28 @@ class VerifyRun:
 
     # ------------------------------------------------------------------ run
 
+    async def _signed(self) -> None:
+        """The manifest on each target is what a trusted key signed (kbackup.signing) and
+        what the catalog holds; the verdict is kept as the backup's trust."""
+        keys = await asyncio.to_thread(keyring, self.config.daemon.state_dir)
+        key = manifest_key(self.manifest.job, self.manifest.id)
+        for storage in self.storages:
+            self.progress.phase = f"signature {storage.name}"
+            try:
+                stored = await read_signed_manifest(storage, key)
+            except StorageError as exc:
+                raise VerificationFailed(f"{MANIFEST} on {storage.name}: {exc}") from None
+            trust = trust_of(stored, keys)
+            if not trust.trusted:
+                self.catalog.set_backup_trust(self.manifest.id, "untrusted", trust.reason)
+                raise Untrusted(f"manifest signature on {storage.name}: {trust.reason}")
+            if stored.model_dump(mode="json") != self.manifest.model_dump(mode="json"):
+                raise CannotVerify(f"{MANIFEST} on {storage.name} is not the one in the"
+                                   " catalog (run `kbackupctl catalog rescan`)")
+        self.catalog.set_backup_trust(self.manifest.id, "trusted", None)
+
     async def _verify(self) -> None:
+        await self._signed()
         if self.level == "checksum":
             self.progress.bytes_total = self.manifest.size_bytes * len(self.storages)
             for storage in self.storages:
@@ -152,8 +191,11 @@ class VerifyRun:
     async def run(self) -> dict[str, Any]:
         started = utcnow()
         problem: str | None = None
+        untrusted = False
         try:
             await self._verify()
+        except Untrusted as exc:
+            problem, untrusted = str(exc), True
         except VerificationFailed as exc:
             problem = str(exc)
         except (KeyProblem, CannotVerify, CannotCheck) as exc:
@@ -170,9 +212,10 @@ class VerifyRun:
         self.catalog.add_verification(self.run_id, self.manifest.id, self.manifest.job,
                                       self.level, started, ok, problem, self.details,
                                       took if ok and self.level == "restore-test" else None)
-        if not ok:
+        if not ok and not untrusted:  # untrusted: the trust says so (_signed), not the status
             self.catalog.set_backup_status(self.manifest.id, "corrupt",
                                            f"{self.level} verification failed: {problem}")
+        if not ok:
             log.error("event=verify.failed backup=%s level=%s problem=%r", self.manifest.id,
                       self.level, problem)
         else:
