@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """check-backup.py DIR: DIR is one backup (the directory holding manifest.json). Exit 0 if
-every object the manifest lists is there with the recorded size and SHA-256 and nothing
-else is; print one line per component, kind and file, for the caller to use."""
+every object the manifest lists is there with the recorded size and SHA-256 (and its
+signature when it says it is signed) and nothing else is; print one line per component,
+kind and file, for the caller to use."""
 
 import hashlib
 import json
@@ -12,6 +13,10 @@ backup = Path(sys.argv[1])
 manifest = json.loads((backup / "manifest.json").read_text())
 listed = {"manifest.json"}
 problems = []
+if manifest.get("signature"):  # signed: its detached signature lies beside it (format.md)
+    listed.add("manifest.json.sig")
+    if not (backup / "manifest.json.sig").is_file():
+        problems.append("manifest.json.sig: missing (the manifest says it is signed)")
 for component in manifest["components"]:
     objects = [component] + ([component["index"]] if component.get("index") else [])
     for obj in objects:
