@@ -18,7 +18,7 @@ from typing import Any
 from kbackup.config import Config, StorageConfig
 from kbackup.errors import Invalid
 from kbackup.repository import Manifest, is_manifest_key, list_manifests
-from kbackup.storage import Storage, open_storage
+from kbackup.storage import Storage, StorageError, open_storage
 
 HOST_MARK = "@"  # TARGET@HOST: another host's copy on one of this host's targets
 JOB_MARK = ":"  # HOST:JOB: another host's job in the catalog
@@ -100,12 +100,10 @@ def with_other_hosts(config: Config, storages: dict[str, Storage],
     return found
 
 
-async def scan_other_hosts(config: Config) -> tuple[dict[str, dict[str, object]], list[str]]:
+async def scan_other_hosts(config: Config) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Every other host's complete backup on this host's targets: id -> {"manifest",
     "host", "targets"}; and the errors (one line per target or host that failed)."""
-    from kbackup.storage import StorageError
-
-    found: dict[str, dict[str, object]] = {}
+    found: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
     for name, (parent, folder) in shared_targets(config).items():
         try:
@@ -125,7 +123,5 @@ async def scan_other_hosts(config: Config) -> tuple[dict[str, dict[str, object]]
             for manifest in manifests:
                 entry = found.setdefault(manifest.id, {"manifest": manifest, "host": host,
                                                        "targets": {}})
-                targets = entry["targets"]
-                assert isinstance(targets, dict)
-                targets[target] = "complete"
+                entry["targets"][target] = "complete"
     return found, errors
